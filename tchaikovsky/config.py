@@ -1,0 +1,127 @@
+"""Model and training configuration, and the named presets the notebooks expose.
+
+Configs are frozen dataclasses: a run's configuration is data, saved next to its checkpoints (``to_dict``) so a
+checkpoint can always rebuild its model. Derived numbers (parameter count, FLOPs per token) are properties.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 2048  # set from the tokenizer at training time
+    context: int = 256  # learned positions: the longest sequence the model sees at once
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: int = 4  # hidden width of the MLP = mlp_ratio * d_model
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def n_params(self) -> int:
+        d, L = self.d_model, self.n_layers
+        block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * (self.mlp_ratio * d * d) + self.mlp_ratio * d + d
+        return self.vocab_size * d + self.context * d + L * block + 2 * d + d * self.vocab_size + self.vocab_size
+
+    @property
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward), PaLM appendix B convention:
+        6 * (non-embedding matmul params) + 12 * layers * d_model * context (attention scores and mixing)."""
+        d, L = self.d_model, self.n_layers
+        matmul_params = L * (4 * d * d + 2 * self.mlp_ratio * d * d) + d * self.vocab_size
+        return 6.0 * matmul_params + 12.0 * L * d * self.context
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 16  # global batch (sequences per optimizer step), independent of device memory
+    accum_steps: int = 1  # micro-batches per step: batch_size / accum_steps sequences go through at once
+    seq_len: int = 256  # tokens per training window (<= model context)
+    learning_rate: float = 1e-3  # peak, after warmup
+    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
+    warmup_steps: int = 50
+    max_steps: int = 500
+    weight_decay: float = 0.1  # matrix weights only
+    grad_clip: float = 1.0  # global-norm clipping
+    beta2: float = 0.95
+    eval_every: int = 100
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    compute_dtype: str = "auto"  # "auto": bf16 on accelerators, fp32 on CPU; or "float32" / "bfloat16"
+    fsdp: bool = False  # also shard parameters and optimizer state over the data axis
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.accum_steps
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: ModelConfig
+    train: TrainConfig
+    about: str = field(default="", compare=False)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        ModelConfig(context=64, d_model=64, n_layers=2, n_heads=2),
+        TrainConfig(batch_size=8, seq_len=64, learning_rate=3e-3, warmup_steps=5, max_steps=20,
+                    eval_every=10, log_every=5, checkpoint_every=10),
+        "tests: compiles and trains in seconds",
+    ),
+    "demo": Preset(
+        ModelConfig(context=256, d_model=192, n_layers=4, n_heads=4),
+        TrainConfig(batch_size=16, seq_len=256, learning_rate=2e-3, warmup_steps=30, max_steps=400,
+                    eval_every=100, log_every=10, checkpoint_every=100),
+        "a few CPU minutes: learns audible structure on the embedded corpus",
+    ),
+    "small": Preset(
+        ModelConfig(context=512, d_model=512, n_layers=8, n_heads=8),
+        TrainConfig(batch_size=32, seq_len=512, learning_rate=6e-4, warmup_steps=200, max_steps=5000,
+                    eval_every=500, log_every=20, checkpoint_every=500),
+        "~30M parameters: one GPU or TPU session",
+    ),
+    "base-100m": Preset(
+        ModelConfig(context=1024, d_model=768, n_layers=12, n_heads=12),
+        TrainConfig(batch_size=64, seq_len=1024, learning_rate=3e-4, warmup_steps=1000, max_steps=50000,
+                    eval_every=1000, log_every=50, checkpoint_every=1000, keep_checkpoints=3),
+        "~100M parameters (vocab 10k): the full TchAIkovsky-size model",
+    ),
+}
+
+
+def preset(name: str, *, vocab_size: int | None = None, **train_overrides) -> Preset:
+    """Return the named preset, with the tokenizer's vocab size and any TrainConfig fields overridden.
+
+    ``None`` overrides are ignored, so notebook parameters can pass ``batch_size=None`` for "preset default"."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r} is not one of {sorted(PRESETS)}")
+    p = PRESETS[name]
+    model = p.model if vocab_size is None else dataclasses.replace(p.model, vocab_size=int(vocab_size))
+    overrides = {k: v for k, v in train_overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown training option(s) {sorted(unknown)}")
+    train = dataclasses.replace(p.train, **overrides)
+    if train.seq_len > model.context:
+        raise ValueError(f"seq_len={train.seq_len} exceeds the {name} model's context of {model.context}")
+    if train.batch_size % train.accum_steps:
+        raise ValueError(f"batch_size={train.batch_size} is not divisible by accum_steps={train.accum_steps}")
+    return Preset(model, train, p.about)

@@ -1,0 +1,344 @@
+"""Training: optimizer, sharded steps, evaluation, and the loop that logs, checkpoints and resumes.
+
+Parallelism is one named mesh over every device JAX sees (axis ``"data"``): batches are split along it, parameters
+and optimizer state are replicated (data parallel) or, with ``fsdp=True``, split along it too. The same code runs on
+1 CPU, 8 simulated CPU devices, a GPU, a TPU v3-8/v5e-8 and, after ``jax.distributed.initialize()``, several hosts
+(each process builds only its own rows of every batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from . import checkpoint
+from .config import ModelConfig, TrainConfig
+from .model import GPT, cast, decay_mask
+
+
+# ---------------------------------------------------------------------------------------------------- set-up
+
+
+def compute_dtype(name: str = "auto"):
+    """bf16 compute on accelerators, fp32 on CPU (where bf16 matmuls are emulated and slow), unless named."""
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    return jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+
+
+def lr_schedule(tc: TrainConfig) -> optax.Schedule:
+    warmup = max(1, min(tc.warmup_steps, tc.max_steps - 1))
+    return optax.warmup_cosine_decay_schedule(
+        0.0, tc.learning_rate, warmup, max(tc.max_steps, warmup + 1), tc.learning_rate * tc.min_lr_ratio
+    )
+
+
+def make_optimizer(tc: TrainConfig, model: GPT) -> optax.GradientTransformation:
+    """AdamW (decay on matrix weights only) after global-norm clipping, on a warmup-cosine schedule."""
+    return optax.chain(
+        optax.clip_by_global_norm(tc.grad_clip),
+        optax.adamw(lr_schedule(tc), b1=0.9, b2=tc.beta2, weight_decay=tc.weight_decay, mask=decay_mask(model)),
+    )
+
+
+class TrainState(eqx.Module):
+    """Everything a step changes; each step returns a new one. ``key`` is raw uint32 key data (serialisable)."""
+
+    step: jax.Array
+    model: GPT
+    opt_state: optax.OptState
+    key: jax.Array
+
+    @classmethod
+    def create(cls, model: GPT, optim: optax.GradientTransformation, seed: int) -> "TrainState":
+        opt_state = optim.init(eqx.filter(model, eqx.is_inexact_array))
+        key = jax.random.key_data(jax.random.key(seed))
+        return cls(jnp.zeros((), jnp.int32), model, opt_state, key)
+
+
+def _spec(shape: tuple[int, ...], n: int, fsdp: bool) -> P:
+    """FSDP: split the largest axis divisible by the device count (ties: the last); otherwise replicate."""
+    if not fsdp or n == 1 or not shape:
+        return P()
+    candidates = [i for i, s in enumerate(shape) if s % n == 0]
+    if not candidates:
+        return P()
+    axis = max(candidates, key=lambda i: (shape[i], i))
+    return P(*[("data" if i == axis else None) for i in range(len(shape))])
+
+
+def state_shardings(state, mesh, fsdp: bool):
+    n = mesh.devices.size
+    return jax.tree.map(
+        lambda x: NamedSharding(mesh, _spec(x.shape, n, fsdp)) if eqx.is_array(x) else None, state
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+
+
+def token_losses(model: GPT, tokens: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """Per-target negative log-likelihood (nats, fp32). tokens (B, T+1) -> nll (B, T), and targets (B, T)."""
+    logits = jax.vmap(cast(model, dtype))(tokens[:, :-1])  # (B, T, V) fp32
+    targets = tokens[:, 1:]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], targets
+
+
+def make_train_step(optim, dtype, pad_id: int, shardings, batch_sharding):
+    """One optimizer step over a global batch laid out (accum, micro, T+1): gradients are summed over the
+    micro-batches with ``lax.scan`` so the global batch does not depend on device memory."""
+
+    def micro_loss(model, tokens):
+        nll, targets = token_losses(model, tokens, dtype)
+        mask = (targets != pad_id).astype(jnp.float32)
+        return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+    @eqx.filter_jit(donate="all")
+    def step(state: TrainState, batch: jax.Array):
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        params, static = eqx.partition(state.model, eqx.is_inexact_array)
+        grad_fn = jax.value_and_grad(lambda p, t: micro_loss(eqx.combine(p, static), t))
+
+        def accumulate(carry, tokens):
+            loss, grads = grad_fn(params, tokens)
+            return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+        zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+        (loss, grads), _ = jax.lax.scan(accumulate, zeros, batch)
+        k = batch.shape[0]
+        loss, grads = loss / k, jax.tree.map(lambda g: g / k, grads)
+        updates, opt_state = optim.update(grads, state.opt_state, params)
+        model = eqx.combine(optax.apply_updates(params, updates), static)
+        new = TrainState(state.step + 1, model, opt_state, state.key)
+        new = eqx.filter_shard(new, shardings)
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return step
+
+
+def make_eval_step(dtype, pad_id: int):
+    @eqx.filter_jit
+    def step(model, tokens, mask):
+        nll, targets = token_losses(model, tokens, dtype)
+        mask = mask * (targets != pad_id)
+        return (nll * mask).sum(), mask.sum()
+
+    return step
+
+
+def evaluate(model: GPT, shards, *, batch_size: int, seq_len: int, dtype=jnp.float32, pad_id: int = 0,
+             mesh=None, split: str = "val", eval_step=None) -> dict:
+    """Exact held-out loss over the whole split: mean nats per token, and bits per note (tokenizer independent:
+    total bits / number of notes, so it compares across vocab sizes and tokenizers)."""
+    mesh = mesh or make_mesh()
+    eval_step = eval_step or make_eval_step(dtype, pad_id)
+    n = mesh.devices.size
+    batch_size = max(n, batch_size // n * n)
+    sharding = NamedSharding(mesh, P("data"))
+    total, count = 0.0, 0.0
+    for tokens, mask in shards.eval_batches(batch_size, seq_len, split=split):
+        s, c = eval_step(model, jax.device_put(tokens, sharding), jax.device_put(mask, sharding))
+        total, count = total + float(s), count + float(c)
+    if count == 0:
+        return {"eval_loss": float("nan"), "bits_per_note": None}
+    notes = shards.n_notes(split)
+    return {
+        "eval_loss": total / count,
+        "bits_per_note": (total / math.log(2) / notes) if notes else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- loop
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    history: list[dict]
+    stopped: str  # "max_steps" | "max_minutes" | "until_step"
+    checkpoint: Path | None
+
+
+def _read_history(path: Path, upto_step: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("step", 0) <= upto_step]
+
+
+def _check_resume(meta: dict, model_cfg: ModelConfig, tok_hash: str | None, path: Path):
+    saved = meta.get("model_config", {})
+    if saved != model_cfg.to_dict():
+        diff = {k: (saved.get(k), v) for k, v in model_cfg.to_dict().items() if saved.get(k) != v}
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with another model configuration "
+            f"(checkpoint vs now: {diff}). Use the same preset, or a new run_dir, or resume=False."
+        )
+    if tok_hash and meta.get("tokenizer_hash") and meta["tokenizer_hash"] != tok_hash:
+        raise ValueError(
+            f"cannot resume from {path}: it was trained with another tokenizer "
+            f"(hash {meta['tokenizer_hash']} vs {tok_hash}). Retokenize with the original tokenizer or use a new run_dir."
+        )
+
+
+def train(
+    run_dir: str | Path,
+    model_cfg: ModelConfig,
+    tc: TrainConfig,
+    shards,
+    *,
+    seed: int = 0,
+    resume: bool = True,
+    max_minutes: float | None = None,
+    until_step: int | None = None,
+    pad_id: int | None = None,
+    progress: bool = True,
+    logger=None,
+    extra_meta: dict | None = None,
+) -> TrainResult:
+    """Train (or continue training) the model described by ``model_cfg`` on ``shards``; see the module docstring.
+
+    Writes ``run_dir/history.jsonl`` (one JSON object per logged step) and ``run_dir/checkpoints/``. With
+    ``resume=True`` an existing checkpoint is continued exactly (same losses as an uninterrupted run); with
+    ``resume=False`` an existing checkpoint is an error rather than silently overwritten. ``max_minutes`` and
+    ``until_step`` end the run early with a final checkpoint. A non-finite loss stops the run with an error and
+    leaves the last good checkpoint in place. ``logger(record)`` is called with every history record (wandb).
+    """
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    history_path = run_dir / "history.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pad_id = shards.index.get("pad_id", 0) if pad_id is None else pad_id
+    tok_hash = shards.tokenizer_hash
+    dtype = compute_dtype(tc.compute_dtype)
+
+    mesh = make_mesh()
+    n_dev = mesh.devices.size
+    if tc.micro_batch % n_dev:
+        raise ValueError(
+            f"batch_size / accum_steps = {tc.micro_batch} must be divisible by the {n_dev} devices "
+            f"({jax.devices()[0].platform}); pick batch_size as a multiple of {n_dev * tc.accum_steps}"
+        )
+    procs, proc = jax.process_count(), jax.process_index()
+
+    model = GPT(model_cfg, key=jax.random.key(seed))
+    optim = make_optimizer(tc, model)
+    state = TrainState.create(model, optim, seed)
+    shardings = state_shardings(state, mesh, tc.fsdp)
+    history: list[dict] = []
+
+    last = checkpoint.latest(ckpt_dir)
+    if last is not None:
+        if not resume:
+            raise ValueError(
+                f"{run_dir} already holds checkpoints (latest {last.name}); set resume=True to continue it, "
+                f"or choose a new run_dir"
+            )
+        meta = checkpoint.read_meta(last)
+        _check_resume(meta, model_cfg, tok_hash, last)
+        state = checkpoint.load(last, state)
+        history = _read_history(history_path, int(state.step))
+    history_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+    state = eqx.filter_shard(state, shardings)
+
+    batch_sharding = NamedSharding(mesh, P(None, "data"))
+    step_fn = make_train_step(optim, dtype, pad_id, shardings, batch_sharding)
+    eval_step = make_eval_step(dtype, pad_id)
+    schedule = lr_schedule(tc)
+    meta = {
+        "model_config": model_cfg.to_dict(),
+        "train_config": tc.to_dict(),
+        "tokenizer_hash": tok_hash,
+        "seed": seed,
+        **(extra_meta or {}),
+    }
+
+    def get_batch(step: int) -> jax.Array:
+        local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=proc, process_count=procs)
+        local = local.reshape(tc.accum_steps, -1, local.shape[-1])
+        return jax.make_array_from_process_local_data(batch_sharding, local)
+
+    def log(record: dict):
+        history.append(record)
+        with open(history_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if logger is not None:
+            logger(record)
+
+    def save() -> Path | None:
+        return checkpoint.save(ckpt_dir, state, meta, keep=tc.keep_checkpoints)
+
+    start_step = int(state.step)
+    end_step = tc.max_steps if until_step is None else min(until_step, tc.max_steps)
+    deadline = None if max_minutes is None else time.time() + 60.0 * max_minutes
+    stopped, ckpt = "max_steps" if until_step is None or until_step >= tc.max_steps else "until_step", None
+    tokens_per_step = tc.batch_size * tc.seq_len
+    bar = tqdm(total=end_step, initial=start_step, desc="train", disable=not progress, dynamic_ncols=True)
+    pending: list[tuple[int, dict]] = []
+    t_mark, steps_since = time.time(), 0
+    next_batch = get_batch(start_step) if start_step < end_step else None
+
+    def flush(step: int):
+        """Fetch the pending step metrics (one host sync per log interval), check them, write one record."""
+        nonlocal pending, t_mark, steps_since
+        metrics = [(s, {k: float(v) for k, v in m.items()}) for s, m in pending]
+        pending = []
+        for s, m in metrics:
+            if not math.isfinite(m["loss"]):
+                raise FloatingPointError(
+                    f"non-finite loss ({m['loss']}) at step {s}: stopping; the last good checkpoint in {ckpt_dir} "
+                    f"is intact. Try a lower learning_rate or compute_dtype='float32'."
+                )
+        dt = time.time() - t_mark
+        record = {
+            "step": step,
+            "loss": metrics[-1][1]["loss"],
+            "loss_avg": float(np.mean([m["loss"] for _, m in metrics])),
+            "grad_norm": metrics[-1][1]["grad_norm"],
+            "lr": float(schedule(step - 1)),
+            "tokens_per_s": tokens_per_step * steps_since / max(dt, 1e-9),
+        }
+        t_mark, steps_since = time.time(), 0
+        return record
+
+    for step in range(start_step, end_step):
+        batch, next_batch = next_batch, (get_batch(step + 1) if step + 1 < end_step else None)
+        state, metrics = step_fn(state, batch)
+        pending.append((step + 1, metrics))
+        steps_since += 1
+        s = step + 1
+        out_of_time = deadline is not None and time.time() > deadline
+        if s % tc.log_every == 0 or s == end_step or out_of_time or s % tc.checkpoint_every == 0:
+            record = flush(s)
+            if s % tc.eval_every == 0 or s == end_step or out_of_time:
+                record.update(evaluate(state.model, shards, batch_size=tc.micro_batch, seq_len=tc.seq_len,
+                                       dtype=dtype, pad_id=pad_id, mesh=mesh, eval_step=eval_step))
+            log(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if s % tc.checkpoint_every == 0 or s == end_step or out_of_time:
+                ckpt = save()
+        bar.update(1)
+        if out_of_time:
+            stopped = "max_minutes"
+            break
+    bar.close()
+    if start_step >= end_step and last is not None:
+        ckpt = last
+    return TrainResult(state, history, stopped, ckpt)
