@@ -202,6 +202,7 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = 44100) -> 
         audio = np.stack([audio, audio], axis=1)
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as f:
         f.setnchannels(2)
         f.setsampwidth(2)

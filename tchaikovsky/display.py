@@ -309,3 +309,50 @@ def sample_grid(cells: list[dict], *, rows_key: str = "seed", cols_key: str = "t
             items.append(W.VBox(parts))
     layout = W.Layout(grid_template_columns=f"auto repeat({len(cols)}, 300px)", grid_gap="6px")
     return W.GridBox(items, layout=layout)
+
+
+def corpus_overview(stats: dict) -> Figure:
+    """Six histograms of a corpus (``corpus.corpus_stats``): notes per piece, piece durations, pitches (named),
+    velocities, note durations in beats, tempos."""
+    fig = Figure(figsize=(13, 6.5), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    panels = [
+        ("notes per piece", stats["notes_per_piece"], 30),
+        ("piece duration (s)", stats["duration_s"], 30),
+        ("pitch", stats["pitches"], np.arange(20.5, 109.5, 1.0)),
+        ("velocity", stats["velocities"], np.arange(0, 129, 4)),
+        ("note duration (beats)", np.clip(stats["durations_beats"], 0, 8), 32),
+        ("tempo (quarter notes / min)", np.asarray(stats["tempos"]), 30),
+    ]
+    for ax, (label, values, bins) in zip(axes, panels):
+        ax.hist(np.asarray(values), bins=bins, color=PROMPT_COLOR)
+        ax.set_title(label)
+    ticks = [p for p in range(24, 109, 12)]
+    axes[2].set_xticks(ticks, [pitch_name(p) for p in ticks])
+    fig.suptitle(f"{stats['n_pieces']} pieces, {stats['n_notes']:,} notes, "
+                 f"{stats['total_duration_s'] / 3600:.2f} h")
+    return fig
+
+
+def counts_chart(counts: dict, *, title: str, top: int = 15) -> Figure:
+    """A horizontal bar chart of the ``top`` largest counts (composers, time signatures, programs, skip reasons)."""
+    items = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)[:top][::-1]
+    fig = Figure(figsize=(6, 0.3 * max(len(items), 3) + 1), layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh([str(k) for k, _ in items], [v for _, v in items], color=PROMPT_COLOR)
+    ax.set_title(title)
+    return fig
+
+
+def report_table(summary: dict, report: list[dict], *, max_rows: int = 20):
+    """HTML: files kept and skipped by reason, then the first skipped files with their reasons."""
+    from IPython.display import HTML
+
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary["by_reason"].items())
+    skipped = [r for r in report if r["status"] == "skipped"][:max_rows]
+    detail = "".join(f"<tr><td>{html.escape(r['path'])}</td><td>{html.escape(r['reason'])}</td></tr>" for r in skipped)
+    return HTML(
+        f"<p><b>{summary['kept']}</b> files kept, <b>{summary['skipped']}</b> skipped.</p>"
+        + (f"<table><tr><th>skip reason</th><th>files</th></tr>{rows}</table>" if rows else "")
+        + (f"<table><tr><th>skipped file</th><th>reason</th></tr>{detail}</table>" if detail else "")
+    )

@@ -250,3 +250,9 @@ def round_trip(tok: miditok.MusicTokenizer, path: str | Path | Score) -> dict:
         "tokens_per_note_before": before / max(n_in, 1),
         "tokens_per_note_after": after / max(n_in, 1),
     }
+
+
+def token_strings(tok: miditok.MusicTokenizer, path_or_score: str | Path | Score, n: int = 32) -> dict:
+    """The first ``n`` REMI tokens of a piece as text, and the first ``n`` ids the model sees after BPE merged them."""
+    seq, _ = _encode(tok, path_or_score)
+    return {"remi_tokens": list(seq.tokens[:n]), "bpe_ids": [int(i) for i in seq.ids[:n]]}

@@ -209,6 +209,7 @@ def train(
     pad_id: int | None = None,
     progress: bool = True,
     logger=None,
+    on_log=None,
     extra_meta: dict | None = None,
 ) -> TrainResult:
     """Train (or continue training) the model described by ``model_cfg`` on ``shards``; see the module docstring.
@@ -217,7 +218,8 @@ def train(
     ``resume=True`` an existing checkpoint is continued exactly (same losses as an uninterrupted run); with
     ``resume=False`` an existing checkpoint is an error rather than silently overwritten. ``max_minutes`` and
     ``until_step`` end the run early with a final checkpoint. A non-finite loss stops the run with an error and
-    leaves the last good checkpoint in place. ``logger(record)`` is called with every history record (wandb).
+    leaves the last good checkpoint in place. ``logger(record)`` is called with every history record (wandb);
+    ``on_log(record, state)`` too, with the current state (e.g. to render a sample now and then).
     """
     from tqdm.auto import tqdm
 
@@ -331,6 +333,8 @@ def train(
                 record.update(evaluate(state.model, shards, batch_size=tc.micro_batch, seq_len=tc.seq_len,
                                        dtype=dtype, pad_id=pad_id, mesh=mesh, eval_step=eval_step))
             log(record)
+            if on_log is not None:
+                on_log(record, state)
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if s % tc.checkpoint_every == 0 or s == end_step or out_of_time:
                 ckpt = save()

@@ -1,0 +1,58 @@
+# Two commands do everything: `make demo` (hear what a model learned) and `make test` (the suite CI runs).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN ?= runs/demo
+PRESET ?= demo
+DEMO_FILES ?= 60
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-fast setup system-deps corpus sync kaggle bench clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed system-deps
+
+# FluidSynth + a General MIDI soundfont for audio; everything else works without them.
+system-deps:
+	@if $(PY) -c "import ctypes.util,sys; sys.exit(ctypes.util.find_library('fluidsynth') is None)" 2>/dev/null \
+	   && ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1; then echo "fluidsynth + soundfont: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfluidsynth3 timgm6mb-soundfont >/dev/null \
+	  && echo "fluidsynth + soundfont: installed"; \
+	else echo "NOTE: no audio until you run: sudo apt-get install -y libfluidsynth3 fluid-soundfont-gm"; fi
+
+corpus: setup
+	$(PY) -c "from tchaikovsky import corpus; print(corpus.embedded_corpus(max_files=$(DEMO_FILES)))"
+
+# The four notebooks, executed with Papermill into $(RUN) (executed copies next to the artifacts).
+demo: setup
+	$(PY) -m tchaikovsky.notebooks --run-dir $(RUN) --preset $(PRESET) --max-files $(DEMO_FILES)
+	@echo; echo "Listen: $(RUN)/samples/*.wav  (executed notebooks: $(RUN)/notebooks/*.ipynb)"
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# Keep every .ipynb in step with its .py source (edit the .py files only).
+sync: setup
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+# One folder per notebook for `kaggle kernels push -p kaggle/<name>`, plus the package as a Kaggle dataset.
+kaggle: setup
+	$(PY) -m tchaikovsky.kaggle --out kaggle
+
+bench: setup
+	$(PY) -m tchaikovsky.bench training --preset $(PRESET)
+	$(PY) -m tchaikovsky.bench sampling --preset $(PRESET)
+	$(PY) -m tchaikovsky.bench data
+
+clean:
+	rm -rf runs kaggle .pytest_cache

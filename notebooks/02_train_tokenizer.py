@@ -1,0 +1,85 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2. Train the tokenizer
+# Music becomes a sequence of tokens with miditok's REMI scheme (bars, positions, pitches, velocities, durations,
+# tempi and instruments, all parts in one stream), then byte-pair encoding (BPE) merges frequent successions into
+# single tokens so the model sees more music per context window. Everything is saved in `run_dir`: the tokenizer
+# (`tokenizer.json`, loadable by plain miditok) and the pieces as token ids, split into train and validation by
+# piece.
+
+# %% tags=["parameters"]
+data_dir = ""  # folder of MIDI files; "": the embedded music21 corpus
+run_dir = ""  # folder for everything this run writes; "": runs/default
+seed = 0  # decides the train/validation split
+max_files = 40  # keep at most this many pieces (None: all)
+composers = "bach"  # embedded corpus only: music21 composers, comma-separated
+vocab_size = 2048  # BPE vocabulary (the base REMI vocabulary is ~550)
+val_fraction = 0.1  # share of pieces held out for validation
+repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
+
+# %% [markdown]
+# ## Set-up
+# Finds the `tchaikovsky` package (this repository, a Kaggle dataset holding it, or `repo_url`) and installs only
+# what is missing, without upgrading the JAX that Kaggle or Colab ships. After `make demo` this does nothing.
+
+# %%
+import glob, importlib.util, os, subprocess, sys  # noqa: E401
+
+if importlib.util.find_spec("tchaikovsky") is None:
+    _found = glob.glob("../tchaikovsky/__init__.py") + glob.glob("/kaggle/input/**/tchaikovsky/__init__.py", recursive=True)
+    if _found:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(_found[0]))))
+    elif repo_url:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", repo_url], check=True)
+    else:
+        raise ImportError("tchaikovsky not found: attach the tchaikovsky-src dataset or set repo_url (see README)")
+from tchaikovsky import env  # noqa: E402
+
+env.ensure(audio=True)
+
+# %%
+from tchaikovsky import display, params, pipeline, tokenizer  # noqa: E401
+
+params.check("02_train_tokenizer", globals())
+run = pipeline.resolve_run_dir(run_dir)
+corpus = pipeline.load_data(data_dir, max_files=max_files, composers=composers, run_dir=run)
+summary = pipeline.prepare_data(run, corpus, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed)
+summary
+
+# %% [markdown]
+# ## Round trip
+# Encode a piece and decode it back: the notes should survive (up to the tokenizer's time grid). BPE shortens the
+# sequence: fewer tokens per note means more music fits in the model's context.
+
+# %%
+tok = tokenizer.load_tokenizer(run / "tokenizer.json")
+piece = corpus.pieces[0].path
+tokenizer.round_trip(tok, piece)
+
+# %%
+decoded = tokenizer.save_midi(tok, tokenizer.encode_file(tok, piece), run / "round_trip.mid")
+display.piano_roll(piece, title=f"original: {piece.name}")
+
+# %%
+display.piano_roll(decoded, title="after encode -> decode")
+
+# %%
+tokenizer.token_strings(tok, piece, 32)
+
+# %% [markdown]
+# ## Next
+# `03_train` trains the model on `run_dir/shards`.

@@ -1,0 +1,91 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Train the model
+# A GPT-style decoder (parallel attention + MLP blocks, learned positions) learns to predict the next token of
+# the pieces prepared by `02_train_tokenizer` (if that has not run for this `run_dir`, it runs here first). It
+# trains on every device JAX sees (8 TPU cores on Kaggle, a GPU, or the CPU), saves checkpoints often, and
+# continues exactly where it stopped when rerun with `resume=True`, so a Kaggle session that ends loses nothing.
+
+# %% tags=["parameters"]
+data_dir = ""  # used only if this run has no shards yet; "": the embedded music21 corpus
+run_dir = ""  # folder for everything this run writes; "": runs/default
+seed = 0  # initialisation and batch order
+max_files = 40  # (only when building shards here) keep at most this many pieces
+composers = "bach"  # (only when building shards here) embedded corpus composers
+vocab_size = 2048  # (only when building shards here) BPE vocabulary
+preset = "demo"  # tiny (seconds, tests) | demo (a few CPU minutes) | small | base-100m (d768, 12 layers, context 1024)
+max_steps = None  # optimizer steps (None: preset default)
+max_minutes = None  # stop cleanly with a checkpoint after this long (e.g. 500 on a 9-hour Kaggle session)
+batch_size = None  # sequences per step, all devices together (None: preset default)
+learning_rate = None  # peak learning rate (None: preset default)
+resume = True  # continue from the latest checkpoint in run_dir if there is one
+wandb_mode = "disabled"  # disabled | offline | online (reads WANDB_API_KEY from the environment or Kaggle secrets)
+sample_every = 0  # render and play a short sample every N steps (0: off)
+repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
+
+# %% [markdown]
+# ## Set-up
+# Finds the `tchaikovsky` package (this repository, a Kaggle dataset holding it, or `repo_url`) and installs only
+# what is missing, without upgrading the JAX that Kaggle or Colab ships. After `make demo` this does nothing.
+
+# %%
+import glob, importlib.util, os, subprocess, sys  # noqa: E401
+
+if importlib.util.find_spec("tchaikovsky") is None:
+    _found = glob.glob("../tchaikovsky/__init__.py") + glob.glob("/kaggle/input/**/tchaikovsky/__init__.py", recursive=True)
+    if _found:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(_found[0]))))
+    elif repo_url:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", repo_url], check=True)
+    else:
+        raise ImportError("tchaikovsky not found: attach the tchaikovsky-src dataset or set repo_url (see README)")
+from tchaikovsky import env  # noqa: E402
+
+env.ensure(audio=True)
+
+# %%
+import jax  # noqa: E402
+
+from tchaikovsky import config, display, params, pipeline  # noqa: E401
+
+params.check("03_train", globals())
+run = pipeline.resolve_run_dir(run_dir)
+shards = pipeline.ensure_data(run, data_dir, vocab_size=vocab_size, max_files=max_files, composers=composers, seed=seed)
+p = config.preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
+                  learning_rate=learning_rate)
+print(f"{jax.device_count()} x {jax.devices()[0].device_kind}; {p.model.n_params / 1e6:.1f}M parameters; "
+      f"{shards.n_tokens('train'):,} training tokens")
+p
+
+# %% [markdown]
+# ## Train
+# The bar shows the loss and tokens per second; `history.jsonl` gets one line per logged step and the held-out
+# loss (also as bits per note, which stays comparable across tokenizers) every `eval_every` steps.
+
+# %%
+result = pipeline.train_run(run, shards, preset=preset, seed=seed, max_steps=max_steps, max_minutes=max_minutes,
+                            batch_size=batch_size, learning_rate=learning_rate, resume=resume,
+                            wandb_mode=wandb_mode, sample_every=sample_every)
+print(f"stopped: {result.stopped} at step {int(result.state.step)}; checkpoint: {result.checkpoint}")
+
+# %%
+display.loss_curve(run / "history.jsonl")
+
+# %% [markdown]
+# ## Next
+# `04_sample` writes, renders and plays new pieces from `run_dir/checkpoints/model.eqx`. To train longer, rerun
+# this notebook with a larger `max_steps` and `resume=True`.

@@ -1,0 +1,93 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. Sample: listen to what the model wrote
+# The model continues a prompt (the opening of a MIDI file) or starts from nothing, one token at a time, with a
+# key/value cache so each new token costs the same however long the piece gets; past the model's context the
+# window slides, so pieces can be any length. One call decodes a grid of seeds x temperatures together: lower
+# temperatures play it safe, higher ones take risks.
+
+# %% tags=["parameters"]
+data_dir = ""  # where the interactive prompt picker finds pieces; "": the embedded corpus
+run_dir = ""  # folder of the trained run; "": runs/default
+seed = 0  # unused here beyond seeds below (kept for the shared contract)
+max_files = 40  # interactive picker: pieces listed
+composers = "bach"  # interactive picker, embedded corpus
+checkpoint = ""  # weights file; "": the latest of run_dir
+prompt_midi = ""  # a MIDI file to continue; "": unconditional
+prompt_tokens = 256  # how much of prompt_midi to use, in tokens
+num_tokens = 512  # new tokens per piece (any length: the window slides past the context)
+temperatures = [0.9, 1.1]  # one piece per (seed, temperature)
+seeds = [0, 1]
+top_k = 0  # keep the k likeliest tokens (0: off)
+top_p = 0.95  # nucleus: keep the likeliest tokens covering this probability (1: off)
+min_p = 0.0  # drop tokens less likely than min_p x the top token (0: off)
+interactive = False  # True: sliders and a Generate button (Papermill runs keep this False)
+soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
+repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
+
+# %% [markdown]
+# ## Set-up
+# Finds the `tchaikovsky` package (this repository, a Kaggle dataset holding it, or `repo_url`) and installs only
+# what is missing, without upgrading the JAX that Kaggle or Colab ships. After `make demo` this does nothing.
+
+# %%
+import glob, importlib.util, os, subprocess, sys  # noqa: E401
+
+if importlib.util.find_spec("tchaikovsky") is None:
+    _found = glob.glob("../tchaikovsky/__init__.py") + glob.glob("/kaggle/input/**/tchaikovsky/__init__.py", recursive=True)
+    if _found:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(_found[0]))))
+    elif repo_url:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", repo_url], check=True)
+    else:
+        raise ImportError("tchaikovsky not found: attach the tchaikovsky-src dataset or set repo_url (see README)")
+from tchaikovsky import env  # noqa: E402
+
+env.ensure(audio=True)
+
+# %%
+from tchaikovsky import display, params, pipeline  # noqa: E401
+
+params.check("04_sample", globals())
+run = pipeline.resolve_run_dir(run_dir)
+model, tok, meta = pipeline.load_model(run, checkpoint)
+prompt = pipeline.make_prompt(tok, prompt_midi, prompt_tokens)
+print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt of {len(prompt)} tokens")
+
+# %% [markdown]
+# ## Generate
+# Every piece is saved to `run_dir/samples/` as `.mid`, `.wav` and a piano-roll `.png` (prompt in blue,
+# continuation in orange).
+
+# %%
+cells = pipeline.sample_run(run, model, tok, prompt, num_tokens=num_tokens, seeds=seeds, temperatures=temperatures,
+                            top_k=top_k, top_p=top_p, min_p=min_p, soundfont=soundfont)
+for c in cells:
+    display.show_sample(c["midi_path"], wav_path=c["wav_path"], prompt_end=c["prompt_end"],
+                        title=f"seed {c['seed']}, temperature {c['temperature']:g}")
+
+# %% [markdown]
+# ## Side by side
+# The showcase grid: rows are seeds, columns temperatures.
+
+# %%
+display.sample_grid(cells, widgets=interactive)
+
+# %% [markdown]
+# ## Next
+# Try a `prompt_midi` of your own, longer `num_tokens`, or other temperatures; rerun `03_train` with
+# `resume=True` to train further and come back.
