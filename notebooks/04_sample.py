@@ -28,6 +28,7 @@ max_files = 40  # interactive picker: pieces listed
 composers = "bach"  # interactive picker, embedded corpus
 checkpoint = ""  # weights file; "": the latest of run_dir
 prompt_midi = ""  # a MIDI file to continue; "": unconditional
+prompt_chords = ""  # e.g. "C G Am F": start from these chords instead
 prompt_tokens = 256  # how much of prompt_midi to use, in tokens
 num_tokens = 512  # new tokens per piece (any length: the window slides past the context)
 temperatures = [0.9, 1.1]  # one piece per (seed, temperature)
@@ -65,7 +66,7 @@ from tchaikovsky import display, params, pipeline  # noqa: E401
 params.check("04_sample", globals())
 run = pipeline.resolve_run_dir(run_dir)
 model, tok, meta = pipeline.load_model(run, checkpoint)
-prompt = pipeline.make_prompt(tok, prompt_midi, prompt_tokens)
+prompt = pipeline.make_prompt(tok, prompt_midi, prompt_tokens, prompt_chords)
 print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt of {len(prompt)} tokens")
 
 # %% [markdown]
@@ -86,6 +87,23 @@ for c in cells:
 
 # %%
 display.sample_grid(cells, widgets=interactive)
+
+# %% [markdown]
+# ## Try it yourself
+# With `interactive=True` (Jupyter, Kaggle or Colab; Papermill runs keep it False): pick a prompt (nothing, a chord
+# progression such as `Dm7 G7 Cmaj7`, the opening bars of a corpus piece, or a MIDI file you upload), set
+# temperature, top-p and length, and press **Generate**. Each piece appears below the panel with its piano roll and
+# player, and is saved to `run_dir/samples/`.
+
+# %%
+if interactive:
+    from IPython.display import display as show
+
+    from tchaikovsky import widgets
+
+    picker = pipeline.load_data(data_dir, max_files=max_files, composers=composers, progress=False)
+    show(widgets.sampler_panel(model, tok, run, pieces=[p.path for p in picker.pieces], soundfont=soundfont or None,
+                               num_tokens=num_tokens, top_p=top_p, top_k=top_k, min_p=min_p))
 
 # %% [markdown]
 # ## Next

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import re
 import sys
+import time
 import unicodedata
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MIDI_SUFFIXES = (".mid", ".midi")
 # music21 source formats, most preferred first when one piece exists in several (.rntxt files are analyses, not music)
 _SOURCE_SUFFIXES = (".mxl", ".musicxml", ".xml", ".krn", ".mei", ".abc", ".mid", ".midi")
+_META_FORMAT = "tchaikovsky-music21-export/1"
 _MIN_POOL_JOBS = 8  # with workers=None, fewer scores than this are converted in-process
 _HASH_STEPS_PER_QUARTER = 3840  # time grid for duplicate detection, fine enough for any real tpq
 _REASONS = ("not a file", "empty", "unreadable", "no notes", "drums only", "too few notes", "too long",
@@ -46,8 +48,8 @@ _REASONS = ("not a file", "empty", "unreadable", "no notes", "drums only", "too 
 _MUSIC21 = {
     "bach": ("Johann Sebastian Bach", "Baroque"), "handel": ("George Frideric Handel", "Baroque"),
     "corelli": ("Arcangelo Corelli", "Baroque"), "cpebach": ("Carl Philipp Emanuel Bach", "Classical"),
-    "monteverdi": ("Claudio Monteverdi", "Renaissance"), "palestrina": ("Giovanni Pierluigi da Palestrina", "Renaissance"),
-    "josquin": ("Josquin des Prez", "Renaissance"), "ciconia": ("Johannes Ciconia", "Medieval"),
+    "palestrina": ("Giovanni Pierluigi da Palestrina", "Renaissance"), "josquin": ("Josquin des Prez", "Renaissance"),
+    "monteverdi": ("Claudio Monteverdi", "Renaissance"), "ciconia": ("Johannes Ciconia", "Medieval"),
     "trecento": (None, "Medieval"), "mozart": ("Wolfgang Amadeus Mozart", "Classical"),
     "haydn": ("Joseph Haydn", "Classical"), "beethoven": ("Ludwig van Beethoven", "Classical"),
     "schubert": ("Franz Schubert", "Romantic"), "schumann": ("Robert Schumann", "Romantic"),
@@ -177,15 +179,17 @@ def _music21_sources(composer: str) -> list[_Source]:
     best: dict[tuple[Path, str], Path] = {}
     for p in map(Path, corpus.getComposer(composer)):
         if p.suffix.lower() in _SOURCE_SUFFIXES:
-            rank = _SOURCE_SUFFIXES.index(p.suffix.lower())
             k = (p.parent, p.stem)
-            if k not in best or rank < _SOURCE_SUFFIXES.index(best[k].suffix.lower()):
-                best[k] = p
+            best[k] = min(best.get(k, p), p, key=lambda q: _SOURCE_SUFFIXES.index(q.suffix.lower()))
     sources = []
     for p in sorted(best.values(), key=str):
         parts = p.relative_to(corpus_root).parts if p.is_relative_to(corpus_root) else (p.name,)
-        name = parts[1:] if len(parts) > 1 and parts[0].lower() == composer.lower() else parts
-        sources.append(_Source(composer, p, "/".join(parts), f"{composer}/{'_'.join(name)[: -len(p.suffix)]}.mid"))
+        if len(parts) > 1 and parts[0].lower() == composer.lower():
+            composer, parts_in = parts[0], parts[1:]  # music21's own spelling names the directory ("bach")
+        else:
+            parts_in = parts
+        dest = f"{composer}/{'_'.join(parts_in)[: -len(p.suffix)]}.mid"
+        sources.append(_Source(composer, p, "/".join(parts), dest))
     return sources
 
 
@@ -238,13 +242,32 @@ def _m21_title(score, src: Path) -> str:
     return ": ".join(s for s in (title, movement) if s) or src.stem
 
 
+def _drop_repeats(score) -> None:
+    """Remove repeat barlines, voltas and jumps (segno, coda, D.C.) from a music21 score, in place."""
+    from music21 import bar, repeat, spanner, stream
+
+    for m in score.recurse().getElementsByClass(stream.Measure):
+        if isinstance(m.leftBarline, bar.Repeat):
+            m.leftBarline = None
+        if isinstance(m.rightBarline, bar.Repeat):
+            m.rightBarline = bar.Barline("regular")
+    for el in list(score.recurse().getElementsByClass((repeat.RepeatExpression, spanner.RepeatBracket))):
+        el.activeSite.remove(el)
+
+
 def _export_one(src: str, dst: str) -> dict:
     """Process-pool worker: convert one music21 score to a MIDI file at dst (one track per part), atomically (a
     temporary file, checked to hold notes, then renamed). Returns facts about the score, or {"error": message}."""
+    from music21 import repeat
+
     tmp = Path(dst).with_name(f".{Path(dst).name}.{os.getpid()}.tmp")
     try:
         score = _first_score(Path(src))
-        score.write("midi", fp=str(tmp))
+        try:
+            score.write("midi", fp=str(tmp))
+        except repeat.ExpanderException:  # repeats music21 cannot unfold (a few quartets): play them once
+            _drop_repeats(score)
+            score.write("midi", fp=str(tmp))
         n_notes = symusic.Score(str(tmp), fmt="midi").note_num()
         if n_notes == 0:
             raise ValueError("exported MIDI has no notes")
@@ -258,20 +281,26 @@ def _export_one(src: str, dst: str) -> dict:
         tmp.unlink(missing_ok=True)
 
 
-def _read_meta(root: Path) -> dict:
+def _read_meta(root: Path, music21_version: str | None = None) -> dict:
+    """root/metadata.json of an export: {"pieces": {rel_path: facts}, "failed": {source: error}}, empty if absent.
+    Failures are remembered only for the music21 version that produced them."""
     try:
         meta = json.loads((root / "metadata.json").read_text())
     except (OSError, ValueError):
         meta = {}
-    return {"pieces": dict(meta.get("pieces", {})), "failed": dict(meta.get("failed", {}))}
+    if not str(meta.get("format", "")).startswith(_META_FORMAT.split("/")[0]):
+        meta = {}  # somebody else's metadata.json
+    failed = meta.get("failed", {}) if meta.get("music21") == music21_version else {}
+    return {"pieces": dict(meta.get("pieces", {})), "failed": dict(failed)}
 
 
-def _write_meta(root: Path, meta: dict) -> None:
+def _write_meta(root: Path, meta: dict, music21_version: str) -> None:
     """Merge into metadata.json (another process may have exported other composers meanwhile), atomically."""
-    disk = _read_meta(root)
+    disk = _read_meta(root, music21_version)
     merged = {k: {**disk[k], **meta[k]} for k in ("pieces", "failed")}
     tmp = root / f".metadata.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"format": "tchaikovsky-music21-export/1", **merged}, indent=1, ensure_ascii=False))
+    tmp.write_text(json.dumps({"format": _META_FORMAT, "music21": music21_version, **merged}, indent=1,
+                              ensure_ascii=False))
     os.replace(tmp, root / "metadata.json")
 
 
@@ -282,14 +311,17 @@ def _mp_context():
 
 
 def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None, progress: bool) -> None:
-    """Export the sources in todo on a process pool, recording each result in meta (written to disk even when
-    interrupted). A few scores, or whatever a broken pool left over, are converted in this process."""
+    """Export the sources in todo on a process pool, recording each result in meta (saved every 30 s and at the
+    end, even when interrupted). A few scores, or whatever a broken pool left over, are converted in this process."""
+    import music21
+
     for composer in {s.composer for s in todo}:
         (root / composer).mkdir(parents=True, exist_ok=True)
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     if workers is None and len(todo) < _MIN_POOL_JOBS:
         n_workers = 1  # starting workers (~1 s with spawn) would cost more than it saves
     pending = {s.dest: s for s in todo}
+    last_saved = time.monotonic()
     bar = tqdm(total=len(todo), desc="music21 -> MIDI", unit="score", disable=not progress)
 
     def record(s: _Source, res: dict) -> None:
@@ -304,6 +336,10 @@ def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None, p
                                       "n_parts": res["n_parts"]}
         del pending[s.dest]
         bar.update()
+        nonlocal last_saved
+        if time.monotonic() - last_saved > 30:  # a killed kernel then loses at most 30 s of conversions
+            _write_meta(root, meta, music21.__version__)
+            last_saved = time.monotonic()
 
     try:
         if n_workers > 1:
@@ -321,15 +357,20 @@ def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None, p
             record(s, _export_one(str(s.src), str(root / s.dest)))
     finally:
         bar.close()
-        _write_meta(root, meta)
+        _write_meta(root, meta, music21.__version__)
 
 
 def _export_embedded(composers: Sequence[str], max_files: int | None, cache_dir, workers: int | None,
                      progress: bool) -> tuple[Path, list[_Source], list[_Source], dict]:
     """embedded_corpus's work; also returns the sources chosen, the failed ones passed over, and the metadata."""
+    import music21
+
     if isinstance(composers, str):
         composers = (composers,)
-    composers = list(dict.fromkeys(composers))
+    unique: dict[str, str] = {}
+    for c in composers:
+        unique.setdefault(c.lower(), c)
+    composers = list(unique.values())
     if not composers:
         raise ValueError("composers is empty: name at least one music21 composer, e.g. 'bach'")
     root = Path(cache_dir or default_cache_dir()).expanduser() / "music21"
@@ -338,7 +379,7 @@ def _export_embedded(composers: Sequence[str], max_files: int | None, cache_dir,
         raise ValueError(f"music21's corpus has no scores for {missing}; try e.g. 'bach', 'palestrina', 'mozart', "
                          "'beethoven', 'monteverdi', 'essenFolksong', 'ryansMammoth'")
     root.mkdir(parents=True, exist_ok=True)
-    meta = _read_meta(root)
+    meta = _read_meta(root, music21.__version__)
     while True:  # each round exports or fails every pending source, so this ends
         chosen, passed = _choose(sources, meta["failed"], max_files)
         todo = [s for s in chosen if not (s.dest in meta["pieces"] and (root / s.dest).is_file())]
@@ -422,12 +463,16 @@ def _folder_metadata(root: Path) -> dict[str, dict]:
     info = dict(_read_meta(root)["pieces"])
     for table in sorted([*root.glob("maestro-v*.csv"), *root.glob("*/maestro-v*.csv")]):
         base = table.parent.relative_to(root)
-        with open(table, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                if row.get("midi_filename"):
-                    info[(base / row["midi_filename"]).as_posix()] = {
-                        "composer": row.get("canonical_composer") or None, "title": row.get("canonical_title") or None,
-                        "collection": "maestro", "split": row.get("split") or None}
+        try:
+            with open(table, newline="", encoding="utf-8-sig") as f:
+                rows = [row for row in csv.DictReader(f) if row.get("midi_filename")]
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            log.warning("ignoring unreadable MAESTRO table %s: %s", table, e)
+            continue
+        for row in rows:
+            info[(base / row["midi_filename"]).as_posix()] = {
+                "composer": row.get("canonical_composer") or None, "title": row.get("canonical_title") or None,
+                "collection": "maestro", "split": row.get("split") or None}
     return info
 
 
@@ -461,7 +506,7 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
     Raises ValueError if data_dir does not exist or holds no usable MIDI file.
     """
     report: list[dict] = []
-    if str(data_dir) == "":
+    if data_dir in ("", None):
         root, chosen, passed, meta = _export_embedded(composers, max_files or 40, cache_dir, None, progress)
         files, n_other = sorted(s.dest for s in chosen), 0
         report += [{"path": s.dest, "status": "skipped", "reason": f"export failed: {meta['failed'][s.key]}"}

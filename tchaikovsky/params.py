@@ -69,6 +69,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         **COMMON,
         "checkpoint": PATH_OR_EMPTY,
         "prompt_midi": PATH_OR_EMPTY,
+        "prompt_chords": STR,
         "prompt_tokens": _int(1),
         "num_tokens": _int(1, 100_000),
         "temperatures": _numbers(0.0, integer=False),

@@ -153,8 +153,15 @@ def load_model(run_dir: Path, checkpoint: str = ""):
     return model, tok, meta
 
 
-def make_prompt(tok, prompt_midi: str = "", prompt_tokens: int = 256) -> np.ndarray:
-    """[BOS] + the first ``prompt_tokens`` tokens of ``prompt_midi``, or just [BOS] (unconditional)."""
+def make_prompt(tok, prompt_midi: str = "", prompt_tokens: int = 256, prompt_chords: str = "") -> np.ndarray:
+    """[BOS] + the first ``prompt_tokens`` tokens of ``prompt_midi`` or of the chord progression ``prompt_chords``
+    (e.g. "Dm7 G7 Cmaj7", see ``prompts.chord_progression``), or just [BOS] (unconditional)."""
+    from . import prompts
+
+    if prompt_midi and prompt_chords:
+        raise ValueError("give prompt_midi or prompt_chords, not both")
+    if prompt_chords:
+        return prompts.to_prompt(tok, prompts.chord_progression(prompt_chords), max_tokens=prompt_tokens)
     if not prompt_midi:
         return np.array([tok_lib.special_ids(tok)["bos"]], np.int32)
     if not Path(prompt_midi).is_file():

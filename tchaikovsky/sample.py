@@ -35,8 +35,11 @@ def filter_logits(logits: jax.Array, temperature, top_k=0, top_p=1.0, min_p=0.0)
     # top-p: the smallest prefix of the sorted tokens whose mass reaches top_p
     before = jnp.cumsum(probs_desc) - probs_desc  # mass strictly before each sorted token
     n_p = jnp.maximum(jnp.sum(before < top_p), 1)
-    keep &= logits >= desc[n_p - 1]
-    keep &= jax.nn.softmax(logits) >= min_p * probs_desc[0]
+    # top_p >= 1 is off: the cumulative sum can reach 1.0 in float32 before the tail of a peaked distribution
+    keep &= (top_p >= 1.0) | (logits >= desc[n_p - 1])
+    # min-p, p_i >= min_p * p_max, compared in log space: both sides then share the same normalisation, so the top
+    # token (and its ties) always survive, even at min_p = 1; min_p = 0 gives log 0 = -inf, which keeps everything
+    keep &= logits >= desc[0] + jnp.log(min_p)
     return jnp.where(keep, logits, NEG_INF)
 
 

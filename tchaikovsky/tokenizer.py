@@ -23,7 +23,7 @@ from pathlib import Path
 import miditok
 import numpy as np
 from miditok.utils import merge_tracks
-from symusic import Score
+from symusic import Score, Track
 from symusic.core import ScoreTick
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -208,7 +208,10 @@ def save_midi(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray, path
     """Decode ``ids`` and write a .mid file (parents created); return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    decode_ids(tok, ids).dump_midi(str(path))
+    score = decode_ids(tok, ids)
+    if not score.tracks:  # symusic 0.6 writes a track-less score's tempo/time-signature events out of order
+        score.tracks.append(Track("empty", 0, False))  # (they reload at tick ~2**28); an empty track avoids it
+    score.dump_midi(str(path))
     return path
 
 

@@ -36,8 +36,9 @@ def compute_dtype(name: str = "auto"):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
 
 
-def make_mesh() -> jax.sharding.Mesh:
-    return jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh (axis ``"data"``) over ``devices``, by default every device of every process."""
+    return jax.sharding.Mesh(np.array(jax.devices() if devices is None else list(devices)), ("data",))
 
 
 def lr_schedule(tc: TrainConfig) -> optax.Schedule:
@@ -211,6 +212,7 @@ def train(
     logger=None,
     on_log=None,
     extra_meta: dict | None = None,
+    devices=None,
 ) -> TrainResult:
     """Train (or continue training) the model described by ``model_cfg`` on ``shards``; see the module docstring.
 
@@ -227,16 +229,16 @@ def train(
     ckpt_dir = run_dir / "checkpoints"
     history_path = run_dir / "history.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
-    pad_id = shards.index.get("pad_id", 0) if pad_id is None else pad_id
+    pad_id = getattr(shards, "pad_id", 0) if pad_id is None else pad_id
     tok_hash = shards.tokenizer_hash
     dtype = compute_dtype(tc.compute_dtype)
 
-    mesh = make_mesh()
+    mesh = make_mesh(devices)
     n_dev = mesh.devices.size
     if tc.micro_batch % n_dev:
         raise ValueError(
             f"batch_size / accum_steps = {tc.micro_batch} must be divisible by the {n_dev} devices "
-            f"({jax.devices()[0].platform}); pick batch_size as a multiple of {n_dev * tc.accum_steps}"
+            f"({mesh.devices.flat[0].platform}); pick batch_size as a multiple of {n_dev * tc.accum_steps}"
         )
     procs, proc = jax.process_count(), jax.process_index()
 
@@ -257,7 +259,11 @@ def train(
         _check_resume(meta, model_cfg, tok_hash, last)
         state = checkpoint.load(last, state)
         history = _read_history(history_path, int(state.step))
-    history_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+    writer = proc == 0  # one history file per run, like the checkpoints: process 0 writes for everyone
+    if writer:  # drop rows logged after the checkpoint we resume from; atomically, so a crash here loses nothing
+        tmp = history_path.with_name(history_path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+        tmp.replace(history_path)
     state = eqx.filter_shard(state, shardings)
 
     batch_sharding = NamedSharding(mesh, P(None, "data"))
@@ -279,8 +285,9 @@ def train(
 
     def log(record: dict):
         history.append(record)
-        with open(history_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if writer:
+            with open(history_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         if logger is not None:
             logger(record)
 
@@ -303,10 +310,12 @@ def train(
         metrics = [(s, {k: float(v) for k, v in m.items()}) for s, m in pending]
         pending = []
         for s, m in metrics:
-            if not math.isfinite(m["loss"]):
+            # a finite loss with non-finite gradients has already poisoned the weights: never checkpoint them
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
                 raise FloatingPointError(
-                    f"non-finite loss ({m['loss']}) at step {s}: stopping; the last good checkpoint in {ckpt_dir} "
-                    f"is intact. Try a lower learning_rate or compute_dtype='float32'."
+                    f"non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {s}: stopping; the "
+                    f"last good checkpoint in {ckpt_dir} is intact. Try a lower learning_rate or "
+                    f"compute_dtype='float32'."
                 )
         dt = time.time() - t_mark
         record = {

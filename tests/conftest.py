@@ -12,7 +12,22 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")  # tests only: notebooks keep the inline backend
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# The training tests build the same small models and steps many times (one ``train()`` call compiles its own step
+# function): JAX's persistent compilation cache, in a directory private to this session, lets a later identical
+# program reuse the executable instead of recompiling it. Set JAX_COMPILATION_CACHE_DIR to keep one across sessions.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _jax_cache = tempfile.mkdtemp(prefix="tchaikovsky-jax-cache-")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -24,3 +39,38 @@ def corpus_cache(tmp_path_factory) -> Path:
     if env:
         return Path(env)
     return tmp_path_factory.mktemp("corpus_cache")
+
+
+@pytest.fixture(scope="session")
+def bach(corpus_cache, tmp_path_factory) -> SimpleNamespace:
+    """Real data for the model tests: 12 Bach chorales exported from music21, a 600-token BPE tokenizer trained on
+    them, and token shards (train/val split by piece). Fields: pieces, tok, tokenizer_path, shards_dir, shards."""
+    from tchaikovsky import corpus, shards, tokenizer
+
+    pieces = corpus.load_corpus("", max_files=12, cache_dir=corpus_cache, progress=False).pieces
+    assert len(pieces) == 12
+    tok = tokenizer.train_tokenizer([p.path for p in pieces], 600, progress=False)
+    root = tmp_path_factory.mktemp("bach")
+    tok_path = tokenizer.save_tokenizer(tok, root / "tokenizer.json")
+    out = shards.build_shards(tok, pieces, root / "shards", progress=False)
+    return SimpleNamespace(pieces=pieces, tok=tok, tokenizer_path=tok_path, shards_dir=out, shards=shards.Shards(out))
+
+
+@pytest.fixture(scope="session")
+def small_config(bach):
+    """The model most tests train: 2 layers, d_model 32, context 32, vocabulary of the fixture tokenizer."""
+    from tchaikovsky.config import ModelConfig
+
+    return ModelConfig(vocab_size=len(bach.tok), context=32, d_model=32, n_layers=2, n_heads=2)
+
+
+@pytest.fixture(scope="session")
+def trained(bach, tmp_path_factory) -> SimpleNamespace:
+    """The "tiny" preset trained for 60 steps on the fixture shards (loss well below uniform): model, run, preset."""
+    from tchaikovsky.config import preset
+    from tchaikovsky.train import train
+
+    p = preset("tiny", vocab_size=len(bach.tok), max_steps=60, eval_every=60, log_every=20, checkpoint_every=60)
+    run_dir = tmp_path_factory.mktemp("trained")
+    result = train(run_dir, p.model, p.train, bach.shards, seed=0, progress=False)
+    return SimpleNamespace(model=result.state.model, result=result, run_dir=run_dir, preset=p)

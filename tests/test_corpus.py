@@ -77,6 +77,23 @@ def test_embedded_spreads_across_composers_and_takes_first_tune_of_opus(corpus_c
     assert symusic.Score(str(folk.path)).note_num() > 10
 
 
+def test_failed_export_is_reported_replaced_and_remembered(corpus_cache):
+    corpus = load_corpus("", max_files=8, composers=("essenFolksong",), cache_dir=corpus_cache, progress=False)
+    meta_path = Path(corpus_cache) / "music21" / "metadata.json"
+    failed = json.loads(meta_path.read_text())["failed"]
+    if "essenFolksong/ballad60.abc" not in failed:
+        pytest.skip("this music21 version converts essenFolksong/ballad60.abc; no known-bad score to test with")
+    skipped = [r for r in corpus.report if r["status"] == "skipped"]
+    assert [r["path"] for r in skipped] == ["essenFolksong/ballad60.mid"]
+    assert skipped[0]["reason"].startswith("export failed: ") and corpus.summary()["by_reason"] == {"export failed": 1}
+    kept = [p.rel_path for p in corpus.pieces]
+    assert len(kept) == 8 and "essenFolksong/ballad70.mid" in kept  # the next score takes the failed one's place
+    assert not (Path(corpus_cache) / "music21" / "essenFolksong" / "ballad60.mid").exists()
+    stamp = meta_path.stat().st_mtime_ns
+    load_corpus("", max_files=8, composers=("essenFolksong",), cache_dir=corpus_cache, progress=False)
+    assert meta_path.stat().st_mtime_ns == stamp  # the failure is not retried
+
+
 def test_export_worker_reports_a_broken_source_without_leaving_files(tmp_path):
     bad = tmp_path / "broken.mxl"
     bad.write_bytes(b"PK\x03\x04 this is not a real compressed MusicXML file")
