@@ -7,7 +7,7 @@ PRESET ?= demo
 DEMO_FILES ?= 60
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast setup system-deps corpus sync kaggle bench clean
+.PHONY: demo test test-fast setup system-deps corpus sync kaggle bench reference clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ bench: setup
 	$(PY) -m tchaikovsky.bench training --preset $(PRESET)
 	$(PY) -m tchaikovsky.bench sampling --preset $(PRESET)
 	$(PY) -m tchaikovsky.bench data
+
+REF_RUN ?= runs/reference
+REF_FILES ?= 200
+
+# README "Reference results": demo preset on the embedded Bach chorales, on CPU, then the evaluation table.
+reference: setup
+	JAX_PLATFORMS=cpu $(PY) -m tchaikovsky.notebooks --only 02_train_tokenizer 03_train --run-dir $(REF_RUN) \
+	    --preset demo --max-files $(REF_FILES)
+	JAX_PLATFORMS=cpu $(PY) -m tchaikovsky.evaluate --run-dir $(REF_RUN)
 
 clean:
 	rm -rf runs kaggle .pytest_cache

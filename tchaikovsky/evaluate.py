@@ -139,7 +139,9 @@ def _jsonable(x):
         return [_jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
         return _jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, (float, np.floating)):
         return float(x) if math.isfinite(x) else None
@@ -201,7 +203,9 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         idx = np.sort(rng.choice(len(pieces), size=min(max_reference, len(pieces)), replace=False))
         return [pieces[i][: 1 + num_tokens] for i in idx]
 
-    seqs: dict[str, list[np.ndarray]] = {"train": pick(train_pieces), "heldout": pick(val_pieces) if val_pieces else []}
+    seqs: dict[str, list[np.ndarray]] = {"train": pick(train_pieces)}
+    if val_pieces:  # no validation split: no held-out row, no held-out loss
+        seqs["heldout"] = pick(val_pieces)
     say(f"generating {n_samples} samples of {num_tokens} tokens ...", flush=True)
     seqs["model"] = [np.asarray(s, np.int32) for s in generate(
         model, np.array([sp["bos"]], np.int32), num_tokens, seed=list(range(seed, seed + n_samples)),
@@ -230,7 +234,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     ref = sets["train"]["pieces"]
     comparison = {name: M.compare_sets(sets[name]["pieces"], ref) for name in sets if name != "train"}
     vs_heldout = {}
-    if sets["heldout"]["n"] >= 2:
+    if "heldout" in sets and sets["heldout"]["n"] >= 2:
         vs_heldout = {name: M.compare_sets(sets[name]["pieces"], sets["heldout"]["pieces"])
                       for name in sets if name not in ("train", "heldout")}
 
@@ -321,13 +325,14 @@ def _fmt(x, digits: int = 2) -> str:
 
 
 def summary_table(evaluation: dict) -> str:
-    """Markdown table of an ``evaluate_run`` result: one row per set (real held-out, model, bigram, random, and
-    the train reference), columns: pieces, mean notes per piece, mean overlapped area with the reference over all features (higher is
-    closer), key feature means, share of pieces without notes, longest copied run and copy flags, bits per note."""
+    """Markdown table of an ``evaluate_run`` result (or its ``evaluation.json``, loaded): one row per set (real
+    held-out, model, bigram, random, and the train reference); columns: pieces, mean notes per piece, mean
+    overlapped area with the reference over all features (higher is closer), key feature means, share of pieces
+    without notes, longest copied run and copy flags, bits per note on the validation split. A short legend follows."""
     s = evaluation["summary"]
     st = evaluation["settings"]
-    head = ["set", "pieces", "notes", "mean OA ↑", "PC entropy", "scale cons.", "polyphony", "groove cons.", "no notes",
-            "longest copy", "copies", "bits/note ↓"]
+    head = ["set", "pieces", "notes", "mean OA ↑", "PC entropy", "scale cons.", "polyphony", "groove cons.",
+            "no notes", "longest copy", "copies", "bits/note ↓"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in ("heldout", "model", "bigram", "random", "train"):
         if name not in s:

@@ -33,8 +33,9 @@ from symusic import Score
 __all__ = [
     "FEATURES", "SCALAR_FEATURES", "DURATION_BINS", "DURATION_LABELS", "piece_metrics", "pitch_range",
     "n_pitch_classes", "pitch_class_entropy", "scale_consistency", "polyphony", "empty_beat_rate",
-    "groove_consistency", "note_density", "mean_ioi", "duration_histogram", "overlapped_area", "kl_divergence",
-    "intra_inter", "compare_sets", "mean_oa", "NgramIndex", "longest_common_run", "ngram_overlap", "flag_copies",
+    "groove_consistency", "measure_resolution", "note_density", "mean_ioi", "duration_histogram",
+    "overlapped_area", "kl_divergence", "intra_inter", "compare_sets", "mean_oa", "NgramIndex", "longest_common_run",
+    "ngram_overlap", "flag_copies",
 ]
 
 RESOLUTION = 24  # time steps per quarter note for onset grids (MusPy's default resolution)
@@ -42,7 +43,6 @@ RESOLUTION = 24  # time steps per quarter note for onset grids (MusPy's default 
 # Note-length bins in beats (quarter notes): bin k is centred on 2**k beats, k = -3..3, with edges at 2**(k +- 1/2),
 # so 32nd, 16th, 8th, quarter, half, whole and double-whole notes each fall in the middle of their own bin; the
 # first and last bins are open (everything shorter / longer).
-DURATION_CENTRES = 2.0 ** np.arange(-3, 4)
 DURATION_BINS = np.concatenate([[0.0], 2.0 ** (np.arange(-3, 3) + 0.5), [np.inf]])
 DURATION_LABELS = ("1/8", "1/4", "1/2", "1", "2", "4", "8")
 
@@ -288,8 +288,9 @@ def _shared_histograms(a, b, bins: int | None) -> tuple[np.ndarray, np.ndarray]:
 def overlapped_area(a, b, *, bins: int | None = None) -> float:
     """Overlapped area of the distributions of two 1-D samples: sum over bins of min(P_a, P_b), where P_a, P_b
     are the samples' normalised histograms on the same equal-width bins spanning both samples (mgeval uses KDEs;
-    shared bins need no bandwidth). ``bins`` defaults to sqrt(smaller sample size), clipped to 5..20. 1 for identical samples, 0 when no bin holds values of both. Non-finite values
-    are dropped; NaN if either sample is then empty."""
+    shared bins need no bandwidth). ``bins`` defaults to sqrt(smaller sample size), clipped to 5..20. 1 for
+    identical samples, 0 when no bin holds values of both. Non-finite values are dropped; NaN if either sample is
+    then empty."""
     if _finite(a).size == 0 or _finite(b).size == 0:
         return math.nan
     pa, pb = _shared_histograms(a, b, bins)
@@ -399,8 +400,8 @@ class NgramIndex:
     Each token id maps to a random residue; for each of two primes p, with a random base B, the prefix sums
     ``P[i] = sum_{k<i} v[k] B^k (mod p)`` give the hash of the window [i, i+n) as ``(P[i+n] - P[i]) B^-i``,
     independent of its position. The two 31-bit hashes form a 62-bit key. Pieces are joined with a separator value
-    no query holds, so no n-gram spans two pieces. Memory: about 40 bytes per training token; one pass over 1e7
-    tokens takes about a second.
+    no query holds, so no n-gram spans two pieces. Memory: about 40 bytes per training token; building the index
+    for 1e7 tokens takes a few seconds, and so does a full pass over them.
     """
 
     def __init__(self, pieces: np.ndarray | Sequence[np.ndarray], *, seed: int = 0):

@@ -77,6 +77,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "top_k": _int(0),
         "top_p": _float(0.0, 1.0, open_lo=True),
         "min_p": _float(0.0, 1.0),
+        "evaluate": BOOL,
         "interactive": BOOL,
         "soundfont": PATH_OR_EMPTY,
     },

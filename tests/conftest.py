@@ -58,10 +58,11 @@ def bach(corpus_cache, tmp_path_factory) -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def small_config(bach):
-    """The model most tests train: 2 layers, d_model 32, context 32, vocabulary of the fixture tokenizer."""
-    from tchaikovsky.config import ModelConfig
+    """The model the tests build and train: the "tiny" preset (2 layers, d_model 64, context 64) with the fixture
+    tokenizer's vocabulary. One configuration for all, so the session initialises and compiles it once."""
+    from tchaikovsky.config import preset
 
-    return ModelConfig(vocab_size=len(bach.tok), context=32, d_model=32, n_layers=2, n_heads=2)
+    return preset("tiny", vocab_size=len(bach.tok)).model
 
 
 @pytest.fixture(scope="session")

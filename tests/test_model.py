@@ -148,13 +148,3 @@ def test_bf16_cast_stays_close_to_fp32(trained, bach):
     logits, _ = decode(half, tokens, half.init_cache(jnp.bfloat16), 0)
     assert logits.dtype == jnp.float32
     assert float(jnp.abs(jax.nn.softmax(logits) - p_low).max()) < 0.02
-
-
-def test_vmapped_forward_is_per_sequence(model):
-    """The model works on ONE sequence; a batch goes through jax.vmap and gives each row's own logits."""
-    C = model.config.context
-    batch = jax.random.randint(jax.random.key(0), (3, C), 0, model.config.vocab_size)
-    batched = eqx.filter_jit(jax.vmap(model))(batch)
-    for r in range(3):
-        np.testing.assert_allclose(batched[r], forward(model, batch[r]), atol=2e-5, rtol=1e-5)
-

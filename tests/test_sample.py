@@ -83,11 +83,10 @@ def test_temperature_scales_before_filtering():
 def test_temperature_zero_is_greedy():
     logits = jnp.asarray([0.1, 2.0, 1.99, -3.0])
     keys = jax.random.split(jax.random.key(0), 64)
-    toks = jax.vmap(lambda k: sample_token(logits, k, 0.0, 0, 1.0, 0.0))(keys)
-    assert set(np.asarray(toks).tolist()) == {1}
-    # a filter cannot change the greedy choice
-    toks = jax.vmap(lambda k: sample_token(logits, k, 0.0, 3, 0.5, 0.5))(keys)
-    assert set(np.asarray(toks).tolist()) == {1}
+    draw = jax.jit(jax.vmap(sample_token, in_axes=(None, 0, None, None, None, None)))
+    assert set(np.asarray(draw(logits, keys, 0.0, 0, 1.0, 0.0)).tolist()) == {1}
+    assert set(np.asarray(draw(logits, keys, 0.0, 3, 0.5, 0.5)).tolist()) == {1}  # filters cannot change it
+    assert len(set(np.asarray(draw(logits, keys, 1.0, 0, 1.0, 0.0)).tolist())) > 1  # while sampling does vary
 
 
 def test_sampling_follows_the_filtered_distribution():
@@ -153,12 +152,11 @@ def reference_greedy(model, prompt, num_tokens, keep) -> np.ndarray:
     return np.asarray(new)
 
 
-@pytest.mark.parametrize("keep", [None, 10])
-def test_cached_greedy_equals_full_recompute_across_slides(model, prompt, keep):
-    C = model.config.context
-    n = 2 * C + 7  # several slides
+def test_cached_greedy_equals_full_recompute_across_slides(model, prompt):
+    C, keep = model.config.context, 40
+    n = 2 * C + 7  # fills the window, then slides every C - keep tokens: 5 slides
     got = generate(model, prompt, n, temperature=0.0, keep=keep)[0]
-    want = reference_greedy(model, prompt, n, keep or 3 * C // 4)
+    want = reference_greedy(model, prompt, n, keep)
     np.testing.assert_array_equal(got[len(prompt):], want)
 
 

@@ -25,7 +25,7 @@ from tchaikovsky.config import TrainConfig, preset
 from tchaikovsky.model import GPT
 from tchaikovsky.shards import Shards
 
-TC = TrainConfig(batch_size=8, seq_len=32, learning_rate=3e-3, warmup_steps=5, max_steps=20, eval_every=10,
+TC = TrainConfig(batch_size=8, seq_len=64, learning_rate=3e-3, warmup_steps=5, max_steps=20, eval_every=10,
                  log_every=5, checkpoint_every=10)
 HISTORY_KEYS = ("step", "loss", "loss_avg", "grad_norm", "lr", "eval_loss", "bits_per_note")
 
