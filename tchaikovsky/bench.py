@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -385,7 +386,7 @@ def slides_between(prompt_len: int, context: int, keep: int, start: int, stop: i
     return n
 
 
-def _breakdown(model, prompt_len: int, keep: int, repeats: int) -> dict:
+def _breakdown(model, keep: int, repeats: int) -> dict:
     """Per-token cost of the pieces of one cached decoding step, each timed as its own compiled ``lax.scan`` (so no
     dispatch overhead), plus the window slide and one full forward; all in ms."""
     import equinox as eqx
@@ -454,6 +455,12 @@ def _breakdown(model, prompt_len: int, keep: int, repeats: int) -> dict:
     return {k: (v if k == "slide_every" else _r(v)) for k, v in out.items()}
 
 
+def predicted_flatness(b: dict, slides_first: int, slides_last: int, n: int = 100) -> float:
+    """Flatness implied by a breakdown: n steps of decode + sample, plus each range's slides."""
+    step = n * (b["decode_step_ms"] + b["sample_ms"])
+    return (step + slides_last * b["slide_ms"]) / (step + slides_first * b["slide_ms"])
+
+
 def bench_sampling(
     preset_name: str = "demo",
     *,
@@ -482,13 +489,16 @@ def bench_sampling(
       is the difference of two whole ``generate`` calls that follow the identical trajectory (same seed):
       ``T(tokens) - T(tokens-100)`` and ``T(101) - T(1)``, so the prompt prefill, dispatch and host work cancel and
       what remains is exactly the compiled decoding work (window slides included) of those 100 steps. The pairs are
-      timed back to back and the median of the per-repeat ratios is reported; ``slides_in_first100`` and
-      ``slides_in_last100`` say how many window slides fall into each range.
-    * ``batch64_tokens_per_s``: ``generate`` of ``batch`` sequences (seeds 0..batch-1) x ``batch_tokens`` tokens.
+      timed back to back, ``max(5, repeats)`` times, and the median of the per-repeat ratios is reported;
+      ``slides_in_first100`` and ``slides_in_last100`` say how many window slides fall into each range.
+    * ``batch64_tokens_per_s``: ``generate`` of ``batch`` sequences (seeds 0..batch-1) x ``batch_tokens`` tokens
+      (default ``tokens``; 256 on CPU, where a batch of 64 decodes slowly), timed ``max(1, repeats // 2)`` times
+      after a warm-up run; null unless ``batch == 64`` (``batch_tokens_per_s`` always holds the rate).
     * ``bandwidth_bound_tokens_per_s``: batch-1 decoding cannot beat memory bandwidth / parameter bytes (every
       weight is read once per token); null where the bandwidth is unknown (CPU).
     * ``breakdown``: the per-token cost of the pieces of a cached step, each as its own compiled scan (see
-      ``_breakdown``), to explain where the cached time goes.
+      ``_breakdown``), to explain where the cached time goes; its ``predicted_flatness`` (100 decode + sample steps
+      plus each range's slides) is a low-noise cross-check of the measured ``flatness`` on a busy machine.
     """
     import jax
     import numpy as np
@@ -506,7 +516,8 @@ def bench_sampling(
     info = _device_info()
     cdtype = compute_dtype(dtype)
     recompute_tokens = recompute_tokens or (min(tokens, 128) if info["platform"] == "cpu" else tokens)
-    batch_tokens = batch_tokens or tokens
+    batch_tokens = batch_tokens or (min(tokens, 256) if info["platform"] == "cpu" else tokens)
+    batch_repeats = max(1, repeats // 2)
     keep = max(1, (3 * C) // 4)  # generate's default
     model = GPT(mc, key=jax.random.key(seed))
     n_params = count_params(model)
@@ -538,7 +549,7 @@ def bench_sampling(
         for fn in fns.values():
             _block(fn())
         firsts, lasts, ratios = [], [], []
-        for _ in range(max(3, repeats)):
+        for _ in range(max(5, repeats)):
             first = -timed(fns["t1"]) + timed(fns["t101"])
             last = -timed(fns["tlo"]) + timed(fns["thi"])
             firsts.append(first)
@@ -556,7 +567,7 @@ def bench_sampling(
             f"flatness {flat['flatness']}")
 
     log(f"  batch {batch} x {batch_tokens} tokens ...")
-    tb = interleaved({"batch": cached(batch_tokens, batch)}, max(1, repeats - 1))
+    tb = interleaved({"batch": cached(batch_tokens, batch)}, batch_repeats)
     batch_tps = batch * batch_tokens / median(tb["batch"])
     log(f"  batch {batch}: {batch_tps:,.0f} tokens/s")
 
@@ -583,6 +594,7 @@ def bench_sampling(
                            "[T(tokens)-T(tokens-100)] / [T(101)-T(1)]",
         "batch": batch,
         "batch_tokens": batch_tokens,
+        "batch_repeats": batch_repeats,
         "batch_tokens_per_s": _r(batch_tps),
         "batch64_tokens_per_s": _r(batch_tps) if batch == 64 else None,
         "param_bytes": param_bytes,
@@ -594,11 +606,14 @@ def bench_sampling(
     }
     if breakdown:
         log("  breakdown: decode step, sampler, window slide, full forward, each as its own compiled scan ...")
-        b = result["breakdown"] = _breakdown(_cast(model, cdtype), prompt_len, keep, repeats)
+        b = result["breakdown"] = _breakdown(_cast(model, cdtype), keep, repeats)
+        if flat["flatness"] is not None:
+            b["predicted_flatness"] = _r(predicted_flatness(b, flat["slides_in_first100"], flat["slides_in_last100"]), 3)
         log(f"  per token: decode {b['decode_step_ms']} ms + sample {b['sample_ms']} ms (categorical alone "
             f"{b['categorical_only_ms']}) + slide {b['slide_ms']} ms / {b['slide_every']} = "
             f"{b['predicted_ms_per_token']} ms predicted vs {1e3 / cached_tps:.4g} measured; "
-            f"full forward {b['full_forward_ms']} ms")
+            f"full forward {b['full_forward_ms']} ms"
+            + ("" if "predicted_flatness" not in b else f"; flatness implied by these: {b['predicted_flatness']}"))
     return result
 
 
@@ -664,8 +679,6 @@ def _files_rate(pieces, tok, workers_list, repeats: int, log, label: str) -> dic
     tok.encode(Path(paths[0]))  # warm the tokenizer's lazy state
     fns = {"baseline": baseline, **{f"workers={w}": shards(w) for w in workers_list}}
     t = interleaved(fns, repeats, warmup=0)
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     default_workers = _auto_workers([("", str(p)) for p in paths])
     base = n / median(t["baseline"])
@@ -695,7 +708,7 @@ def bench_data(
     preset_name: str = "demo",
     vocab_size: int | None = None,
     cache_dir: str | None = None,
-    repeats: int = 1,
+    repeats: int = 3,
     batch_repeats: int = 50,
     train_steps: int = 3,
     log: Callable[[str], None] = print,
@@ -706,8 +719,10 @@ def bench_data(
     Pieces: ``files`` real Bach chorales exported from the embedded music21 corpus (``load_corpus("")``), ~290 notes
     and ~35 s each. Those are much smaller than the piano pieces one trains on (GiantMIDI-Piano: ~3,200 notes and
     ~7 min on average), and with small files the per-file and per-worker start-up costs dominate, so the benchmark
-    also builds ``long_files`` (default ``files``) GiantMIDI-sized pieces, each the concatenation of ``concat``
-    consecutive chorales (default 11: ~3,200 notes, ~6 min), and reports both sets (``chorales``, ``long``).
+    also builds ``long_files`` GiantMIDI-sized pieces, each the concatenation of ``concat`` consecutive chorales
+    (default 11: ~3,200 notes, ~6 min), and reports both sets (``chorales``, ``long``). ``long_files`` defaults to
+    twice ``files``: a real corpus has thousands of pieces, so the workers' one-off start-up should weigh no more
+    than the benchmark's time budget forces it to. Each variant runs ``repeats`` times, interleaved; medians.
 
     For each set: ``baseline_files_per_s`` (``tok.encode(path)`` per file, one process), ``default_files_per_s``
     (``build_shards(workers=None)``: a pool of all cores only if the files total >= 2 MB, else in-process;
@@ -750,7 +765,7 @@ def bench_data(
     try:
         main_pieces = pieces
         if concat > 1:
-            n_long = long_files or len(pieces)
+            n_long = long_files or 2 * len(pieces)
             t0 = time.perf_counter()
             long_pieces, stats = [], []
             for i in range(n_long):
@@ -783,8 +798,6 @@ def bench_data(
         batch_ms = median(times) * 1e3
         log(f"  Shards.batch({tc.batch_size} x {tc.seq_len}) over {shards.n_tokens():,} tokens: {batch_ms:.3f} ms")
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
     log(f"  train step of the {preset_name} preset for comparison ...")
@@ -792,7 +805,7 @@ def bench_data(
     result.update(batch_ms=_r(batch_ms), batch_size=tc.batch_size, seq_len=tc.seq_len, train_step_ms=tr["step_ms"],
                   batch_fraction=_r(batch_ms / tr["step_ms"], 3), device_kind=tr["device_kind"],
                   load_avg=_load_avg())
-    log(f"  batch {batch_ms:.3f} ms vs train step {tr['step_ms']} ms: {result['batch_fraction']:.2%} of a step")
+    log(f"  batch {batch_ms:.3f} ms vs train step {tr['step_ms']} ms: {result['batch_fraction']:.3g} of a step")
     return result
 
 
@@ -825,7 +838,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="demo")
     s.add_argument("--tokens", type=int, default=1024)
     s.add_argument("--batch", type=int, default=64)
-    s.add_argument("--batch-tokens", type=int, help="tokens per sequence of the batched run (default --tokens)")
+    s.add_argument("--batch-tokens", type=int,
+                   help="tokens per sequence of the batched run (default: --tokens; at most 256 on CPU)")
     s.add_argument("--prompt-len", type=int, default=16)
     s.add_argument("--recompute-tokens", type=int,
                    help="tokens timed for the recompute baseline (default: 128 on CPU, --tokens elsewhere)")
@@ -840,11 +854,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=2, help="the explicit pool's size")
     d.add_argument("--concat", type=int, default=11,
                    help="chorales per long (GiantMIDI-sized) piece; <= 1 skips the long set")
-    d.add_argument("--long-files", type=int, help="number of long pieces (default --files)")
+    d.add_argument("--long-files", type=int, help="number of long pieces (default 2 x --files)")
     d.add_argument("--preset", default="demo", help="for batch_size x seq_len and the train step")
     d.add_argument("--vocab-size", type=int)
     d.add_argument("--cache-dir", help="embedded-corpus cache (default: corpus.default_cache_dir())")
-    d.add_argument("--repeats", type=int, default=1)
+    d.add_argument("--repeats", type=int, default=3)
     d.add_argument("--train-steps", type=int, default=3)
     return ap
 

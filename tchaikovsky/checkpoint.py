@@ -75,6 +75,8 @@ def save(ckpt_dir: str | Path, state, meta: dict, *, keep: int = 2) -> Path | No
     if jax.process_index() != 0:
         return None
     ckpt_dir = Path(ckpt_dir)
+    for stale in ckpt_dir.glob(".tmp-*"):  # left by a run killed mid-save (only process 0 ever writes here)
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     step = int(host_state.step)
     meta = {**meta, "step": step, "saved_at": time.time()}
 
@@ -121,7 +123,7 @@ def load_model(path: str | Path):
     """Rebuild a GPT from a weights file written by ``export_model`` (or a ``step_*`` directory). Returns
     ``(model, meta)``."""
     from .config import ModelConfig
-    from .model import GPT
+    from .model import skeleton
 
     path = Path(path)
     if path.is_dir():  # a step directory or a checkpoints directory
@@ -129,15 +131,14 @@ def load_model(path: str | Path):
             path = path / "model.eqx"
         else:
             meta = read_meta(path)
-            like = GPT(ModelConfig(**meta["model_config"]), key=jax.random.key(0))
+            like = skeleton(ModelConfig(**meta["model_config"]))
             full = eqx.tree_deserialise_leaves(path / "state.eqx", _state_like(like))
             return full.model, meta
     if not path.exists():
         raise FileNotFoundError(f"no model weights at {path}: train first (notebook 03) or pass checkpoint=")
     with open(path, "rb") as f:
         meta = json.loads(f.readline())
-        like = GPT(ModelConfig(**meta["model_config"]), key=jax.random.key(0))
-        return eqx.tree_deserialise_leaves(f, like), meta
+        return eqx.tree_deserialise_leaves(f, skeleton(ModelConfig(**meta["model_config"]))), meta
 
 
 def _state_like(model):
@@ -145,4 +146,4 @@ def _state_like(model):
     from .config import TrainConfig
 
     opt = make_optimizer(TrainConfig(), model)
-    return TrainState.create(model, opt, seed=0)
+    return eqx.filter_eval_shape(TrainState.create, model, opt, 0)

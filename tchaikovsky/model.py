@@ -145,6 +145,17 @@ class GPT(eqx.Module):
         return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
+def build(config: ModelConfig, key: PRNGKeyArray) -> GPT:
+    """A freshly initialised GPT, built in one compiled call (eager construction runs hundreds of tiny ops, which
+    costs seconds on CPU)."""
+    return eqx.filter_jit(GPT)(config, key=key)
+
+
+def skeleton(config: ModelConfig) -> GPT:
+    """The GPT's structure with shapes and dtypes only (no computation): the ``like`` for deserialisation."""
+    return eqx.filter_eval_shape(GPT, config, key=jax.random.key(0))
+
+
 def cast(model: GPT, dtype) -> GPT:
     """The model with every floating-point array cast to ``dtype`` (the fp32 master copy stays with the caller)."""
     return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
@@ -160,7 +171,7 @@ def decay_mask(model: GPT) -> GPT:
             return eqx.tree_at(lambda l: (l.weight, l.bias), node, (True, False))
         return jax.tree.map(lambda _: False, node)
 
-    arrays = eqx.filter(model, eqx.is_array)
+    arrays = eqx.filter(model, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))  # skeletons too
     return jax.tree.map(mark, arrays, is_leaf=is_linear)
 
 

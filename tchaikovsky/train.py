@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from . import checkpoint
 from .config import ModelConfig, TrainConfig
-from .model import GPT, cast, decay_mask
+from .model import GPT, build, cast, decay_mask
 
 
 # ---------------------------------------------------------------------------------------------------- set-up
@@ -127,7 +127,8 @@ def make_train_step(optim, dtype, pad_id: int, shardings, batch_sharding):
         model = eqx.combine(optax.apply_updates(params, updates), static)
         new = TrainState(state.step + 1, model, opt_state, state.key)
         new = eqx.filter_shard(new, shardings)
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+        return new, {"loss": loss, "grad_norm": grad_norm}
 
     return step
 
@@ -242,7 +243,7 @@ def train(
         )
     procs, proc = jax.process_count(), jax.process_index()
 
-    model = GPT(model_cfg, key=jax.random.key(seed))
+    model = build(model_cfg, jax.random.key(seed))
     optim = make_optimizer(tc, model)
     state = TrainState.create(model, optim, seed)
     shardings = state_shardings(state, mesh, tc.fsdp)
@@ -288,8 +289,19 @@ def train(
         if writer:
             with open(history_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        if logger is not None:
+        if logger is not None and writer:
             logger(record)
+
+    def time_is_up(s: int) -> bool:
+        if deadline is None:
+            return False
+        if procs == 1:
+            return time.time() > deadline
+        if s % tc.log_every:  # every process must stop at the same step: process 0's clock decides, at log steps
+            return False
+        from jax.experimental import multihost_utils
+
+        return bool(multihost_utils.broadcast_one_to_all(np.array(time.time() > deadline)))
 
     def save() -> Path | None:
         return checkpoint.save(ckpt_dir, state, meta, keep=tc.keep_checkpoints)
@@ -335,7 +347,7 @@ def train(
         pending.append((step + 1, metrics))
         steps_since += 1
         s = step + 1
-        out_of_time = deadline is not None and time.time() > deadline
+        out_of_time = time_is_up(s)
         if s % tc.log_every == 0 or s == end_step or out_of_time or s % tc.checkpoint_every == 0:
             record = flush(s)
             if s % tc.eval_every == 0 or s == end_step or out_of_time:

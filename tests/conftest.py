@@ -16,15 +16,18 @@ import atexit  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
+import jax  # noqa: E402  (after XLA_FLAGS)
+
 # The training tests build the same small models and steps many times (one ``train()`` call compiles its own step
-# function): JAX's persistent compilation cache, in a directory private to this session, lets a later identical
-# program reuse the executable instead of recompiling it. Set JAX_COMPILATION_CACHE_DIR to keep one across sessions.
+# function): JAX's persistent compilation cache lets a later identical program reuse the executable instead of
+# recompiling it. The cache lives in a directory private to this test process (set through jax.config, not the
+# environment, so subprocesses do not share it); set JAX_COMPILATION_CACHE_DIR to keep one across sessions instead.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _jax_cache = tempfile.mkdtemp(prefix="tchaikovsky-jax-cache-")
     atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    jax.config.update("jax_compilation_cache_dir", _jax_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
