@@ -36,6 +36,10 @@ seeds = [0, 1]
 top_k = 0  # keep the k likeliest tokens (0: off)
 top_p = 0.95  # nucleus: keep the likeliest tokens covering this probability (1: off)
 min_p = 0.0  # drop tokens less likely than min_p x the top token (0: off)
+grammar = True  # forbid tokens REMI cannot follow (no broken note descriptions)
+repetition_penalty = 1.0  # > 1 discourages tokens already in the window (1: off)
+max_bars = None  # stop each piece after this many new bars (None: only num_tokens and EOS)
+max_seconds = None  # cut each piece at this length in seconds (None: no cut)
 evaluate = True  # compare fresh samples with real held-out pieces and two baselines (metrics, plots)
 interactive = False  # True: sliders and a Generate button (Papermill runs keep this False)
 soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
@@ -77,7 +81,9 @@ print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt o
 
 # %%
 cells = pipeline.sample_run(run, model, tok, prompt, num_tokens=num_tokens, seeds=seeds, temperatures=temperatures,
-                            top_k=top_k, top_p=top_p, min_p=min_p, soundfont=soundfont)
+                            top_k=top_k, top_p=top_p, min_p=min_p, grammar=grammar,
+                            repetition_penalty=repetition_penalty, max_bars=max_bars, max_seconds=max_seconds,
+                            soundfont=soundfont)
 for c in cells:
     display.show_sample(c["midi_path"], wav_path=c["wav_path"], prompt_end=c["prompt_end"],
                         title=f"seed {c['seed']}, temperature {c['temperature']:g}")

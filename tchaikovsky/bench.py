@@ -608,7 +608,8 @@ def bench_sampling(
         log("  breakdown: decode step, sampler, window slide, full forward, each as its own compiled scan ...")
         b = result["breakdown"] = _breakdown(_cast(model, cdtype), keep, repeats)
         if flat["flatness"] is not None:
-            b["predicted_flatness"] = _r(predicted_flatness(b, flat["slides_in_first100"], flat["slides_in_last100"]), 3)
+            implied = predicted_flatness(b, flat["slides_in_first100"], flat["slides_in_last100"])
+            b["predicted_flatness"] = _r(implied, 3)
         log(f"  per token: decode {b['decode_step_ms']} ms + sample {b['sample_ms']} ms (categorical alone "
             f"{b['categorical_only_ms']}) + slide {b['slide_ms']} ms / {b['slide_every']} = "
             f"{b['predicted_ms_per_token']} ms predicted vs {1e3 / cached_tps:.4g} measured; "

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import symusic
 
 from . import corpus as corpus_lib
 from . import tokenizer as tok_lib
@@ -170,19 +171,27 @@ def make_prompt(tok, prompt_midi: str = "", prompt_tokens: int = 256, prompt_cho
 
 
 def sample_run(run_dir: Path, model, tok, prompt: np.ndarray, *, num_tokens: int, seeds=(0,), temperatures=(1.0,),
-               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, render_audio: bool = True,
-               soundfont: str | None = None, name: str = "sample") -> list[dict]:
+               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, grammar: bool = True,
+               repetition_penalty: float = 1.0, max_bars: int | None = None, max_seconds: float | None = None,
+               render_audio: bool = True, soundfont: str | None = None, name: str = "sample") -> list[dict]:
     """Generate one piece per (seed, temperature) pair in one batched call and write, for each, the ``.mid``, a
-    piano-roll ``.png`` and (when FluidSynth is available) the ``.wav`` into ``run_dir/samples``."""
+    piano-roll ``.png`` and (when FluidSynth is available) the ``.wav`` into ``run_dir/samples``.
+
+    ``grammar`` masks tokens REMI cannot follow; ``max_bars`` stops each piece after that many new bars and
+    ``max_seconds`` cuts it at that length."""
     from . import audio, display
+    from .grammar import Grammar
+    from .prompts import cut_score
     from .sample import generate
 
     seeds = parse_list(seeds, int)
     temps = parse_list(temperatures, float)
     grid_s, grid_t = [s for s in seeds for _ in temps], [t for _ in seeds for t in temps]
     special = tok_lib.special_ids(tok)
+    rules = Grammar(tok) if grammar or max_bars is not None else None
     seqs = generate(model, prompt, num_tokens, seed=grid_s, temperature=grid_t, top_k=top_k, top_p=top_p,
-                    min_p=min_p, eos_id=special["eos"], pad_id=special["pad"])
+                    min_p=min_p, eos_id=special["eos"], pad_id=special["pad"], grammar=rules if grammar else None,
+                    repetition_penalty=repetition_penalty, max_bars=max_bars)
     out_dir = run_dir / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -196,6 +205,8 @@ def sample_run(run_dir: Path, model, tok, prompt: np.ndarray, *, num_tokens: int
     for s, t, ids in zip(grid_s, grid_t, seqs):
         stem = out_dir / f"{name}-{stamp}-seed{s}-temp{t:g}"
         midi = tok_lib.save_midi(tok, ids, stem.with_suffix(".mid"))
+        if max_seconds is not None:
+            cut_score(symusic.Score(str(midi)), seconds=max_seconds).dump_midi(str(midi))
         png = display.save_piano_roll(midi, stem.with_suffix(".png"), prompt_end=prompt_end,
                                       title=f"seed {s}, temperature {t:g}")
         wav = audio.render(midi, stem.with_suffix(".wav"), soundfont=soundfont or None) if render_audio and can_render else None

@@ -54,8 +54,13 @@ def _bucket(n: int, context: int) -> int:
 
 
 @partial(eqx.filter_jit, donate="none")
-def _generate(model: GPT, window, prompt_len, keys, temps, top_k, top_p, min_p, eos_id, pad_id, *, steps, keep, bucket):
-    """window: (B, C) tokens with the prompt in [:prompt_len]; returns (B, steps) sampled tokens."""
+def _generate(model: GPT, window, prompt_len, keys, temps, top_k, top_p, min_p, eos_id, pad_id, ctrl=None, *,
+              steps, keep, bucket):
+    """window: (B, C) tokens with the prompt in [:prompt_len]; returns (B, steps) sampled tokens, and (B, steps)
+    flags saying which were really emitted (False after EOS or past ``max_bars``).
+
+    ``ctrl`` (optional arrays, see ``generate``): ``first``/``last``/``table`` for the grammar mask, ``penalty`` for
+    the repetition penalty over the current window, ``bars``/``max_bars`` to stop after a number of bars."""
     C = model.config.context
     cache0 = model.init_cache(model.embed.weight.dtype)
 
@@ -72,22 +77,43 @@ def _generate(model: GPT, window, prompt_len, keys, temps, top_k, top_p, min_p, 
         _, cache = jax.vmap(prefill, in_axes=(0, None))(window[:, :keep], keep)
         return cache, window
 
+    V = logits.shape[-1]
+
+    def constrain(logits, window, prev):
+        """Grammar mask and repetition penalty on raw logits (B, V), before temperature and filters."""
+        if "table" in ctrl:
+            ok = ctrl["table"][ctrl["last"][prev]][:, ctrl["first"]]  # (B, V): may follow the previous token
+            ok = ok | ~ok.any(axis=-1, keepdims=True)  # never mask everything
+            logits = jnp.where(ok, logits, NEG_INF)
+        if "penalty" in ctrl:  # CTRL-style: tokens already in the window are made less likely
+            seen = jax.vmap(lambda w: jnp.zeros(V, bool).at[w].set(True))(window)
+            p = ctrl["penalty"]
+            logits = jnp.where(seen, jnp.where(logits > 0, logits / p, logits * p), logits)
+        return logits
+
     def body(carry, _):
-        cache, window, pos, logits, keys, done = carry
+        cache, window, pos, logits, keys, done, prev, bars = carry
         keys, sub = jax.vmap(jax.random.split, out_axes=1)(keys)
+        if ctrl is not None:
+            logits = constrain(logits, window, prev)
         tok = jax.vmap(sample_token, in_axes=(0, 0, 0, None, None, None))(logits, sub, temps, top_k, top_p, min_p)
-        tok = jnp.where(done, pad_id, tok)
-        done = done | (tok == eos_id)
+        emitted = ~done
+        if ctrl is not None and "bars" in ctrl:
+            bars = bars + ctrl["bars"][tok]
+            emitted &= bars <= ctrl["max_bars"]
+        tok = jnp.where(emitted, tok, pad_id)
+        done = ~emitted | (tok == eos_id)
         cache, window = jax.lax.cond(pos == C, slide, lambda a: a, (cache, window))
         pos = jnp.where(pos == C, keep, pos)
         window = window.at[:, pos].set(tok)
         logits, cache = decode(tok, cache, pos)
-        return (cache, window, pos + 1, logits[:, 0], keys, done), tok
+        return (cache, window, pos + 1, logits[:, 0], keys, done, tok, bars), (tok, emitted)
 
-    done0 = jnp.zeros(window.shape[0], bool)
-    carry = (cache, window, prompt_len, logits, keys, done0)
-    _, toks = jax.lax.scan(body, carry, None, length=steps)
-    return toks.T  # (B, steps)
+    B = window.shape[0]
+    prev0 = window[jnp.arange(B), prompt_len - 1]
+    carry = (cache, window, prompt_len, logits, keys, jnp.zeros(B, bool), prev0, jnp.zeros(B, jnp.int32))
+    _, (toks, emitted) = jax.lax.scan(body, carry, None, length=steps)
+    return toks.T, emitted.T  # (B, steps) each
 
 
 def generate(
@@ -104,13 +130,20 @@ def generate(
     pad_id: int = 0,
     keep: int | None = None,
     dtype=None,
+    grammar=None,
+    repetition_penalty: float = 1.0,
+    max_bars: int | None = None,
 ) -> list[np.ndarray]:
     """Continue ``prompt`` (1-D token ids, at least one, e.g. ``[BOS]`` for unconditional) by ``num_tokens``.
 
     ``seed`` and ``temperature`` may be lists: the batch is their broadcast (one sequence per pair), decoded in one
     call. Returns one array per sequence: the prompt (its most recent ``context`` tokens if longer) followed by the
     new tokens, cut after EOS when ``eos_id`` is given. ``keep`` (default 3/4 of the context) is how many recent
-    tokens survive a window slide. ``dtype`` defaults to the model's compute dtype (bf16 on accelerators)."""
+    tokens survive a window slide. ``dtype`` defaults to the model's compute dtype (bf16 on accelerators).
+
+    ``grammar`` (a ``grammar.Grammar``) forbids tokens REMI cannot follow; ``repetition_penalty`` > 1 makes tokens
+    already in the window less likely (CTRL, Keskar et al. 2019); ``max_bars`` stops a sequence after that many
+    new bars (needs ``grammar`` for the bar counts). None of these recompile when their values change."""
     from .train import compute_dtype
 
     C = model.config.context
@@ -129,15 +162,22 @@ def generate(
     keys = jax.vmap(lambda s: jax.random.key_data(jax.random.key(s)))(jnp.asarray(seeds.ravel(), jnp.uint32))
     keys = jax.vmap(jax.random.wrap_key_data)(keys)
     run_model = cast(model, dtype or compute_dtype("auto"))
-    toks = _generate(
+    if repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty={repetition_penalty} must be > 0 (1 = off)")
+    ctrl = {}
+    if grammar is not None:
+        ctrl.update(first=grammar.first, last=grammar.last, table=grammar.table)
+    if repetition_penalty != 1.0:
+        ctrl["penalty"] = np.float32(repetition_penalty)
+    if max_bars is not None:
+        if grammar is None:
+            raise ValueError("max_bars needs grammar= (it knows how many bars each token opens)")
+        ctrl.update(bars=grammar.bars, max_bars=np.int32(max_bars))
+    toks, emitted = _generate(
         run_model, jnp.asarray(window), jnp.int32(prompt.size), keys, jnp.asarray(temps.ravel()),
         jnp.int32(top_k), jnp.float32(top_p), jnp.float32(min_p),
         jnp.int32(-1 if eos_id is None else eos_id), jnp.int32(pad_id),
+        {k: jnp.asarray(v) for k, v in ctrl.items()} or None,
         steps=int(num_tokens), keep=int(keep), bucket=_bucket(prompt.size, C),
     )
-    out = []
-    for row in np.asarray(toks):
-        if eos_id is not None and (hits := np.flatnonzero(row == eos_id)).size:
-            row = row[: hits[0] + 1]
-        out.append(np.concatenate([prompt, row]))
-    return out
+    return [np.concatenate([prompt, row[ok]]) for row, ok in zip(np.asarray(toks), np.asarray(emitted))]

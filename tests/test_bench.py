@@ -148,7 +148,7 @@ def test_sampling_breakdown():
     from tchaikovsky.model import GPT
 
     cfg = preset("tiny", vocab_size=128).model
-    b = bench._breakdown(GPT(cfg, key=jax.random.key(0)), prompt_len=4, keep=48, repeats=1)
+    b = bench._breakdown(GPT(cfg, key=jax.random.key(0)), keep=48, repeats=1)
     assert b["slide_every"] == 16
     for key in ("decode_step_ms", "sample_ms", "categorical_only_ms", "slide_ms", "full_forward_ms"):
         assert _positive(b[key]), key
@@ -177,8 +177,8 @@ def test_concat_scores(tmp_path):
 
 
 def test_data(capsys, corpus_cache):
-    r = bench.main(["data", "--files", "4", "--workers", "2", "--concat", "2", "--preset", "tiny",
-                    "--vocab-size", "300", "--cache-dir", str(corpus_cache), "--train-steps", "1"])
+    r = bench.main(["data", "--files", "4", "--workers", "2", "--concat", "2", "--long-files", "4", "--preset", "tiny",
+                    "--vocab-size", "600", "--cache-dir", str(corpus_cache), "--train-steps", "1"])
     assert _last_json(capsys.readouterr().out) == r
     for key in ("files_per_s", "baseline_files_per_s", "speedup", "batch_ms", "train_step_ms", "batch_fraction",
                 "default_workers", "pool_files_per_s", "pool_speedup", "chorales", "long"):
