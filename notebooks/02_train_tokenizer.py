@@ -81,5 +81,15 @@ display.piano_roll(decoded, title="after encode -> decode")
 tokenizer.token_strings(tok, piece, 32)
 
 # %% [markdown]
+# ## Sequence lengths
+# How long the pieces are in tokens. Pieces longer than a preset's context (256 for `demo`, 1024 for `base-100m`)
+# are learned through windows at random offsets.
+
+# %%
+from tchaikovsky import shards as shards_lib  # noqa: E402
+
+display.sequence_lengths(shards_lib.Shards(run / "shards"), context=256)
+
+# %% [markdown]
 # ## Next
 # `03_train` trains the model on `run_dir/shards`.

@@ -356,3 +356,20 @@ def report_table(summary: dict, report: list[dict], *, max_rows: int = 20):
         + (f"<table><tr><th>skip reason</th><th>files</th></tr>{rows}</table>" if rows else "")
         + (f"<table><tr><th>skipped file</th><th>reason</th></tr>{detail}</table>" if detail else "")
     )
+
+
+def sequence_lengths(shards, *, context: int | None = None) -> Figure:
+    """Histogram of piece lengths in tokens per split (after BPE), with the model's context marked: pieces longer
+    than it are learned in windows."""
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    for split in shards.splits:
+        lengths = [p["length"] for p in shards.pieces(split)]
+        if lengths:
+            ax.hist(lengths, bins=30, alpha=0.6, label=f"{split} ({len(lengths)} pieces)")
+    if context:
+        ax.axvline(context, color="k", ls="--", label=f"context {context}")
+    ax.set_xlabel("tokens per piece")
+    ax.set_ylabel("pieces")
+    ax.legend()
+    return fig

@@ -118,3 +118,25 @@ def test_players_and_grid(tmp_path):
     assert players[0].value[:4] == b"RIFF"
     static = display.sample_grid(cells, widgets=False).data
     assert static.count("<audio") == 4 and static.count("data:image/png") == 4
+
+
+def test_corpus_and_shard_pictures(bach):
+    from matplotlib.figure import Figure
+
+    from tchaikovsky import corpus as corpus_lib
+    from tchaikovsky import display
+
+    c = corpus_lib.Corpus(root=bach.pieces[0].path.parent, pieces=list(bach.pieces),
+                          report=[{"path": p.rel_path, "status": "kept"} for p in bach.pieces]
+                          + [{"path": "bad.mid", "status": "skipped", "reason": "unreadable: not MIDI"}])
+    stats = corpus_lib.corpus_stats(c)
+    fig = display.corpus_overview(stats)
+    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    assert sum(p.get_height() for p in fig.axes[2].patches) == stats["n_notes"]  # every note in the pitch histogram
+    chart = display.counts_chart(stats["composers"], title="composers")
+    assert len(chart.axes[0].patches) == len(stats["composers"])
+    html = display.report_table(c.summary(), c.report).data
+    assert "bad.mid" in html and "unreadable" in html
+    lengths = display.sequence_lengths(bach.shards, context=64)
+    n_pieces = sum(len(bach.shards.pieces(s)) for s in bach.shards.splits)
+    assert sum(p.get_height() for p in lengths.axes[0].patches) == n_pieces
