@@ -50,9 +50,12 @@ def lr_schedule(tc: TrainConfig) -> optax.Schedule:
 
 def make_optimizer(tc: TrainConfig, model: GPT) -> optax.GradientTransformation:
     """AdamW (decay on matrix weights only) after global-norm clipping, on a warmup-cosine schedule."""
+    # The mask goes in as a function: an eqx.Module is callable, so optax < 0.2.4 (``callable(mask)``) would call the
+    # GPT-shaped mask tree itself as the mask function.
+    mask = decay_mask(model)
     return optax.chain(
         optax.clip_by_global_norm(tc.grad_clip),
-        optax.adamw(lr_schedule(tc), b1=0.9, b2=tc.beta2, weight_decay=tc.weight_decay, mask=decay_mask(model)),
+        optax.adamw(lr_schedule(tc), b1=0.9, b2=tc.beta2, weight_decay=tc.weight_decay, mask=lambda _: mask),
     )
 
 
