@@ -24,7 +24,7 @@ REQUIRED = {
     "equinox": "equinox>=0.11.10",
     "optax": "optax>=0.2.3",
     "jaxtyping": "jaxtyping>=0.2.34",
-    "miditok": "miditok>=3.0.4,<4",
+    "miditok": "miditok>=3.0.6,<4",
     "symusic": "symusic>=0.5.0",
     "music21": "music21>=9.1",
     "tqdm": "tqdm",

@@ -188,3 +188,20 @@ def test_without_programs_still_one_stream(files):
     decoded = decode_ids(piano, ids)
     assert len(decoded.tracks) == 1
     assert {(p, t) for _, p, t in _notes(decoded)} == {(p, t) for _, p, t in _notes(Score(str(files[0])))}
+
+
+def test_bpe_keeps_base_tokens_unseen_in_training(files, tmp_path):
+    """miditok 3.0.4 trained BPE without the base alphabet: tokens absent from the training data (here high
+    pitches) vanished from the vocabulary and such notes were silently dropped. Guards the miditok floor."""
+    small = train_tokenizer([files[0]], len(make_tokenizer()) + 20, progress=False)
+    assert len(small) == len(make_tokenizer()) + 20
+    high = Score(TPQ)
+    high.tempos.append(Tempo(0, 96.0))
+    high.time_signatures.append(TimeSignature(0, 4, 4))
+    track = Track(program=0, name="high")
+    for i, pitch in enumerate((96, 98, 100, 101, 103, 105, 107, 108)):  # far above the pieces' 40..83
+        track.notes.append(Note(i * TPQ, TPQ, pitch, 80))
+    high.tracks.append(track)
+    high.dump_midi(str(tmp_path / "high.mid"))
+    decoded = decode_ids(small, encode_file(small, tmp_path / "high.mid"))
+    assert sorted(n.pitch for t in decoded.tracks for n in t.notes) == [96, 98, 100, 101, 103, 105, 107, 108]
