@@ -29,6 +29,7 @@ max_files = 40  # keep at most this many pieces (None: all)
 composers = "bach"  # embedded corpus only: music21 composers, comma-separated
 vocab_size = 2048  # BPE vocabulary (the base REMI vocabulary is ~550)
 val_fraction = 0.1  # share of pieces held out for validation
+transpose_range = 0  # augmentation: N adds training copies transposed by 1..N semitones up and down (0: off)
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
 
 # %% [markdown]
@@ -57,7 +58,8 @@ from tchaikovsky import display, params, pipeline, tokenizer  # noqa: E401
 params.check("02_train_tokenizer", globals())
 run = pipeline.resolve_run_dir(run_dir)
 corpus = pipeline.load_data(data_dir, max_files=max_files, composers=composers, run_dir=run)
-summary = pipeline.prepare_data(run, corpus, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed)
+summary = pipeline.prepare_data(run, corpus, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
+                               transpose_range=transpose_range)
 summary
 
 # %% [markdown]

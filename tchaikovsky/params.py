@@ -52,7 +52,8 @@ COMMON = {"data_dir": PATH_OR_EMPTY, "run_dir": PATH_OR_EMPTY, "seed": _int(0), 
 
 SPECS: dict[str, dict[str, Rule]] = {
     "01_explore_data": {**COMMON, "n_listen": _int(0, 20)},
-    "02_train_tokenizer": {**COMMON, "vocab_size": _int(600, 65535), "val_fraction": _float(0.0, 0.5, open_lo=True)},
+    "02_train_tokenizer": {**COMMON, "vocab_size": _int(600, 65535), "val_fraction": _float(0.0, 0.5, open_lo=True),
+                           "transpose_range": _int(0, 12)},
     "03_train": {
         **COMMON,
         "vocab_size": _int(600, 65535),

@@ -54,15 +54,19 @@ def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach", ru
 
 
 def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, *, vocab_size: int, val_fraction: float = 0.1,
-                 seed: int = 0, progress: bool = True) -> dict:
-    """Train the tokenizer on the corpus, save it, and write the shards. Returns a summary for the notebook."""
+                 seed: int = 0, transpose_range: int = 0, progress: bool = True) -> dict:
+    """Train the tokenizer on the corpus, save it, and write the shards (with ``transpose_range`` = N, each training
+    piece also transposed by -N..-1 and 1..N semitones). Returns a summary for the notebook."""
     from . import shards as shards_lib
+
+    shifts = tuple(t for t in range(-transpose_range, transpose_range + 1) if t)
+    augment = shards_lib.Augment(transpose=shifts) if shifts else None
 
     files = [p.path for p in corpus.pieces]
     tok = tok_lib.train_tokenizer(files, vocab_size, progress=progress)
     tok_lib.save_tokenizer(tok, run_dir / "tokenizer.json")
     shards_lib.build_shards(tok, corpus.pieces, run_dir / "shards", val_fraction=val_fraction, seed=seed,
-                            progress=progress)
+                            progress=progress, augment=augment)
     sh = shards_lib.Shards(run_dir / "shards")
     return {
         "vocab_size": len(tok),

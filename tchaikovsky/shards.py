@@ -12,6 +12,7 @@ processes reads only its own rows. ``eval_batches`` tiles a split exactly once, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -20,15 +21,18 @@ import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from symusic import Score
 
 from tchaikovsky.tokenizer import encode_with_notes, load_tokenizer, save_tokenizer, special_ids, tokenizer_hash
 
 INDEX_FILE = "index.json"
 MIN_TOKENS = 3  # [BOS, EOS] alone is an empty piece
+PIANO_RANGE = (21, 108)  # A0..C8: transposition augmentation stays inside it
 AUTO_POOL_MIN_BYTES = 2_000_000  # workers=None: below this much MIDI, one process is faster
 _SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "dev": "val", "test": "test"}
 
@@ -73,21 +77,71 @@ def assign_splits(pieces: Sequence[Any], val_fraction: float, seed: int) -> dict
     return {k: sorted(v, key=lambda p: p.rel_path) for k, v in out.items()}
 
 
-def _cache_key(rel_path: str, tok_hash: str) -> str:
-    return hashlib.sha256(f"{rel_path}\0{tok_hash}".encode()).hexdigest()[:24]
+@dataclass(frozen=True)
+class Augment:
+    """Extra training copies of every training piece, one per listed change (validation is never augmented).
+
+    ``transpose``: semitone shifts (a copy that would leave the piano range A0-C8 is dropped for that piece);
+    ``velocity``: added to every velocity (clipped to 1-127); ``tempo``: factors on every tempo (faster/slower
+    playback of the same notes). Cost: each change costs one more tokenization of the piece (time and disk scale
+    with 1 + the number of changes) and multiplies the training split's tokens by the same factor."""
+
+    transpose: tuple[int, ...] = ()
+    velocity: tuple[int, ...] = ()
+    tempo: tuple[float, ...] = ()
+
+    def variants(self) -> list[tuple[int, int, float]]:
+        return ([(int(t), 0, 1.0) for t in self.transpose if t] + [(0, int(v), 1.0) for v in self.velocity if v]
+                + [(0, 0, float(f)) for f in self.tempo if f != 1.0])
 
 
-def _encode_to_cache(tok, jobs: Sequence[tuple[str, str]], cache: Path) -> list[tuple[str, dict]]:
-    """Encode (key, file) jobs and write ``key.npy`` (ids) then ``key.json`` (meta; its presence = done)."""
+def _apply(score: Score, variant: tuple[int, int, float] | None) -> Score:
+    if not variant:
+        return score
+    transpose, velocity, tempo = variant
+    if transpose:
+        pitches = [n.pitch for t in score.tracks if not t.is_drum for n in t.notes]
+        if pitches and (min(pitches) + transpose < PIANO_RANGE[0] or max(pitches) + transpose > PIANO_RANGE[1]):
+            raise _OutOfRange(f"transposing by {transpose} leaves the piano range")
+        drums = [t for t in score.tracks if t.is_drum]
+        shifted = score.shift_pitch(transpose)
+        shifted.tracks = [t for t in shifted.tracks if not t.is_drum] + drums  # never transpose drums
+        score = shifted
+    if velocity:
+        score = score.copy()
+        for t in score.tracks:
+            for n in t.notes:
+                n.velocity = int(min(127, max(1, n.velocity + velocity)))
+    if tempo != 1.0:
+        score = score.copy()
+        for t in score.tempos:
+            t.qpm = t.qpm * tempo
+    return score
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _cache_key(rel_path: str, tok_hash: str, variant=None) -> str:
+    tag = "" if not variant else f"\0{variant}"
+    return hashlib.sha256(f"{rel_path}\0{tok_hash}{tag}".encode()).hexdigest()[:24]
+
+
+def _encode_to_cache(tok, jobs: Sequence[tuple], cache: Path) -> list[tuple[str, dict]]:
+    """Encode (key, file[, variant]) jobs and write ``key.npy`` (ids) then ``key.json`` (meta; presence = done)."""
     results = []
-    for key, file in jobs:
+    for key, file, *variant in jobs:
         try:
-            ids, n_notes = encode_with_notes(tok, file)
+            score = _apply(Score(file), variant[0] if variant else None)
+            ids, n_notes = encode_with_notes(tok, score)
             meta = {"n_tokens": int(len(ids)), "n_notes": n_notes}
             if n_notes == 0 or len(ids) < MIN_TOKENS:  # an empty score still yields Bar/TimeSig/Tempo tokens
                 meta = {"error": f"too short: {n_notes} notes, {len(ids)} tokens"}
             else:
                 _atomic_write(cache / f"{key}.npy", lambda f: np.save(f, ids))
+        except _OutOfRange as e:
+            meta = {"error": str(e), "augment": True}
         except Exception as e:  # noqa: BLE001 - a bad file is recorded and skipped, never fatal
             meta = {"error": f"{type(e).__name__}: {e}"[:500]}
         _atomic_write(cache / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
@@ -121,7 +175,7 @@ def _tokenize(tok, tok_path: Path, jobs: list[tuple[str, str]], cache: Path, wor
         except BrokenProcessPool:
             warnings.warn("tokenizer process pool broke (missing `if __name__ == '__main__':` guard?); "
                           "encoding the remaining pieces in this process", stacklevel=3)
-        jobs = [(key, file) for key, file in jobs if not (cache / f"{key}.json").is_file()]
+        jobs = [job for job in jobs if not (cache / f"{job[0]}.json").is_file()]
     for job in jobs:
         _encode_to_cache(tok, [job], cache)
         bar.update(1)
@@ -130,7 +184,7 @@ def _tokenize(tok, tok_path: Path, jobs: list[tuple[str, str]], cache: Path, wor
 
 def _auto_workers(jobs: Sequence[tuple[str, str]]) -> int:
     """All cores, unless the job is too small to pay for spawning them (~1 s each, vs ~1.5 MB of MIDI per s)."""
-    size = sum(os.path.getsize(f) for _, f in jobs if os.path.isfile(f))
+    size = sum(os.path.getsize(job[1]) for job in jobs if os.path.isfile(job[1]))
     return (os.cpu_count() or 1) if size >= AUTO_POOL_MIN_BYTES else 1
 
 
@@ -143,6 +197,7 @@ def build_shards(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    augment: Augment | None = None,
 ) -> Path:
     """Tokenize ``pieces`` into ``out_dir/{split}.bin`` + ``index.json`` (+ ``tokenizer.json``); return ``out_dir``.
 
@@ -161,26 +216,37 @@ def build_shards(
     splits = assign_splits(pieces, val_fraction, seed)
 
     keys = {p.rel_path: _cache_key(p.rel_path, tok_hash) for ps in splits.values() for p in ps}
-    todo = [(keys[p.rel_path], str(p.path)) for ps in splits.values() for p in ps
-            if not (cache / f"{keys[p.rel_path]}.json").is_file()]
+    variants = augment.variants() if augment else []
+    extra = {(p.rel_path, v): _cache_key(p.rel_path, tok_hash, v) for p in splits.get("train", []) for v in variants}
+    paths = {p.rel_path: str(p.path) for ps in splits.values() for p in ps}
+    jobs = [(k, paths[r]) for r, k in keys.items()] + [(k, paths[r], v) for (r, v), k in extra.items()]
+    todo = [job for job in jobs if not (cache / f"{job[0]}.json").is_file()]
     _tokenize(tok, tok_path, todo, cache, workers or _auto_workers(todo), progress)
 
     dtype = np.uint16 if len(tok) <= 2**16 else np.uint32
     index: dict[str, Any] = {
         "tokenizer_hash": tok_hash, "vocab_size": len(tok), "dtype": np.dtype(dtype).name, "seed": seed,
         "val_fraction": val_fraction, "special_ids": special_ids(tok), "splits": {}, "skipped": [],
-        "stats": {"pieces": len(keys), "encoded": len(todo), "cached": len(keys) - len(todo)},
+        "stats": {"pieces": len(keys), "encoded": len(todo), "cached": len(jobs) - len(todo),
+                  "augmented_copies": len(extra)},
+        "augment": dataclasses.asdict(augment) if augment else None,
     }
     for name, ps in splits.items():
-        metas = [(p, keys[p.rel_path], json.loads((cache / f"{keys[p.rel_path]}.json").read_text())) for p in ps]
-        index["skipped"] += [{"path": p.rel_path, "reason": m["error"]} for p, _, m in metas if "error" in m]
-        kept = [(p, key, m) for p, key, m in metas if "error" not in m]
-        offsets = np.cumsum([0] + [m["n_tokens"] for _, _, m in kept]).tolist()
-        entries = [{**_piece_dict(p), "offset": o, "length": m["n_tokens"], "n_notes": m["n_notes"]}
-                   for (p, _, m), o in zip(kept, offsets)]
+        metas = [(p, keys[p.rel_path], json.loads((cache / f"{keys[p.rel_path]}.json").read_text()), None)
+                 for p in ps]
+        index["skipped"] += [{"path": p.rel_path, "reason": m["error"]} for p, _, m, _ in metas if "error" in m]
+        bad = {p.rel_path for p, _, m, _ in metas if "error" in m}
+        if name == "train":
+            metas += [(p, extra[(p.rel_path, v)], json.loads((cache / f"{extra[(p.rel_path, v)]}.json").read_text()), v)
+                      for p in ps if p.rel_path not in bad for v in variants]
+        kept = [(p, key, m, v) for p, key, m, v in metas if "error" not in m]
+        offsets = np.cumsum([0] + [m["n_tokens"] for _, _, m, _ in kept]).tolist()
+        entries = [{**_piece_dict(p), "offset": o, "length": m["n_tokens"], "n_notes": m["n_notes"],
+                    **({"augment": list(v)} if v else {})}
+                   for (p, _, m, v), o in zip(kept, offsets)]
 
         def write(f, kept=kept):  # streamed piece by piece: the split never has to fit in memory at once
-            for _, key, _ in kept:
+            for _, key, _, _ in kept:
                 f.write(np.load(cache / f"{key}.npy").astype(dtype).tobytes())
 
         _atomic_write(out / f"{name}.bin", write)

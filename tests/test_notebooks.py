@@ -80,9 +80,12 @@ def test_notebooks_run_on_a_users_folder_with_other_parameters(tmp_path, corpus_
     (data / "empty.midi").write_bytes(b"")
     run = tmp_path / "run2"
     run_all(run, data_dir=str(data), seed=3, max_files=None, vocab_size=650, preset="tiny", max_steps=10,
-            notebooks=NOTEBOOKS[1:3])
+            transpose_range=1, notebooks=NOTEBOOKS[1:3])
     report = json.loads((run / "data_report.json").read_text())
     assert report["kept"] == 8 and report["skipped"] == 2
+    index = json.loads((run / "shards" / "index.json").read_text())
+    n_train = sum(1 for p in index["splits"]["train"]["pieces"] if "augment" not in p)
+    assert len(index["splits"]["train"]["pieces"]) == 3 * n_train  # each piece also a semitone up and down
     prompt = data / "piece 0.MID"
     run_notebook("04_sample", run, prompt_midi=str(prompt), prompt_tokens=40, num_tokens=100, top_k=20,
                  top_p=1.0, temperatures="0.8,1.2", seeds=[5])

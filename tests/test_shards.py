@@ -205,3 +205,39 @@ def test_missing_or_truncated_shards_raise_clearly(built, tmp_path):
     (broken / "train.bin").write_bytes(b"\0\0")
     with pytest.raises(ValueError, match="rebuild"):
         Shards(broken)
+
+
+def test_augmentation_adds_training_copies_only(tmp_path):
+    import symusic
+
+    from tchaikovsky.shards import Augment
+
+    files = []
+    for i in range(6):
+        score = symusic.Score(480)
+        track = symusic.Track("piano", 0, False)
+        for j in range(16):
+            track.notes.append(symusic.Note(j * 240, 240, 60 + (i + j) % 12, 80))
+        track.notes.append(symusic.Note(0, 480, 107, 80))  # near the top of the piano: +2 leaves the range
+        score.tracks.append(track)
+        score.tempos.append(symusic.Tempo(0, 100.0))
+        path = tmp_path / f"p{i}.mid"
+        score.dump_midi(str(path))
+        files.append(path)
+    from tchaikovsky.corpus import Piece
+    from tchaikovsky.tokenizer import make_tokenizer
+
+    pieces = [Piece(path=f, rel_path=f.name) for f in files]
+    tok = make_tokenizer()
+    plain = Shards(build_shards(tok, pieces, tmp_path / "plain", progress=False))
+    aug = Augment(transpose=(-2, 2), velocity=(10,), tempo=(1.1,))
+    out = Shards(build_shards(tok, pieces, tmp_path / "aug", progress=False, augment=aug))
+    n_train = len(plain.pieces("train"))
+    # +2 leaves the piano range for every piece; -2, velocity and tempo copies are kept
+    assert len(out.pieces("train")) == n_train * 4
+    assert out.pieces("val") == plain.pieces("val")
+    copies = [p for p in out.pieces("train") if "augment" in p]
+    assert sorted({tuple(p["augment"]) for p in copies}) == [(-2, 0, 1.0), (0, 0, 1.1), (0, 10, 1.0)]
+    assert out.index["skipped"] == plain.index["skipped"] == []
+    again = Shards(build_shards(tok, pieces, tmp_path / "aug", progress=False, augment=aug))
+    assert again.index["stats"]["encoded"] == 0  # augmented copies are cached like pieces
