@@ -249,6 +249,7 @@ WORKER = textwrap.dedent('''
     import json, os, sys
     import jax
     pid, port, run_dir, shards_dir, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # the default only from jax 0.5.1 on
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid,
                                initialization_timeout=120)
     from tchaikovsky import train
