@@ -7,7 +7,7 @@ PRESET ?= demo
 DEMO_FILES ?= 60
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast setup system-deps corpus sync kaggle bench reference clean
+.PHONY: demo test test-fast test-floor setup system-deps corpus sync kaggle bench reference clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The core suite on the oldest jax/equinox/optax/miditok that requirements.txt admits (what Kaggle may ship).
+FLOOR_VENV ?= .venv-floor
+test-floor: system-deps
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install -q -r requirements.txt -c constraints-floor.txt
+	$(FLOOR_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" tests/test_model.py tests/test_train.py \
+	    tests/test_sample.py tests/test_checkpoint.py tests/test_grammar.py tests/test_tokenizer.py tests/test_shards.py
 
 # Keep every .ipynb in step with its .py source (edit the .py files only).
 sync: setup
