@@ -12,7 +12,7 @@ Each subcommand prints human-readable progress lines and, as its LAST line on st
               of all devices, random token batches: tokens/s, step time, achieved TFLOP/s and MFU against a table of
               peak dense bf16 FLOP/s per device (null where unknown, e.g. CPU; there a measured f32 matmul roofline is
               reported instead).
-``sampling``  ``sample.generate`` (KV cache, one ``lax.scan``, sliding window) vs a full-recomputation baseline of
+``sampling``  ``sample.generate`` (KV cache, one compiled loop, sliding window) vs a full-recomputation baseline of
               the same model and sampler (``recompute_generate``), flatness of the per-token cost, batched throughput,
               and a per-component breakdown (decode step, sampler, window slide) that explains the numbers.
 ``data``      ``shards.build_shards`` (default and explicit worker pool) vs a plain single-process miditok loop on
@@ -349,7 +349,8 @@ def recompute_generate(model, prompt, num_tokens: int, *, seed: int = 0, tempera
     """The no-cache baseline, as the original TchAIkovsky sampled: for every new token, run the full causal forward
     over the whole current window (the last <= context tokens, right-padded with PAD to the context so it compiles
     once) and sample from the logits at the last real position. When the window is full it slides by ONE token.
-    Same model, same dtype and same sampler (``sample.sample_token``) as ``sample.generate``; the whole loop is one
+    Same model, same dtype and same sampler as ``sample.generate`` (``sample.sample_token``: ``sample_uniform`` of a
+    uniform drawn from the step's key, where ``generate`` draws its uniforms up front); the whole loop is one
     jitted ``lax.scan``, so a comparison with ``generate`` is compiled compute vs compiled compute.
 
     Returns the ``num_tokens`` new token ids (int32 numpy). Greedy (temperature 0) it reproduces ``generate`` exactly
@@ -388,36 +389,40 @@ def slides_between(prompt_len: int, context: int, keep: int, start: int, stop: i
 
 def _breakdown(model, keep: int, repeats: int) -> dict:
     """Per-token cost of the pieces of one cached decoding step, each timed as its own compiled ``lax.scan`` (so no
-    dispatch overhead), plus the window slide and one full forward; all in ms."""
+    dispatch overhead), plus the window slide and one full forward; all in ms. ``sample_ms`` is ``generate``'s
+    sampler (inverse CDF from pre-drawn uniforms); ``categorical_only_ms`` is ``jax.random.categorical`` alone, for
+    reference (what Gumbel-max sampling, which draws V random numbers per token, would cost instead)."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
 
-    from .sample import sample_token
+    from .sample import _first_max, _uniforms, sample_uniform
 
     C, V = model.config.context, model.config.vocab_size
     K = max(1, min(64, C - 1))
 
     @eqx.filter_jit
     def decode_steps(m, tok):
-        cache = m.init_cache(m.embed.weight.dtype)
+        # as generate() decodes a batch of one: per-layer weights once, outside the token loop; a (1, ...) cache
+        dec = m.decoder()
+        cache = dec.init_cache(m.embed.weight.dtype, batch=1)
 
         def body(c, i):
             cache, tok = c
-            logits, cache = m.decode(tok[None], cache, i)
-            return (cache, jnp.argmax(logits[0]).astype(jnp.int32)), None
+            logits, cache = dec.decode(tok[:, None], cache, i)
+            return (cache, jax.vmap(_first_max)(logits[:, 0])), None
 
         return jax.lax.scan(body, (cache, tok), jnp.arange(K))[0][1]
 
     @jax.jit
     def sample_steps(logits, key, temperature, top_k, top_p, min_p):
-        def body(c, _):
-            logits, key = c
-            key, sub = jax.random.split(key)
-            tok = sample_token(logits, sub, temperature, top_k, top_p, min_p)
-            return (logits.at[tok].add(-1e-3), key), tok  # the next step's logits depend on this one
+        uniforms = _uniforms(key, K)  # drawn up front, as generate() does
 
-        return jax.lax.scan(body, (logits, key), None, length=K)[1]
+        def body(logits, u):
+            tok = sample_uniform(logits, u, temperature, top_k, top_p, min_p)
+            return logits.at[tok].add(-1e-3), tok  # the next step's logits depend on this one
+
+        return jax.lax.scan(body, logits, uniforms)[1]
 
     @jax.jit
     def categorical_steps(logits, key):
@@ -429,17 +434,19 @@ def _breakdown(model, keep: int, repeats: int) -> dict:
 
         return jax.lax.scan(body, (logits, key), None, length=K)[1]
 
-    prefill = eqx.filter_jit(lambda m, w: m.decode(w, m.init_cache(m.embed.weight.dtype), 0))
+    # a slide as generate() does it: re-prefill ``keep`` tokens into the existing cache, logits unused
+    slide = eqx.filter_jit(lambda m, w, cache: m.prefill(w, cache)[1])
+    cache = model.init_cache(model.embed.weight.dtype, batch=1)
     forward = eqx.filter_jit(lambda m, w: m(w))
     logits = jax.random.normal(jax.random.key(1), (V,), jnp.float32)
     key = jax.random.key(0)
     ctrl = (jnp.float32(1.0), jnp.int32(0), jnp.float32(1.0), jnp.float32(0.0))
     window = jnp.ones((C,), jnp.int32)
     t = interleaved({
-        "decode": lambda: decode_steps(model, jnp.int32(1)),
+        "decode": lambda: decode_steps(model, jnp.ones((1,), jnp.int32)),
         "sample": lambda: sample_steps(logits, key, *ctrl),
         "categorical": lambda: categorical_steps(logits, key),
-        "slide": lambda: prefill(model, window[:keep]),
+        "slide": lambda: slide(model, window[None, :keep], cache),
         "forward": lambda: forward(model, window),
     }, repeats)
     out = {
@@ -506,7 +513,7 @@ def bench_sampling(
 
     from .config import preset
     from .model import build, count_params
-    from .sample import generate
+    from .sample import default_keep, generate
     from .train import compute_dtype
 
     vocab = vocab_size or default_vocab(preset_name)
@@ -519,7 +526,7 @@ def bench_sampling(
     recompute_tokens = recompute_tokens or (min(tokens, 128) if info["platform"] == "cpu" else tokens)
     batch_tokens = batch_tokens or (min(tokens, 256) if info["platform"] == "cpu" else tokens)
     batch_repeats = max(1, repeats // 2)
-    keep = max(1, (3 * C) // 4)  # generate's default
+    keep = default_keep(C)  # generate's default
     model = build(mc, jax.random.key(seed))  # one compiled call, as train() builds it
     n_params = count_params(model)
     rng = np.random.default_rng(seed)

@@ -70,6 +70,31 @@ def test_window_slide_reprefill_matches_full_forward_on_the_window(model, piece_
     assert np.abs(unslid[C - keep :] - reference[:keep]).max() > 1e-3
 
 
+def test_batched_decoding_matches_one_sequence_at_a_time(model, piece_tokens):
+    """``decode`` is natively batched (leading token axes, ``init_cache(batch=...)``): each row of a batch computes
+    what it computes alone, through the prefill and the per-token steps of one hoisted ``decoder()``."""
+    C = model.config.context
+    rows = np.stack([piece_tokens[:C], piece_tokens[C : 2 * C]])  # two different sequences
+    prefix = 7
+
+    @eqx.filter_jit
+    def run(model, tokens, cache):  # prefill, then token by token as generate() does
+        logits, cache = model.prefill(tokens[..., :prefix], cache)
+        dec = model.decoder()
+        steps = []
+        for i in range(prefix, prefix + 5):
+            step, cache = dec.decode(tokens[..., i : i + 1], cache, jnp.int32(i))
+            steps.append(step)
+        return jnp.concatenate([logits, *steps], axis=-2)
+
+    batched = np.asarray(run(model, jnp.asarray(rows), model.init_cache(batch=2)))
+    for row, got in zip(rows, batched):
+        alone = run(model, jnp.asarray(row), model.init_cache())
+        np.testing.assert_allclose(got, alone, atol=2e-5, rtol=1e-5)
+        np.testing.assert_allclose(got, forward(model, jnp.asarray(row))[: prefix + 5], atol=2e-5, rtol=1e-5)
+    assert np.abs(batched[0] - batched[1]).max() > 1e-3
+
+
 @pytest.mark.parametrize(
     "cfg",
     [

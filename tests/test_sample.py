@@ -10,7 +10,7 @@ import pytest
 from symusic import Score
 
 from tchaikovsky import tokenizer
-from tchaikovsky.sample import NEG_INF, filter_logits, generate, sample_token
+from tchaikovsky.sample import NEG_INF, filter_logits, generate, sample_token, sample_uniform
 
 
 def kept(logits, **kw) -> set[int]:
@@ -99,6 +99,19 @@ def test_sampling_follows_the_filtered_distribution():
     np.testing.assert_allclose(counts, [0, 0.5 / 0.8, 0, 0.3 / 0.8], atol=0.015)
 
 
+def test_inverse_cdf_draws_only_kept_tokens_even_at_the_ends_of_the_unit_interval():
+    logits = jnp.asarray([0.3, -1.0, 2.0, 2.0, -4.0, 0.1, 1.5, -0.2])
+    draw = jax.jit(jax.vmap(sample_uniform, in_axes=(None, 0, None, None, None, None)))
+    us = jnp.concatenate([jnp.asarray([0.0, 1e-9, 0.5, 1 - 1e-7, np.nextafter(np.float32(1), np.float32(0))]),
+                          jnp.linspace(0, 1, 4001, endpoint=False)])
+    for top_k, top_p, min_p in [(3, 1.0, 0.0), (0, 0.5, 0.0), (0, 1.0, 0.4), (2, 0.9, 0.1), (0, 1.0, 0.0)]:
+        allowed = kept(np.asarray(logits), top_k=top_k, top_p=top_p, min_p=min_p)
+        got = set(np.asarray(draw(logits, us, 1.0, top_k, top_p, min_p)).tolist())
+        assert got == allowed, (top_k, top_p, min_p)  # every kept token is reachable, nothing else
+    # u near 1 reaches down to the first kept token, u = 0 the last: the ends of the cumulative sum
+    assert int(sample_uniform(logits, 1 - 1e-7, 1.0, 3)) == 2 and int(sample_uniform(logits, 0.0, 1.0, 3)) == 6
+
+
 # ---------------------------------------------------------------------------------------------------- generate
 
 
@@ -120,6 +133,12 @@ def test_same_seed_same_sequence_different_seeds_differ(model, prompt):
     np.testing.assert_array_equal(a[: len(prompt)], prompt)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_a_longer_run_extends_a_shorter_one(model, prompt):
+    short = generate(model, prompt, 20, seed=5)[0]
+    long = generate(model, prompt, 300, seed=5)[0]  # past the sampler's first block of 256 uniforms, and slides
+    np.testing.assert_array_equal(long[: len(short)], short)
 
 
 def test_batched_generation_is_one_sequence_per_seed_temperature_pair(model, prompt):
