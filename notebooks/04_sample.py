@@ -96,6 +96,15 @@ for c in cells:
 display.sample_grid(cells, widgets=interactive)
 
 # %% [markdown]
+# ## Sheet music
+# The first piece as MusicXML for MuseScore or other notation software. Timings are quantised to sixteenths and
+# triplets for readability; the `.mid` stays the exact record.
+
+# %%
+xml = pipeline.to_musicxml(cells[0]["midi_path"])
+display.download_links(xml)
+
+# %% [markdown]
 # ## How close to real music?
 # Objective measures (pitch-class entropy, scale consistency, polyphony, groove, ...) of fresh samples, compared
 # with held-out real pieces and two baselines (uniformly random tokens; a bigram model of the training tokens).

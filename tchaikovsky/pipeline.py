@@ -235,3 +235,18 @@ def listen_to(corpus: corpus_lib.Corpus, out_dir: Path, *, n: int = 3, seed: int
         wav = audio.render(midi, Path(out_dir) / f"{midi.stem}.wav", soundfont=soundfont) if ok else None
         out.append((midi, wav))
     return out
+
+
+def to_musicxml(midi_path: str | Path, out: str | Path | None = None, *, divisions: tuple[int, ...] = (4, 3)) -> Path:
+    """MusicXML of a MIDI file (for MuseScore and other notation software), written next to it by default.
+
+    music21 quantises onsets and durations to the nearest 1/4 or 1/3 of a quarter note (``divisions``): a model's
+    slightly-off timings become readable notation, so the score is a reading aid and the MIDI stays the exact
+    record of what was generated."""
+    from music21 import converter
+
+    midi_path = Path(midi_path)
+    out = Path(out) if out else midi_path.with_suffix(".musicxml")
+    score = converter.parse(str(midi_path), quantizePost=True, quarterLengthDivisors=divisions)
+    score.write("musicxml", fp=str(out))
+    return out

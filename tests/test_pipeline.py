@@ -81,3 +81,18 @@ def test_sample_run_writes_midi_png_wav_and_respects_limits(bach, trained, tmp_p
         assert score.to("second").end() <= 8.0 + 1e-6
         assert c["prompt_end"] is not None and c["prompt_end"] > 0
         assert len(score.get_downbeats()) <= rules.bars[prompt].sum() + 3
+
+
+def test_musicxml_export_keeps_the_notes(bach, tmp_path):
+    import music21
+    import symusic
+
+    midi = tmp_path / "piece.mid"
+    source = symusic.Score(str(bach.pieces[0].path))
+    source.dump_midi(str(midi))
+    xml = pipeline.to_musicxml(midi)
+    assert xml.suffix == ".musicxml" and xml.stat().st_size > 1000
+    parsed = music21.converter.parse(str(xml))
+    # notation splits notes across bar lines into tied notes: count each tied chain once
+    heads = [n for n in parsed.recurse().notes if n.tie is None or n.tie.type == "start"]
+    assert sum(len(n.pitches) for n in heads) == source.note_num()
