@@ -3,33 +3,16 @@
 import json
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
+from tchaikovsky.corpus import Piece
 from tchaikovsky.shards import Shards, assign_splits, build_shards
 from tchaikovsky.tokenizer import encode_file, make_tokenizer, special_ids, tokenizer_hash
-
-try:
-    from tchaikovsky.corpus import Piece
-except ImportError:  # corpus.py is written in parallel; same fields
-
-    @dataclass(frozen=True)
-    class Piece:
-        path: Path
-        rel_path: str
-        composer: str | None = None
-        title: str | None = None
-        collection: str | None = None
-        period: str | None = None
-        n_parts: int | None = None
-        split: str | None = None
-
-        def to_dict(self) -> dict:
-            return {k: v for k, v in vars(self).items() if k != "path"}
 
 
 N_PIECES = 12
