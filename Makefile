@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/demo
 PRESET ?= demo
-DEMO_FILES ?= 60
+DEMO_FILES ?= 400
+DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test test-fast test-floor setup system-deps corpus sync kaggle bench reference clean
@@ -32,7 +33,7 @@ corpus: setup
 
 # The four notebooks, executed with Papermill into $(RUN) (executed copies next to the artifacts).
 demo: setup
-	$(PY) -m tchaikovsky.notebooks --run-dir $(RUN) --preset $(PRESET) --max-files $(DEMO_FILES)
+	$(PY) -m tchaikovsky.notebooks --run-dir $(RUN) --preset $(PRESET) --max-files $(DEMO_FILES) $(DEMO_PARAMS)
 	@echo; echo "Listen: $(RUN)/samples/*.wav  (executed notebooks: $(RUN)/notebooks/*.ipynb)"
 
 test: setup

@@ -7,6 +7,7 @@ fails at once instead of becoming a Papermill warning. Executed copies land in `
 from __future__ import annotations
 
 import argparse
+import ast
 import time
 from pathlib import Path
 
@@ -64,8 +65,16 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--num-tokens", type=int, default=None)
     ap.add_argument("--only", nargs="*", default=list(NOTEBOOKS), help="notebooks to run, in order")
+    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="any notebook parameter (Python literal or plain string), e.g. -p transpose_range=2")
     args = ap.parse_args(argv)
     params = {"data_dir": args.data_dir, "preset": args.preset}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        try:
+            params[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[name] = value
     for key in ("max_files", "max_steps", "num_tokens"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
