@@ -66,12 +66,13 @@ bench: setup
 	$(PY) -m tchaikovsky.bench data
 
 REF_RUN ?= runs/reference
-REF_FILES ?= 200
+REF_FILES ?= 400
+REF_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p max_steps=2000
 
 # README "Reference results": demo preset on the embedded Bach chorales, on CPU, then the evaluation table.
 reference: setup
 	JAX_PLATFORMS=cpu $(PY) -m tchaikovsky.notebooks --only 02_train_tokenizer 03_train --run-dir $(REF_RUN) \
-	    --preset demo --max-files $(REF_FILES)
+	    --preset demo --max-files $(REF_FILES) $(REF_PARAMS)
 	JAX_PLATFORMS=cpu $(PY) -m tchaikovsky.evaluate --run-dir $(REF_RUN)
 
 clean:
