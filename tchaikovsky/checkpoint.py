@@ -9,8 +9,10 @@ Layout under ``run_dir/checkpoints/``::
 A checkpoint is written into a hidden temporary directory and renamed into place, so a run killed mid-save leaves
 the previous checkpoints untouched and never a half-written ``step_*``. Only the last ``keep`` are retained.
 
-Why not orbax: with one writer per run and a few hundred MB of state, a directory rename gives the same atomicity
-with a fraction of the start-up and dependency cost; the weights file is plain Equinox serialisation either way.
+Why not orbax-checkpoint: it would add 15 packages (tensorstore, protobuf, uvloop, ...) to every notebook's
+install on Kaggle/Colab, while a directory rename gives the same atomicity for our single writer (process 0, after
+gathering sharded arrays) and a few hundred MB of state. Its import cost is not the reason (measured: 0.75-0.85 s
+vs 0.63 s for jax + equinox alone). The weights file is plain Equinox serialisation either way.
 """
 
 from __future__ import annotations
