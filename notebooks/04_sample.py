@@ -85,7 +85,7 @@ cells = pipeline.sample_run(run, model, tok, prompt, num_tokens=num_tokens, seed
                             repetition_penalty=repetition_penalty, max_bars=max_bars, max_seconds=max_seconds,
                             soundfont=soundfont)
 for c in cells:
-    display.show_sample(c["midi_path"], wav_path=c["wav_path"], prompt_end=c["prompt_end"],
+    display.show_sample(c["midi_path"], wav_path=c["wav_path"], png_path=c["png_path"], prompt_end=c["prompt_end"],
                         title=f"seed {c['seed']}, temperature {c['temperature']:g}")
 
 # %% [markdown]

@@ -223,17 +223,22 @@ def show_sample(
     prompt_end: float | None = None,
     title: str | None = None,
 ) -> None:
-    """Display one generated piece: title, piano roll, audio player (if the WAV exists) and download links."""
+    """Display one generated piece: title, piano roll, audio player (if the WAV exists) and download links.
+
+    An existing ``png_path`` (written by ``pipeline.sample_run``) is shown as is; otherwise the roll is drawn and,
+    when ``png_path`` is given, saved there."""
     from IPython.display import Image, Markdown, display
 
     midi_path = Path(midi_path)
     wav_path = Path(wav_path) if wav_path is not None else midi_path.with_suffix(".wav")
     display(Markdown(f"### {title or midi_path.stem}"))
-    fig = piano_roll(midi_path, prompt_end=prompt_end)
-    png = _png_bytes(fig)
-    if png_path is not None:
-        Path(png_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(png_path).write_bytes(png)
+    if png_path is not None and Path(png_path).is_file():
+        png = Path(png_path).read_bytes()
+    else:
+        png = _png_bytes(piano_roll(midi_path, prompt_end=prompt_end))
+        if png_path is not None:
+            Path(png_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(png_path).write_bytes(png)
     display(Image(data=png, format="png"))
     if wav_path.is_file():
         display(audio_player(wav_path))

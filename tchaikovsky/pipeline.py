@@ -135,7 +135,8 @@ def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 2
             return
         cell = sample_run(run_dir, state.model, tok, make_prompt(tok), num_tokens=num_tokens, seeds=[step],
                           temperatures=[1.0], render_audio=ok, name=f"train-step{step:06d}")[0]
-        display.show_sample(cell["midi_path"], wav_path=cell["wav_path"], title=f"sample at step {step}")
+        display.show_sample(cell["midi_path"], wav_path=cell["wav_path"], png_path=cell["png_path"],
+                            title=f"sample at step {step}")
         if to_wandb and cell["wav_path"] is not None:
             import wandb
 
