@@ -7,16 +7,50 @@ notebook) and writes::
     kaggle/tchaikovsky-src/tchaikovsky/ + dataset-metadata.json  # once: `kaggle datasets create -p kaggle/tchaikovsky-src`
 
 Attached as a dataset, the package is found by each notebook's set-up cell without internet access to a repo.
+
+The placeholder ``YOUR_KAGGLE_USERNAME`` in the metadata becomes your Kaggle user name: ``--user NAME``, else the
+``KAGGLE_USERNAME`` environment variable, else the ``username`` in ``~/.kaggle/kaggle.json`` (the Kaggle CLI's own
+credentials file); with none of them the placeholder stays and a note says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PLACEHOLDER = "YOUR_KAGGLE_USERNAME"
+
+
+def kaggle_user(explicit: str | None = None, home: Path | None = None) -> str | None:
+    """The Kaggle user name: ``explicit``, else $KAGGLE_USERNAME, else ~/.kaggle/kaggle.json's; None if unknown."""
+    if explicit:
+        name = explicit
+    elif os.environ.get("KAGGLE_USERNAME"):
+        name = os.environ["KAGGLE_USERNAME"]
+    else:
+        creds = (home or Path.home()) / ".kaggle" / "kaggle.json"
+        try:
+            name = json.loads(creds.read_text()).get("username")
+        except (OSError, ValueError, AttributeError):
+            name = None
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise ValueError(f"{name!r} is not a Kaggle user name (letters, digits, '-' and '_')")
+    return name or None
+
+
+def _with_user(obj, user: str):
+    if isinstance(obj, str):
+        return obj.replace(PLACEHOLDER, user)
+    if isinstance(obj, list):
+        return [_with_user(x, user) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _with_user(v, user) for k, v in obj.items()}
+    return obj
 REQUIRED = ("id", "title", "code_file", "language", "kernel_type", "enable_tpu", "enable_internet", "dataset_sources")
 
 
@@ -32,8 +66,11 @@ def kernel_metadata(meta: dict) -> list[dict]:
     return out
 
 
-def build(out_dir: Path, root: Path = ROOT) -> list[Path]:
+def build(out_dir: Path, root: Path = ROOT, user: str | None = None) -> list[Path]:
+    """Write the kernel folders and the package dataset; ``user`` replaces the placeholder owner if given."""
     meta = json.loads((root / "kaggle-metadata.json").read_text())
+    if user:
+        meta = _with_user(meta, user)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for kernel, entry in zip(kernel_metadata(meta), meta["kernels"]):
@@ -55,9 +92,13 @@ def build(out_dir: Path, root: Path = ROOT) -> list[Path]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="kaggle")
+    ap.add_argument("--user", default=None, help="Kaggle user name (default: $KAGGLE_USERNAME or ~/.kaggle/kaggle.json)")
     args = ap.parse_args(argv)
-    for path in build(Path(args.out)):
+    user = kaggle_user(args.user)
+    for path in build(Path(args.out), user=user):
         print(path)
+    if user is None:
+        print(f"NOTE: the metadata still says {PLACEHOLDER}: pass --user NAME (or set KAGGLE_USERNAME) and rerun")
 
 
 if __name__ == "__main__":
