@@ -58,7 +58,7 @@ sync: setup
 
 # One folder per notebook for `kaggle kernels push -p kaggle/<name>`, plus the package as a Kaggle dataset.
 kaggle: setup
-	$(PY) -m tchaikovsky.kaggle --out kaggle
+	$(PY) -m tchaikovsky.kaggle --out kaggle $(if $(KAGGLE_USER),--user $(KAGGLE_USER))
 
 bench: setup
 	$(PY) -m tchaikovsky.bench training --preset $(PRESET)
@@ -67,13 +67,16 @@ bench: setup
 
 REF_RUN ?= runs/reference
 REF_FILES ?= 400
+REF_PRESET ?= demo
+REF_PLATFORM ?= cpu
 REF_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p max_steps=2000
 
 # README "Reference results": demo preset on the embedded Bach chorales, on CPU, then the evaluation table.
+# The GPU row: make reference REF_PRESET=small REF_PLATFORM=cuda REF_RUN=runs/reference-small (see the README).
 reference: setup
-	JAX_PLATFORMS=cpu $(PY) -m tchaikovsky.notebooks --only 02_train_tokenizer 03_train --run-dir $(REF_RUN) \
-	    --preset demo --max-files $(REF_FILES) $(REF_PARAMS)
-	JAX_PLATFORMS=cpu $(PY) -m tchaikovsky.evaluate --run-dir $(REF_RUN)
+	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.notebooks --only 02_train_tokenizer 03_train \
+	    --run-dir $(REF_RUN) --preset $(REF_PRESET) --max-files $(REF_FILES) $(REF_PARAMS)
+	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.evaluate --run-dir $(REF_RUN)
 
 clean:
 	rm -rf runs kaggle .pytest_cache
