@@ -13,7 +13,7 @@ Each subcommand prints human-readable progress lines and, as its LAST line on st
               peak dense bf16 FLOP/s per device (null where unknown, e.g. CPU; there a measured f32 matmul roofline is
               reported instead).
 ``sampling``  ``sample.generate`` (KV cache, one compiled loop, sliding window) vs a full-recomputation baseline of
-              the same model and sampler (``recompute_generate``), flatness of the per-token cost, batched throughput,
+              the same model as the original sampled (``recompute_generate``) and as one compiled scan, flatness of the per-token cost, batched throughput,
               and a per-component breakdown (decode step, sampler, window slide) that explains the numbers.
 ``data``      ``shards.build_shards`` (default and explicit worker pool) vs a plain single-process miditok loop on
               real embedded-corpus chorales and on GiantMIDI-sized pieces made by concatenating them, and the cost
@@ -315,8 +315,74 @@ def bench_training(
 # ---------------------------------------------------------------------------------------------------- sampling
 
 
+def _baseline_inputs(model, prompt, pad_id: int, dtype):
+    """For the recompute baselines: the model in the compute dtype, the (context,) window holding the prompt's last
+    <= context tokens right-padded with ``pad_id``, and the prompt's length there."""
+    import numpy as np
+
+    from .model import cast
+    from .train import compute_dtype
+
+    C = model.config.context
+    prompt = np.asarray(prompt, np.int32).reshape(-1)[-C:]
+    if prompt.size == 0:
+        raise ValueError("prompt must hold at least one token")
+    window = np.full(C, pad_id, np.int32)
+    window[: prompt.size] = prompt
+    return cast(model, dtype or compute_dtype("auto")), window, int(prompt.size)
+
+
 @lru_cache(maxsize=1)
-def _recompute_fn():
+def _original_step():
+    """The original's jitted per-token step (built lazily so importing this module does not import JAX)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    @eqx.filter_jit
+    def step(model, window, length, key, temperature):
+        logits = jnp.take(model(window), length - 1, axis=0)  # the logits of every position, then the last real one
+        sampled = jax.random.categorical(key, logits / jnp.maximum(temperature, 1e-6))
+        return jnp.where(temperature > 0, sampled, jnp.argmax(logits))  # the original had no greedy mode
+
+    return step
+
+
+def recompute_generate(model, prompt, num_tokens: int, *, seed: int = 0, temperature: float = 1.0, pad_id: int = 0,
+                       dtype=None):
+    """The no-cache baseline, as the original TchAIkovsky sampled (its ``generate.py``): a Python loop that, for
+    every new token, calls one jitted step on the whole window (the last <= context tokens, right-padded with PAD
+    to the context so it compiles once), which runs the full causal forward, takes the logits at the last real
+    position and samples with ``jax.random.categorical`` at the temperature; the token comes back to the host
+    (``.item()``) to be written into the window, and once the window is full it drops its oldest token (slides by
+    ONE). Same model and dtype as ``sample.generate``; temperature 0 takes the argmax.
+
+    Returns the ``num_tokens`` new token ids (int32 numpy). Greedy it reproduces ``generate`` exactly until
+    ``generate`` first slides its window. ``recompute_scan_generate`` is the same recomputation as one compiled
+    ``lax.scan``, a stricter baseline the benchmark reports next to this one."""
+    import jax
+    import numpy as np
+
+    C = model.config.context
+    run_model, window, n = _baseline_inputs(model, prompt, pad_id, dtype)
+    step = _original_step()
+    key = jax.random.key(seed)
+    temperature = np.float32(temperature)
+    out = np.empty(int(num_tokens), np.int32)
+    for i in range(int(num_tokens)):
+        key, sub = jax.random.split(key)
+        tok = step(run_model, window, np.int32(n), sub, temperature).item()
+        out[i] = tok
+        if n < C:
+            window[n] = tok
+            n += 1
+        else:
+            window = np.concatenate([window[1:], np.array([tok], np.int32)])
+    return out
+
+
+@lru_cache(maxsize=1)
+def _recompute_scan_fn():
     """The jitted recompute-baseline scan (built lazily so importing this module does not import JAX)."""
     import equinox as eqx
     import jax
@@ -344,34 +410,23 @@ def _recompute_fn():
     return run
 
 
-def recompute_generate(model, prompt, num_tokens: int, *, seed: int = 0, temperature: float = 1.0, top_k: int = 0,
-                       top_p: float = 1.0, min_p: float = 0.0, pad_id: int = 0, dtype=None):
-    """The no-cache baseline, as the original TchAIkovsky sampled: for every new token, run the full causal forward
-    over the whole current window (the last <= context tokens, right-padded with PAD to the context so it compiles
-    once) and sample from the logits at the last real position. When the window is full it slides by ONE token.
-    Same model, same dtype and same sampler as ``sample.generate`` (``sample.sample_token``: ``sample_uniform`` of a
-    uniform drawn from the step's key, where ``generate`` draws its uniforms up front); the whole loop is one
-    jitted ``lax.scan``, so a comparison with ``generate`` is compiled compute vs compiled compute.
+def recompute_scan_generate(model, prompt, num_tokens: int, *, seed: int = 0, temperature: float = 1.0,
+                            top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, pad_id: int = 0, dtype=None):
+    """The same full recomputation as ``recompute_generate`` (whole padded window per token, slide by one), but
+    stricter than the original: the whole loop is one jitted ``lax.scan`` (no per-token host round trip) and it
+    samples with ``generate``'s own sampler (``sample.sample_token``), so XLA may also compute the head for the one
+    position it needs. A comparison with ``generate`` is then compiled compute against compiled compute.
 
-    Returns the ``num_tokens`` new token ids (int32 numpy). Greedy (temperature 0) it reproduces ``generate`` exactly
-    until ``generate`` first slides its window."""
+    Returns the ``num_tokens`` new token ids (int32 numpy). Greedy it reproduces ``generate`` exactly until
+    ``generate`` first slides its window."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from .model import cast
-    from .train import compute_dtype
-
-    C = model.config.context
-    prompt = np.asarray(prompt, np.int32).reshape(-1)[-C:]
-    if prompt.size == 0:
-        raise ValueError("prompt must hold at least one token")
-    window = np.full(C, pad_id, np.int32)
-    window[: prompt.size] = prompt
-    run_model = cast(model, dtype or compute_dtype("auto"))
-    toks = _recompute_fn()(run_model, jnp.asarray(window), jnp.int32(prompt.size), jax.random.key(seed),
-                           jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p), jnp.float32(min_p),
-                           steps=int(num_tokens))
+    run_model, window, n = _baseline_inputs(model, prompt, pad_id, dtype)
+    toks = _recompute_scan_fn()(run_model, jnp.asarray(window), jnp.int32(n), jax.random.key(seed),
+                                jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p), jnp.float32(min_p),
+                                steps=int(num_tokens))
     return np.asarray(toks)
 
 
@@ -487,11 +542,16 @@ def bench_sampling(
 
     * ``cached_tokens_per_s``: batch-1 ``generate`` of ``tokens`` new tokens after a ``prompt_len``-token prompt
       (the window slides past the context as in real use), wall time of the whole call, median of ``repeats``.
-    * ``recompute_tokens_per_s``: ``recompute_generate`` timed on ``recompute_tokens_timed`` tokens generated with
-      the window already FULL (a prompt of ``context`` tokens). Its cost per token is the same for every token once
-      the window is full (and never larger before: the window is always padded to the context), so on CPU a shorter
-      run (default 128 tokens) measures the same per-token rate as 1024 would; on accelerators it runs ``tokens``.
-    * ``speedup`` = cached / recompute tokens per second (same model, dtype and sampler; runs interleaved).
+    * ``recompute_tokens_per_s``: the original's way (``recompute_generate``: a Python loop of one jitted full
+      forward per token, host round trip, ``jax.random.categorical``) timed on ``recompute_tokens_timed`` tokens
+      generated with the window already FULL (a prompt of ``context`` tokens). Its cost per token is the same for
+      every token once the window is full (and never smaller before: the window is always padded to the context),
+      so on CPU a shorter run (default 128 tokens) measures the same per-token rate as 1024 would; on accelerators
+      it runs ``tokens``.
+    * ``speedup`` = cached / recompute tokens per second (same model and dtype; runs interleaved).
+    * ``recompute_scan_tokens_per_s`` and ``speedup_vs_scan``: the same against ``recompute_scan_generate``, the
+      recomputation as one compiled scan with ``generate``'s sampler: what caching alone buys, with the per-token
+      host round trip and the full-width head taken out of the baseline.
     * ``flatness`` = mean time per token of the last 100 of ``tokens`` new tokens over that of the first 100. Each
       is the difference of two whole ``generate`` calls that follow the identical trajectory (same seed):
       ``T(tokens) - T(tokens-100)`` and ``T(101) - T(1)``, so the prompt prefill, dispatch and host work cancel and
@@ -541,13 +601,16 @@ def bench_sampling(
         return lambda: generate(model, prompt, n, seed=seeds, temperature=1.0, dtype=cdtype)
 
     recompute = lambda: recompute_generate(model, full_prompt, recompute_tokens, seed=0, dtype=cdtype)  # noqa: E731
+    scan = lambda: recompute_scan_generate(model, full_prompt, recompute_tokens, seed=0, dtype=cdtype)  # noqa: E731
 
-    log(f"  cached {tokens} tokens vs recompute {recompute_tokens} tokens (full window), {repeats} repeats ...")
-    t = interleaved({"cached": cached(tokens), "recompute": recompute}, repeats)
+    log(f"  cached {tokens} tokens vs recompute {recompute_tokens} tokens (full window; the original's per-token "
+        f"loop, and as one compiled scan), {repeats} repeats ...")
+    t = interleaved({"cached": cached(tokens), "recompute": recompute, "scan": scan}, repeats)
     cached_tps = tokens / median(t["cached"])
     recompute_tps = recompute_tokens / median(t["recompute"])
-    log(f"  cached {cached_tps:,.1f} tokens/s, recompute {recompute_tps:,.1f} tokens/s: "
-        f"speedup {cached_tps / recompute_tps:.1f}x")
+    scan_tps = recompute_tokens / median(t["scan"])
+    log(f"  cached {cached_tps:,.1f} tokens/s, recompute {recompute_tps:,.1f} tokens/s (as one scan: "
+        f"{scan_tps:,.1f}): speedup {cached_tps / recompute_tps:.1f}x ({cached_tps / scan_tps:.1f}x vs the scan)")
 
     flat = {"flatness": None, "first100_ms_per_token": None, "last100_ms_per_token": None,
             "slides_in_first100": None, "slides_in_last100": None}
@@ -598,6 +661,9 @@ def bench_sampling(
         "recompute_tokens_per_s": _r(recompute_tps),
         "recompute_tokens_timed": recompute_tokens,
         "speedup": _r(cached_tps / recompute_tps),
+        "recompute_method": "the original's: Python loop, one jitted full forward per token, .item(), categorical",
+        "recompute_scan_tokens_per_s": _r(scan_tps),
+        "speedup_vs_scan": _r(cached_tps / scan_tps),
         **flat,
         "flatness_method": "differences of whole generate calls on one trajectory, min over repeats: "
                            "[T(tokens)-T(tokens-100)] / [T(101)-T(1)]",

@@ -66,24 +66,27 @@ def test_slides_between():
     assert bench.slides_between(8, 8, 6, 0, 1) == 1  # a full prompt slides at once
 
 
-def test_recompute_baseline_is_the_same_model():
-    """Greedy, the recompute baseline reproduces generate() token for token until generate first slides."""
+@pytest.mark.parametrize("baseline", ["recompute_generate", "recompute_scan_generate"])
+def test_recompute_baselines_are_the_same_model(baseline):
+    """Greedy, both recompute baselines (the original's per-token loop and the compiled scan) reproduce generate()
+    token for token until generate first slides, and keep going past the context."""
     import jax
 
     from tchaikovsky.config import preset
     from tchaikovsky.model import GPT
     from tchaikovsky.sample import generate
 
+    recompute = getattr(bench, baseline)
     cfg = preset("tiny", vocab_size=97).model
     model = GPT(cfg, key=jax.random.key(3))
     prompt = np.arange(1, 11, dtype=np.int32)
     n = cfg.context - prompt.size  # the last token before generate's first slide
     cached = generate(model, prompt, n, temperature=0.0)[0][prompt.size:]
-    recomputed = bench.recompute_generate(model, prompt, n, temperature=0.0)
-    np.testing.assert_array_equal(cached, recomputed)
-    # and it keeps going past the context (sliding by one token), with valid ids
-    more = bench.recompute_generate(model, prompt, cfg.context + 5, temperature=1.0, seed=1)
+    np.testing.assert_array_equal(cached, recompute(model, prompt, n, temperature=0.0))
+    # past the context (sliding by one token): valid ids, and the same seed gives the same tokens
+    more = recompute(model, prompt, cfg.context + 5, temperature=1.0, seed=1)
     assert more.shape == (cfg.context + 5,) and more.min() >= 0 and more.max() < cfg.vocab_size
+    np.testing.assert_array_equal(more, recompute(model, prompt, cfg.context + 5, temperature=1.0, seed=1))
 
 
 def test_training_cli_subprocess():
@@ -136,6 +139,7 @@ def test_sampling(capsys):
     assert all(_positive(r[k]) for k in ("cached_tokens_per_s", "recompute_tokens_per_s", "speedup", "flatness",
                                          "batch_tokens_per_s", "first100_ms_per_token", "last100_ms_per_token"))
     assert _ratio_ok(r["speedup"], r["cached_tokens_per_s"], r["recompute_tokens_per_s"])
+    assert _ratio_ok(r["speedup_vs_scan"], r["cached_tokens_per_s"], r["recompute_scan_tokens_per_s"])
     assert r["batch64_tokens_per_s"] is None  # batch 2 here
     if r["platform"] == "cpu":
         assert r["bandwidth_bound_tokens_per_s"] is None and r["bandwidth_fraction"] is None
