@@ -12,9 +12,10 @@ Each subcommand prints human-readable progress lines and, as its LAST line on st
               of all devices, random token batches: tokens/s, step time, achieved TFLOP/s and MFU against a table of
               peak dense bf16 FLOP/s per device (null where unknown, e.g. CPU; there a measured f32 matmul roofline is
               reported instead).
-``sampling``  ``sample.generate`` (KV cache, one compiled loop, sliding window) vs a full-recomputation baseline of
-              the same model as the original sampled (``recompute_generate``) and as one compiled scan, flatness of the per-token cost, batched throughput,
-              and a per-component breakdown (decode step, sampler, window slide) that explains the numbers.
+``sampling``  ``sample.generate`` (KV cache, one compiled loop, sliding window) vs full recomputation with the same
+              model, as the original sampled (``recompute_generate``) and as one compiled scan; flatness of the
+              per-token cost, batched throughput, and a per-component breakdown (decode step, sampler, window slide)
+              that explains the numbers.
 ``data``      ``shards.build_shards`` (default and explicit worker pool) vs a plain single-process miditok loop on
               real embedded-corpus chorales and on GiantMIDI-sized pieces made by concatenating them, and the cost
               of ``Shards.batch`` relative to a compiled train step.
@@ -545,9 +546,8 @@ def bench_sampling(
     * ``recompute_tokens_per_s``: the original's way (``recompute_generate``: a Python loop of one jitted full
       forward per token, host round trip, ``jax.random.categorical``) timed on ``recompute_tokens_timed`` tokens
       generated with the window already FULL (a prompt of ``context`` tokens). Its cost per token is the same for
-      every token once the window is full (and never smaller before: the window is always padded to the context),
-      so on CPU a shorter run (default 128 tokens) measures the same per-token rate as 1024 would; on accelerators
-      it runs ``tokens``.
+      every token, before the window fills too (the window is always padded to the context), so on CPU a shorter
+      run (default 128 tokens) measures the same per-token rate as 1024 would; on accelerators it runs ``tokens``.
     * ``speedup`` = cached / recompute tokens per second (same model and dtype; runs interleaved).
     * ``recompute_scan_tokens_per_s`` and ``speedup_vs_scan``: the same against ``recompute_scan_generate``, the
       recomputation as one compiled scan with ``generate``'s sampler: what caching alone buys, with the per-token

@@ -92,7 +92,8 @@ def build(out_dir: Path, root: Path = ROOT, user: str | None = None) -> list[Pat
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="kaggle")
-    ap.add_argument("--user", default=None, help="Kaggle user name (default: $KAGGLE_USERNAME or ~/.kaggle/kaggle.json)")
+    ap.add_argument("--user", default=None,
+                    help="Kaggle user name (default: $KAGGLE_USERNAME or ~/.kaggle/kaggle.json)")
     args = ap.parse_args(argv)
     user = kaggle_user(args.user)
     for path in build(Path(args.out), user=user):
