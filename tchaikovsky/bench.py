@@ -97,7 +97,6 @@ HBM_BYTES_PER_S: tuple[tuple[str, float], ...] = (
 
 CPU_VOCAB = 2048  # default vocabulary for the CPU-sized presets (a BPE tokenizer trained on the embedded corpus)
 PRESET_VOCAB = {"base-100m": 10_000}  # the full-size model's default vocabulary
-GIANTMIDI_NOTES = 3200  # mean notes per GiantMIDI-Piano piece (~34.5M notes / 10,855 pieces, ~6.8 min each)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
