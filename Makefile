@@ -29,11 +29,11 @@ system-deps:
 	else echo "NOTE: no audio until you run: sudo apt-get install -y libfluidsynth3 fluid-soundfont-gm"; fi
 
 corpus: setup
-	$(PY) -c "from tchaikovsky import corpus; print(corpus.embedded_corpus(max_files=$(DEMO_FILES)))"
+	$(PY) -c "from tchaikovsky.data.embedded import embedded_corpus; print(embedded_corpus(max_files=$(DEMO_FILES)))"
 
 # The four notebooks, executed with Papermill into $(RUN) (executed copies next to the artifacts).
 demo: setup
-	$(PY) -m tchaikovsky.notebooks --run-dir $(RUN) --preset $(PRESET) --max-files $(DEMO_FILES) $(DEMO_PARAMS)
+	$(PY) -m tchaikovsky.notebook --run-dir $(RUN) --preset $(PRESET) --max-files $(DEMO_FILES) $(DEMO_PARAMS)
 	@echo; echo "Listen: $(RUN)/samples/*.wav  (executed notebooks: $(RUN)/notebooks/*.ipynb)"
 
 test: setup
@@ -58,12 +58,12 @@ sync: setup
 
 # One folder per notebook for `kaggle kernels push -p kaggle/<name>`, plus the package as a Kaggle dataset.
 kaggle: setup
-	$(PY) -m tchaikovsky.kaggle --out kaggle $(if $(KAGGLE_USER),--user $(KAGGLE_USER))
+	$(PY) -m tchaikovsky.notebook.kaggle --out kaggle $(if $(KAGGLE_USER),--user $(KAGGLE_USER))
 
 bench: setup
-	$(PY) -m tchaikovsky.bench training --preset $(PRESET)
-	$(PY) -m tchaikovsky.bench sampling --preset $(PRESET)
-	$(PY) -m tchaikovsky.bench data
+	$(PY) -m benchmarks training --preset $(PRESET)
+	$(PY) -m benchmarks sampling --preset $(PRESET)
+	$(PY) -m benchmarks data
 
 REF_RUN ?= runs/reference
 REF_FILES ?= 400
@@ -74,9 +74,9 @@ REF_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p max_steps=2000
 # README "Reference results": demo preset on the embedded Bach chorales, on CPU, then the evaluation table.
 # The GPU row: make reference REF_PRESET=small REF_PLATFORM=cuda REF_RUN=runs/reference-small (see the README).
 reference: setup
-	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.notebooks --only 02_train_tokenizer 03_train \
+	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.notebook --only 02_train_tokenizer 03_train \
 	    --run-dir $(REF_RUN) --preset $(REF_PRESET) --max-files $(REF_FILES) $(REF_PARAMS)
-	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.evaluate --run-dir $(REF_RUN)
+	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.evaluation --run-dir $(REF_RUN)
 
 clean:
 	rm -rf runs kaggle .pytest_cache

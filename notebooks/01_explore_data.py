@@ -50,7 +50,9 @@ from tchaikovsky import env  # noqa: E402
 env.ensure(audio=True)
 
 # %%
-from tchaikovsky import corpus as corpus_lib, display, params, pipeline  # noqa: E401
+from tchaikovsky.data.stats import corpus_stats
+from tchaikovsky.notebook import params, pipeline
+from tchaikovsky.render import display, samples
 
 params.check("01_explore_data", globals())
 run = pipeline.resolve_run_dir(run_dir)
@@ -63,7 +65,7 @@ display.report_table(corpus.summary(), corpus.report)
 # range of four voices.
 
 # %%
-stats = corpus_lib.corpus_stats(corpus)
+stats = corpus_stats(corpus)
 display.corpus_overview(stats)
 
 # %%
@@ -77,7 +79,7 @@ display.counts_chart(stats["time_signatures"], title="time signatures")
 # A few pieces chosen at random (by `seed`), each with its piano roll and a player.
 
 # %%
-for midi, wav in pipeline.listen_to(corpus, run / "listen", n=n_listen, seed=seed):
+for midi, wav in samples.listen_to(corpus, run / "listen", n=n_listen, seed=seed):
     display.show_sample(midi, wav_path=wav, title=midi.stem)
 
 # %% [markdown]

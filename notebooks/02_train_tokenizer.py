@@ -53,7 +53,9 @@ from tchaikovsky import env  # noqa: E402
 env.ensure(audio=True)
 
 # %%
-from tchaikovsky import display, params, pipeline, tokenizer  # noqa: E401
+from tchaikovsky.data import tokenizer
+from tchaikovsky.notebook import params, pipeline
+from tchaikovsky.render import display
 
 params.check("02_train_tokenizer", globals())
 run = pipeline.resolve_run_dir(run_dir)
@@ -88,7 +90,7 @@ tokenizer.token_strings(tok, piece, 32)
 # are learned through windows at random offsets.
 
 # %%
-from tchaikovsky import shards as shards_lib  # noqa: E402
+from tchaikovsky.data import shards as shards_lib  # noqa: E402
 
 display.sequence_lengths(shards_lib.Shards(run / "shards"), context=256)
 

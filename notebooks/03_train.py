@@ -60,7 +60,9 @@ env.ensure(audio=True)
 # %%
 import jax  # noqa: E402
 
-from tchaikovsky import config, display, params, pipeline  # noqa: E401
+from tchaikovsky import config
+from tchaikovsky.notebook import params, pipeline
+from tchaikovsky.render import display
 
 params.check("03_train", globals())
 run = pipeline.resolve_run_dir(run_dir)

@@ -66,7 +66,8 @@ from tchaikovsky import env  # noqa: E402
 env.ensure(audio=True)
 
 # %%
-from tchaikovsky import display, params, pipeline  # noqa: E401
+from tchaikovsky.notebook import params, pipeline
+from tchaikovsky.render import display, samples
 
 params.check("04_sample", globals())
 run = pipeline.resolve_run_dir(run_dir)
@@ -80,7 +81,7 @@ print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt o
 # continuation in orange).
 
 # %%
-cells = pipeline.sample_run(run, model, tok, prompt, num_tokens=num_tokens, seeds=seeds, temperatures=temperatures,
+cells = samples.write_samples(run, model, tok, prompt, num_tokens=num_tokens, seeds=seeds, temperatures=temperatures,
                             top_k=top_k, top_p=top_p, min_p=min_p, grammar=grammar,
                             repetition_penalty=repetition_penalty, max_bars=max_bars, max_seconds=max_seconds,
                             soundfont=soundfont)
@@ -101,7 +102,7 @@ display.sample_grid(cells, widgets=interactive)
 # triplets for readability; the `.mid` stays the exact record.
 
 # %%
-xml = pipeline.to_musicxml(cells[0]["midi_path"])
+xml = samples.to_musicxml(cells[0]["midi_path"])
 display.download_links(xml)
 
 # %% [markdown]
@@ -114,7 +115,7 @@ display.download_links(xml)
 if evaluate:
     from IPython.display import Image, Markdown, display as show
 
-    from tchaikovsky import evaluate as evaluation
+    from tchaikovsky.evaluation import report as evaluation
 
     ev = evaluation.evaluate_run(run, n_samples=max(2, len(cells)), num_tokens=num_tokens, seed=seed)
     show(Markdown(evaluation.summary_table(ev)))
@@ -132,7 +133,7 @@ if evaluate:
 if interactive:
     from IPython.display import display as show
 
-    from tchaikovsky import widgets
+    from tchaikovsky.render import widgets
 
     picker = pipeline.load_data(data_dir, max_files=max_files, composers=composers, progress=False)
     show(widgets.sampler_panel(model, tok, run, pieces=[p.path for p in picker.pieces], soundfont=soundfont or None,

@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import jax
+import jax.numpy as jnp
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -125,3 +128,22 @@ def preset(name: str, *, vocab_size: int | None = None, **train_overrides) -> Pr
     if train.batch_size % train.accum_steps:
         raise ValueError(f"batch_size={train.batch_size} is not divisible by accum_steps={train.accum_steps}")
     return Preset(model, train, p.about)
+
+
+def compute_dtype(name: str = "auto"):
+    """bf16 compute on accelerators, fp32 on CPU (where bf16 matmuls are emulated and slow), unless named."""
+    if name == "auto":
+        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def parse_list(value, kind=float) -> list:
+    """``[0.8, 1.0]``, ``(0.8,)``, ``0.8`` or ``"0.8, 1.0"`` (as Papermill's ``-p`` passes it) -> ``[0.8, 1.0]``."""
+    if isinstance(value, str):
+        value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    try:
+        return [kind(float(v)) if kind is int else kind(v) for v in value]
+    except (TypeError, ValueError):
+        return []

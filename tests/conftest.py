@@ -48,7 +48,9 @@ def corpus_cache(tmp_path_factory) -> Path:
 def bach(corpus_cache, tmp_path_factory) -> SimpleNamespace:
     """Real data for the model tests: 12 Bach chorales exported from music21, a 600-token BPE tokenizer trained on
     them, and token shards (train/val split by piece). Fields: pieces, tok, tokenizer_path, shards_dir, shards."""
-    from tchaikovsky import corpus, shards, tokenizer
+    from tchaikovsky.data import corpus
+    from tchaikovsky.data import shards
+    from tchaikovsky.data import tokenizer
 
     pieces = corpus.load_corpus("", max_files=12, cache_dir=corpus_cache, progress=False).pieces
     assert len(pieces) == 12
@@ -72,7 +74,7 @@ def small_config(bach):
 def trained(bach, tmp_path_factory) -> SimpleNamespace:
     """The "tiny" preset trained for 60 steps on the fixture shards (loss well below uniform): model, run, preset."""
     from tchaikovsky.config import preset
-    from tchaikovsky.train import train
+    from tchaikovsky.training.loop import train
 
     p = preset("tiny", vocab_size=len(bach.tok), max_steps=60, eval_every=60, log_every=20, checkpoint_every=60)
     run_dir = tmp_path_factory.mktemp("trained")

@@ -1,0 +1,352 @@
+"""Pre-tokenized corpus on disk, and the batches training and evaluation read from it.
+
+``build_shards`` splits pieces into train / val (/ test) BY PIECE, tokenizes them in parallel (resumably: one cached
+``.npy`` per piece), and writes one flat token array per split (``train.bin``, ``val.bin``...) plus ``index.json``.
+Each piece is stored as ``[BOS ... EOS]`` and pieces are concatenated, so a training window may span the end of one
+piece and the start of the next, exactly like documents in nanoGPT's ``train.bin``.
+
+``Shards`` memory-maps the arrays. ``batch`` draws windows at offsets that are a pure function of
+``(seed, step, row)``: resuming at step k reproduces the batches of an uninterrupted run, and each of several
+processes reads only its own rows. ``eval_batches`` tiles a split exactly once, for an exact held-out loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from symusic import Score
+
+from tchaikovsky import io
+from tchaikovsky.data.tokenizer import encode_with_notes, load_tokenizer, save_tokenizer, special_ids, tokenizer_hash
+
+INDEX_FILE = "index.json"
+MIN_TOKENS = 3  # [BOS, EOS] alone is an empty piece
+PIANO_RANGE = (21, 108)  # A0..C8: transposition augmentation stays inside it
+AUTO_POOL_MIN_BYTES = 2_000_000  # workers=None: below this much MIDI, one process is faster
+_SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "dev": "val", "test": "test"}
+
+
+def _piece_dict(piece: Any) -> dict:
+    if hasattr(piece, "to_dict"):
+        return dict(piece.to_dict())
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(piece).items() if k != "path"}
+
+
+def assign_splits(pieces: Sequence[Any], val_fraction: float, seed: int) -> dict[str, list[Any]]:
+    """Pieces -> {"train", "val"[, "test"]}, by piece, sorted by rel_path.
+
+    A piece's own ``split`` (e.g. MAESTRO's train/validation/test) is honoured; the others are shuffled with
+    ``seed`` (after sorting by rel_path, so input order does not matter) and ``val_fraction`` of them go to val.
+    With >= 2 pieces, val gets at least one piece (taken from train if the dataset's split has no validation).
+    """
+    seen: dict[str, Any] = {}
+    for p in pieces:  # a rel_path listed twice is one piece: it cannot land on both sides
+        seen.setdefault(p.rel_path, p)
+    ordered = [seen[k] for k in sorted(seen)]
+    out: dict[str, list[Any]] = {"train": [], "val": []}
+    free = []
+    for p in ordered:
+        own = _SPLIT_NAMES.get(str(getattr(p, "split", None) or "").lower())
+        (out.setdefault(own, []) if own else free).append(p)
+    rng = np.random.default_rng(seed)
+    perm = [free[i] for i in rng.permutation(len(free))]
+    n_val = min(int(round(val_fraction * len(perm))), max(len(perm) - 1, 0))  # train keeps >= 1 piece
+    out["val"] += perm[:n_val]
+    out["train"] += perm[n_val:]
+    if not out["val"] and len(out["train"]) >= 2:
+        out["val"].append(out["train"].pop(int(rng.integers(len(out["train"])))))
+    return {k: sorted(v, key=lambda p: p.rel_path) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Extra training copies of every training piece, one per listed change (validation is never augmented).
+
+    ``transpose``: semitone shifts (a copy that would leave the piano range A0-C8 is dropped for that piece);
+    ``velocity``: added to every velocity (clipped to 1-127); ``tempo``: factors on every tempo (faster/slower
+    playback of the same notes). Cost: each change costs one more tokenization of the piece (time and disk scale
+    with 1 + the number of changes) and multiplies the training split's tokens by the same factor."""
+
+    transpose: tuple[int, ...] = ()
+    velocity: tuple[int, ...] = ()
+    tempo: tuple[float, ...] = ()
+
+    def variants(self) -> list[tuple[int, int, float]]:
+        return ([(int(t), 0, 1.0) for t in self.transpose if t] + [(0, int(v), 1.0) for v in self.velocity if v]
+                + [(0, 0, float(f)) for f in self.tempo if f != 1.0])
+
+
+def _apply(score: Score, variant: tuple[int, int, float] | None) -> Score:
+    if not variant:
+        return score
+    transpose, velocity, tempo = variant
+    if transpose:
+        pitches = [n.pitch for t in score.tracks if not t.is_drum for n in t.notes]
+        if pitches and (min(pitches) + transpose < PIANO_RANGE[0] or max(pitches) + transpose > PIANO_RANGE[1]):
+            raise _OutOfRange(f"transposing by {transpose} leaves the piano range")
+        drums = [t for t in score.tracks if t.is_drum]
+        shifted = score.shift_pitch(transpose)
+        shifted.tracks = [t for t in shifted.tracks if not t.is_drum] + drums  # never transpose drums
+        score = shifted
+    if velocity:
+        score = score.copy()
+        for t in score.tracks:
+            for n in t.notes:
+                n.velocity = int(min(127, max(1, n.velocity + velocity)))
+    if tempo != 1.0:
+        score = score.copy()
+        for t in score.tempos:
+            t.qpm = t.qpm * tempo
+    return score
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _cache_key(rel_path: str, tok_hash: str, variant=None) -> str:
+    tag = "" if not variant else f"\0{variant}"
+    return hashlib.sha256(f"{rel_path}\0{tok_hash}{tag}".encode()).hexdigest()[:24]
+
+
+def _encode_to_cache(tok, jobs: Sequence[tuple], cache: Path) -> list[tuple[str, dict]]:
+    """Encode (key, file[, variant]) jobs and write ``key.npy`` (ids) then ``key.json`` (meta; presence = done)."""
+    results = []
+    for key, file, *variant in jobs:
+        try:
+            score = _apply(Score(file), variant[0] if variant else None)
+            ids, n_notes = encode_with_notes(tok, score)
+            meta = {"n_tokens": int(len(ids)), "n_notes": n_notes}
+            if n_notes == 0 or len(ids) < MIN_TOKENS:  # an empty score still yields Bar/TimeSig/Tempo tokens
+                meta = {"error": f"too short: {n_notes} notes, {len(ids)} tokens"}
+            else:
+                io.atomic_write(cache / f"{key}.npy", lambda f: np.save(f, ids))
+        except _OutOfRange as e:
+            meta = {"error": str(e), "augment": True}
+        except Exception as e:  # noqa: BLE001 - a bad file is recorded and skipped, never fatal
+            meta = {"error": f"{type(e).__name__}: {e}"[:500]}
+        io.atomic_write(cache / f"{key}.json", lambda f: f.write(json.dumps(meta).encode()))
+        results.append((key, meta))
+    return results
+
+
+def _worker(tok_path: str, jobs: Sequence[tuple[str, str]], cache: str) -> list[tuple[str, dict]]:
+    """Process-pool entry point: one tokenizer load per chunk of files."""
+    return _encode_to_cache(load_tokenizer(tok_path), jobs, Path(cache))
+
+
+def _tokenize(tok, tok_path: Path, jobs: list[tuple[str, str]], cache: Path, workers: int, progress: bool) -> None:
+    """Encode ``jobs`` into the cache: a spawn process pool for many jobs, in-process otherwise.
+
+    Spawn, not fork: the notebook process usually runs JAX's threads, and forking those can deadlock. Spawn
+    re-imports a script's ``__main__``, so scripts need the ``if __name__ == "__main__":`` guard; if the pool
+    breaks anyway, the remaining pieces are encoded in-process (slower, never wrong).
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc="tokenizing", unit="piece", disable=not progress)
+    if workers > 1 and len(jobs) >= 2 * workers:
+        size = max(1, min(32, len(jobs) // (4 * workers)))
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_worker, str(tok_path), c, str(cache)) for c in chunks]
+                for fut in as_completed(futures):
+                    bar.update(len(fut.result()))
+        except BrokenProcessPool:
+            warnings.warn("tokenizer process pool broke (missing `if __name__ == '__main__':` guard?); "
+                          "encoding the remaining pieces in this process", stacklevel=3)
+        jobs = [job for job in jobs if not (cache / f"{job[0]}.json").is_file()]
+    for job in jobs:
+        _encode_to_cache(tok, [job], cache)
+        bar.update(1)
+    bar.close()
+
+
+def _auto_workers(jobs: Sequence[tuple[str, str]]) -> int:
+    """All cores, unless the job is too small to pay for spawning them (~1 s each, vs ~1.5 MB of MIDI per s)."""
+    size = sum(os.path.getsize(job[1]) for job in jobs if os.path.isfile(job[1]))
+    return (os.cpu_count() or 1) if size >= AUTO_POOL_MIN_BYTES else 1
+
+
+def build_shards(
+    tok,
+    pieces: Sequence[Any],
+    out_dir: str | Path,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+    augment: Augment | None = None,
+) -> Path:
+    """Tokenize ``pieces`` into ``out_dir/{split}.bin`` + ``index.json`` (+ ``tokenizer.json``); return ``out_dir``.
+
+    Splits come from ``assign_splits`` (by piece; the dataset's own split wins). Resumable: per-piece ids (and
+    failures) are cached under ``out_dir/pieces`` keyed by rel_path + tokenizer hash, so a rerun only encodes what
+    is missing (a changed file under the same rel_path is NOT re-encoded: delete its cache entry or the directory).
+    ``index.json["stats"]`` says how many pieces were encoded vs cached. Pieces that fail to load, or have no notes,
+    are listed in ``index.json["skipped"]`` with the reason. ``workers=None``: all cores when there is enough MIDI
+    to repay starting them, else in-process; an explicit ``workers > 1`` always uses a process pool.
+    """
+    out = Path(out_dir)
+    cache = out / "pieces"
+    cache.mkdir(parents=True, exist_ok=True)
+    tok_path = save_tokenizer(tok, out / "tokenizer.json")
+    tok_hash = tokenizer_hash(tok)
+    splits = assign_splits(pieces, val_fraction, seed)
+
+    keys = {p.rel_path: _cache_key(p.rel_path, tok_hash) for ps in splits.values() for p in ps}
+    variants = augment.variants() if augment else []
+    extra = {(p.rel_path, v): _cache_key(p.rel_path, tok_hash, v) for p in splits.get("train", []) for v in variants}
+    paths = {p.rel_path: str(p.path) for ps in splits.values() for p in ps}
+    jobs = [(k, paths[r]) for r, k in keys.items()] + [(k, paths[r], v) for (r, v), k in extra.items()]
+    todo = [job for job in jobs if not (cache / f"{job[0]}.json").is_file()]
+    _tokenize(tok, tok_path, todo, cache, workers or _auto_workers(todo), progress)
+
+    dtype = np.uint16 if len(tok) <= 2**16 else np.uint32
+    index: dict[str, Any] = {
+        "tokenizer_hash": tok_hash, "vocab_size": len(tok), "dtype": np.dtype(dtype).name, "seed": seed,
+        "val_fraction": val_fraction, "special_ids": special_ids(tok), "splits": {}, "skipped": [],
+        "stats": {"pieces": len(keys), "encoded": len(todo), "cached": len(jobs) - len(todo),
+                  "augmented_copies": len(extra)},
+        "augment": dataclasses.asdict(augment) if augment else None,
+    }
+    for name, ps in splits.items():
+        metas = [(p, keys[p.rel_path], json.loads((cache / f"{keys[p.rel_path]}.json").read_text()), None)
+                 for p in ps]
+        index["skipped"] += [{"path": p.rel_path, "reason": m["error"]} for p, _, m, _ in metas if "error" in m]
+        bad = {p.rel_path for p, _, m, _ in metas if "error" in m}
+        if name == "train":
+            metas += [(p, extra[(p.rel_path, v)], json.loads((cache / f"{extra[(p.rel_path, v)]}.json").read_text()), v)
+                      for p in ps if p.rel_path not in bad for v in variants]
+        kept = [(p, key, m, v) for p, key, m, v in metas if "error" not in m]
+        offsets = np.cumsum([0] + [m["n_tokens"] for _, _, m, _ in kept]).tolist()
+        entries = [{**_piece_dict(p), "offset": o, "length": m["n_tokens"], "n_notes": m["n_notes"],
+                    **({"augment": list(v)} if v else {})}
+                   for (p, _, m, v), o in zip(kept, offsets)]
+
+        def write(f, kept=kept):  # streamed piece by piece: the split never has to fit in memory at once
+            for _, key, _, _ in kept:
+                f.write(np.load(cache / f"{key}.npy").astype(dtype).tobytes())
+
+        io.atomic_write(out / f"{name}.bin", write)
+        index["splits"][name] = {"n_tokens": offsets[-1], "pieces": entries}
+    io.atomic_write(out / INDEX_FILE, lambda f: f.write(json.dumps(index, indent=1).encode()))
+    return out
+
+
+class Shards:
+    """Read-only view of a ``build_shards`` directory: memory-mapped token arrays + the index."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        index_path = self.path / INDEX_FILE
+        if not index_path.is_file():
+            raise FileNotFoundError(f"no {INDEX_FILE} in {self.path}: build it with build_shards(tok, pieces, dir)")
+        self.index: dict = json.loads(index_path.read_text())
+        self.vocab_size: int = self.index["vocab_size"]
+        self.tokenizer_hash: str = self.index["tokenizer_hash"]
+        self.pad_id: int = self.index.get("special_ids", {}).get("pad", 0)
+        dtype = np.dtype(self.index["dtype"])
+        self._data: dict[str, np.ndarray] = {}
+        for name, split in self.index["splits"].items():
+            file, n = self.path / f"{name}.bin", split["n_tokens"]
+            if not file.is_file() or file.stat().st_size != n * dtype.itemsize:
+                raise ValueError(f"{file} is missing or does not hold {n} {dtype} tokens: rebuild the shards")
+            self._data[name] = np.memmap(file, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self._data)
+
+    def _split(self, split: str) -> np.ndarray:
+        if split not in self._data:
+            raise KeyError(f"no split {split!r} in {self.path} (have {self.splits})")
+        return self._data[split]
+
+    def n_tokens(self, split: str = "train") -> int:
+        return len(self._split(split))
+
+    def pieces(self, split: str = "train") -> list[dict]:
+        self._split(split)
+        return self.index["splits"][split]["pieces"]
+
+    def piece_ids(self, split: str, i: int) -> np.ndarray:
+        """Token ids of the i-th piece of a split, ``[BOS ... EOS]``, int32."""
+        p = self.pieces(split)[i]
+        return np.asarray(self._split(split)[p["offset"] : p["offset"] + p["length"]], dtype=np.int32)
+
+    def n_notes(self, split: str = "val") -> int | None:
+        """Total notes in a split (for bits per note); None if the index does not record them."""
+        counts = [p.get("n_notes") for p in self.pieces(split)]
+        return None if any(c is None for c in counts) else int(sum(counts))
+
+    def batch(
+        self,
+        step: int,
+        batch_size: int,
+        seq_len: int,
+        *,
+        seed: int = 0,
+        split: str = "train",
+        process_index: int = 0,
+        process_count: int = 1,
+    ) -> np.ndarray:
+        """This process's rows of the global batch for ``step``: int32 ``(batch_size // process_count, seq_len + 1)``.
+
+        All ``batch_size`` window starts come from ``default_rng([seed, step])``, uniform over every start whose
+        window fits in the split; process ``i`` takes rows ``[i*b, (i+1)*b)``. Inputs are ``[:, :-1]``, targets
+        ``[:, 1:]``. If the split is shorter than ``seq_len + 1`` every row is the whole split, right-padded with PAD.
+        """
+        if batch_size % process_count:
+            raise ValueError(f"batch_size={batch_size} is not divisible by process_count={process_count}")
+        data, width = self._split(split), seq_len + 1
+        if len(data) == 0:
+            raise ValueError(f"split {split!r} of {self.path} is empty")
+        rows = batch_size // process_count
+        starts = np.random.default_rng([seed, step]).integers(0, max(len(data) - width, 0) + 1, size=batch_size)
+        out = np.full((rows, width), self.pad_id, dtype=np.int32)
+        for r, s in enumerate(starts[process_index * rows : (process_index + 1) * rows]):
+            window = data[s : s + width]
+            out[r, : len(window)] = window
+        return out
+
+    def n_eval_batches(self, batch_size: int, seq_len: int, *, split: str = "val") -> int:
+        """How many batches ``eval_batches`` yields (for progress bars and averaging)."""
+        n_windows = -(-max(self.n_tokens(split) - 1, 0) // seq_len)
+        return -(-n_windows // batch_size)
+
+    def eval_batches(
+        self, batch_size: int, seq_len: int, *, split: str = "val"
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every target position of a split exactly once: ``(tokens int32 (B, T+1), mask float32 (B, T))``.
+
+        Window k holds tokens ``[k*T, k*T + T]`` (stride T, one token of overlap for the shifted targets), so targets
+        1..n-1 are each predicted once, with as much left context as the window allows. The tail is padded with
+        PAD and whole PAD rows, mask 0, so every batch has the same shape (one jit trace) and
+        ``sum(mask) == n_tokens - 1``.
+        """
+        data, T = self._split(split), seq_len
+        for b in range(self.n_eval_batches(batch_size, seq_len, split=split)):
+            tokens = np.full((batch_size, T + 1), self.pad_id, dtype=np.int32)
+            mask = np.zeros((batch_size, T), dtype=np.float32)
+            for r in range(batch_size):
+                start = (b * batch_size + r) * T
+                window = data[start : start + T + 1]
+                if len(window) >= 2:
+                    tokens[r, : len(window)] = window
+                    mask[r, : len(window) - 1] = 1.0
+            yield tokens, mask

@@ -1,0 +1,450 @@
+"""Evaluate a trained run: how its music compares with real music and with two trivial baselines.
+
+``python -m tchaikovsky.evaluation --run-dir runs/demo`` (or ``evaluate_run(run_dir)``) loads the run's weights
+(``checkpoints/model.eqx``), tokenizer and shards and builds five sets of pieces, all decoded from token ids with
+the run's tokenizer, so they share its quantisation:
+
+* ``train``: up to ``max_reference`` training pieces, the **reference** every other set is compared with;
+* ``heldout``: up to ``max_reference`` validation pieces (real music the model never saw: the ceiling);
+* ``model``: ``n_samples`` unconditional samples, generated afresh in one batched ``sample.generate`` call with
+  seeds ``seed .. seed + n_samples - 1`` (always generated, never read from ``samples/``, so an evaluation is
+  reproducible and does not depend on what notebook 04 happened to write), written to ``samples/evaluation/``;
+* ``bigram``: as many sequences from a token bigram model fitted on the training split;
+* ``random``: as many sequences of tokens drawn uniformly from the vocabulary (specials excluded).
+
+Real pieces are cut to the first ``num_tokens`` tokens, the budget the generated sets get (they may stop earlier
+at EOS), so length-dependent measures (pitch range, pitch classes used) compare like with like.
+
+For each set: per-piece measures (``metrics.piece_metrics``), mgeval-style comparison with the reference
+(``metrics.compare_sets``: overlapped area and KL divergence per feature), and originality against the whole
+training split (longest run of tokens copied verbatim, share of 8-grams found in training, copy flags). For the
+model: the exact held-out loss and bits per note (``train.evaluate``), next to the bits per note of the bigram
+model and of a uniform distribution over the vocabulary on the same tokens.
+
+Writes ``run_dir/evaluation.json`` and ``run_dir/evaluation_{features,durations,originality}.png``;
+``summary_table`` turns the JSON into the markdown table of the README's reference results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tchaikovsky.evaluation import metrics as M
+
+EVALUATION_FILE = "evaluation.json"
+SETS = ("train", "heldout", "model", "bigram", "random")
+LABELS = {"train": "train (reference)", "heldout": "real held-out", "model": "model", "bigram": "bigram",
+          "random": "random"}
+COLORS = {"train": "0.35", "heldout": "tab:green", "model": "tab:blue", "bigram": "tab:orange", "random": "tab:red"}
+TABLE_FEATURES = ("pitch_class_entropy", "scale_consistency", "polyphony", "groove_consistency")
+NGRAM = 8
+
+
+# ---------------------------------------------------------------------------------------------------- baselines
+
+
+class BigramModel:
+    """A token bigram model fitted on one flat id array (a whole split: pieces framed ``[BOS ... EOS]`` end to end).
+
+    Witten-Bell interpolation with the unigram distribution, so it needs no tuning: ``p(b | a) = (c(a, b) +
+    T(a) u(b)) / (c(a) + T(a))``, where ``c`` counts pairs and predecessors, ``T(a)`` is the number of distinct
+    tokens seen after ``a`` and ``u`` the add-one-smoothed unigram distribution (``u`` alone for an ``a`` never seen
+    as a predecessor). Every probability is positive, so the same model both samples and scores held-out tokens.
+    Counts are stored sparsely (sorted pair codes): memory grows with the pairs seen, not the vocabulary squared.
+    """
+
+    def __init__(self, ids: np.ndarray, vocab_size: int):
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        self.V = int(vocab_size)
+        codes, counts = np.unique(ids[:-1] * self.V + ids[1:], return_counts=True)
+        self.codes, self.counts = codes, counts.astype(np.float64)
+        self.row_ptr = np.searchsorted(codes // self.V, np.arange(self.V + 1))
+        self.cum = np.cumsum(self.counts)  # within row a: cum[s:e] - (cum[s-1] or 0)
+        self.row_total = np.diff(np.r_[0.0, self.cum][self.row_ptr])
+        self.row_types = np.diff(self.row_ptr).astype(np.float64)  # T(a)
+        # weight of the bigram (maximum-likelihood) part in row a: c(a) / (c(a) + T(a)); 0 for unseen rows
+        self.weight = np.divide(self.row_total, self.row_total + self.row_types, out=np.zeros(self.V),
+                                where=self.row_total > 0)
+        unigram = np.bincount(ids, minlength=self.V).astype(np.float64) + 1.0
+        self.unigram = unigram / unigram.sum()
+        self.unigram_cdf = np.cumsum(self.unigram)
+
+    def prob(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        """p(nxt | prev), elementwise over two id arrays."""
+        prev, nxt = np.asarray(prev, np.int64), np.asarray(nxt, np.int64)
+        code = prev * self.V + nxt
+        pos = np.minimum(np.searchsorted(self.codes, code), len(self.codes) - 1)
+        pair = np.where(self.codes[pos] == code, self.counts[pos], 0.0) if len(self.codes) else np.zeros(len(code))
+        total = self.row_total[prev]
+        bigram = np.divide(pair, total, out=np.zeros_like(pair), where=total > 0)
+        w = self.weight[prev]
+        return w * bigram + (1 - w) * self.unigram[nxt]
+
+    def nll_bits(self, ids: np.ndarray) -> float:
+        """Total bits to encode ``ids[1:]`` given each previous token (the targets ``train.evaluate`` scores)."""
+        ids = np.asarray(ids, np.int64).ravel()
+        return float(-np.log2(self.prob(ids[:-1], ids[1:])).sum()) if len(ids) > 1 else 0.0
+
+    def sample(self, n: int, num_tokens: int, *, bos: int, eos: int, seed: int = 0) -> list[np.ndarray]:
+        """``n`` sequences ``[bos, ...]`` of up to ``num_tokens`` new tokens, each ending early at ``eos``."""
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(n):
+            seq = [bos]
+            for _ in range(num_tokens):
+                a = seq[-1]
+                s, e = self.row_ptr[a], self.row_ptr[a + 1]
+                if e > s and rng.random() < self.weight[a]:
+                    base = self.cum[s - 1] if s > 0 else 0.0
+                    k = s + int(np.searchsorted(self.cum[s:e] - base, rng.random() * self.row_total[a], "right"))
+                    b = int(self.codes[min(k, e - 1)] % self.V)
+                else:
+                    b = int(min(np.searchsorted(self.unigram_cdf, rng.random(), "right"), self.V - 1))
+                seq.append(b)
+                if b == eos:
+                    break
+            out.append(np.asarray(seq, np.int32))
+        return out
+
+
+def random_tokens(n: int, num_tokens: int, vocab_size: int, *, bos: int, exclude: Sequence[int] = (),
+                  seed: int = 0) -> list[np.ndarray]:
+    """``n`` sequences ``[bos, num_tokens ids drawn uniformly from the vocabulary minus ``exclude``]``."""
+    allowed = np.setdiff1d(np.arange(vocab_size), np.asarray(list(exclude), np.int64))
+    rng = np.random.default_rng(seed)
+    return [np.r_[bos, rng.choice(allowed, size=num_tokens)].astype(np.int32) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _split_pieces(shards, split: str) -> list[np.ndarray]:
+    if split not in shards.splits:
+        return []
+    return [shards.piece_ids(split, i) for i in range(len(shards.pieces(split)))]
+
+
+def _jsonable(x):
+    """NaN / inf -> None, numpy scalars and arrays -> Python, recursively (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def _nan(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _mean(values) -> float:
+    v = np.asarray([_nan(x) for x in values], np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
+
+
+# ---------------------------------------------------------------------------------------------------- main entry
+
+
+def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 512, seed: int = 0,
+                 temperature: float = 1.0, top_p: float = 0.95, baselines: bool = True, max_reference: int = 64,
+                 copy_run: int = 64, copy_fraction: float = 0.5, write: bool = True, progress: bool = True) -> dict:
+    """Evaluate the run in ``run_dir`` (see the module docstring); returns the dict written to ``evaluation.json``.
+
+    Keys: ``settings``; ``loss`` (``eval_loss`` nats/token and ``bits_per_note`` on the validation split, plus
+    ``bits_per_note_bigram`` and ``bits_per_note_uniform``); ``sets`` (per set: ``n``, ``n_tokens`` per piece and
+    ``pieces``, the per-piece metric dicts); ``comparison`` (per set other than train: ``metrics.compare_sets``
+    against the train reference); ``comparison_vs_heldout`` (model and baselines against the held-out pieces, when
+    there are at least two); ``originality`` (per set other than train: ``longest_run``, ``ngram_overlap`` (n=8),
+    ``copied`` per piece, ``n_copied``; runs are counted in tokens without BOS/EOS); ``summary`` (per set: what
+    ``summary_table`` prints); ``plots`` and ``midi`` (files written). NaN is written as null.
+    """
+    from tchaikovsky.training.checkpoint import load_run_model
+    from tchaikovsky.config import TrainConfig
+    from tchaikovsky.generate.sampling import generate
+    from tchaikovsky.data.shards import Shards
+    from tchaikovsky.data.tokenizer import decode_ids, special_ids, tokenizer_hash
+    from tchaikovsky.config import compute_dtype
+    from tchaikovsky.training.step import evaluate
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    say = print if progress else (lambda *a, **k: None)
+    model, tok, meta = load_run_model(run_dir)
+    shards = Shards(run_dir / "shards")
+    if shards.tokenizer_hash != tokenizer_hash(tok):
+        raise ValueError(f"{run_dir / 'shards'} was built with another tokenizer than {run_dir / 'tokenizer.json'}")
+    sp = special_ids(tok)
+    V = len(tok)
+    rng = np.random.default_rng(seed)
+
+    train_pieces = _split_pieces(shards, "train")
+    val_pieces = _split_pieces(shards, "val")
+    if not train_pieces:
+        raise ValueError(f"{run_dir / 'shards'} has no training pieces to compare with")
+
+    def pick(pieces):
+        idx = np.sort(rng.choice(len(pieces), size=min(max_reference, len(pieces)), replace=False))
+        return [pieces[i][: 1 + num_tokens] for i in idx]
+
+    seqs: dict[str, list[np.ndarray]] = {"train": pick(train_pieces)}
+    if val_pieces:  # no validation split: no held-out row, no held-out loss
+        seqs["heldout"] = pick(val_pieces)
+    say(f"generating {n_samples} samples of {num_tokens} tokens ...", flush=True)
+    seqs["model"] = [np.asarray(s, np.int32) for s in generate(
+        model, np.array([sp["bos"]], np.int32), num_tokens, seed=list(range(seed, seed + n_samples)),
+        temperature=temperature, top_p=top_p, eos_id=sp["eos"], pad_id=sp["pad"])]
+    train_flat = np.concatenate(train_pieces)
+    bigram = BigramModel(train_flat, V)
+    if baselines:
+        seqs["bigram"] = bigram.sample(n_samples, num_tokens, bos=sp["bos"], eos=sp["eos"], seed=seed)
+        seqs["random"] = random_tokens(n_samples, num_tokens, V, bos=sp["bos"], exclude=sp.values(), seed=seed)
+
+    # decode, score, and keep the generated ones as MIDI to listen to
+    midi_dir = run_dir / "samples" / "evaluation"
+    sets, midi = {}, []
+    for name, ids_list in seqs.items():
+        scores = [decode_ids(tok, ids) for ids in ids_list]
+        if write and name in ("model", "bigram", "random"):
+            midi_dir.mkdir(parents=True, exist_ok=True)
+            for i, sc in enumerate(scores):
+                path = midi_dir / f"{name}-{i:02d}.mid"
+                sc.dump_midi(str(path))
+                midi.append(path)
+        sets[name] = {"n": len(ids_list), "n_tokens": [int(len(s)) for s in ids_list],
+                      "pieces": [M.piece_metrics(sc) for sc in scores]}
+    say("pieces scored: " + ", ".join(f"{k} {v['n']}" for k, v in sets.items()), flush=True)
+
+    ref = sets["train"]["pieces"]
+    comparison = {name: M.compare_sets(sets[name]["pieces"], ref) for name in sets if name != "train"}
+    vs_heldout = {}
+    if "heldout" in sets and sets["heldout"]["n"] >= 2:
+        vs_heldout = {name: M.compare_sets(sets[name]["pieces"], sets["heldout"]["pieces"])
+                      for name in sets if name not in ("train", "heldout")}
+
+    # originality against the whole training split, in music tokens (specials removed on both sides)
+    specials = np.asarray(list(sp.values()))
+
+    def music(ids):
+        ids = np.asarray(ids)
+        return ids[~np.isin(ids, specials)]
+
+    say(f"originality against {len(train_flat)} training tokens ...", flush=True)
+    index = M.NgramIndex([music(p) for p in train_pieces], seed=seed)
+    originality = {}
+    for name in sets:
+        if name == "train":
+            continue
+        samples = [music(s) for s in seqs[name]]
+        flags = M.flag_copies(samples, index, max_run=copy_run, max_fraction=copy_fraction)
+        originality[name] = {
+            "longest_run": [f["longest_run"] for f in flags],
+            "ngram_overlap": [index.ngram_overlap(s, NGRAM) for s in samples],
+            "copied": [f["copied"] for f in flags],
+            "n_copied": int(sum(f["copied"] for f in flags)),
+        }
+
+    # held-out loss of the model, and of the two baselines on the same targets
+    loss = {"eval_loss": None, "bits_per_note": None, "bits_per_note_bigram": None, "bits_per_note_uniform": None}
+    notes = shards.n_notes("val") if val_pieces else None
+    if val_pieces:
+        say("held-out loss ...", flush=True)
+        tc = TrainConfig(**meta.get("train_config", {}))
+        loss.update(evaluate(model, shards, batch_size=tc.micro_batch, seq_len=min(tc.seq_len, model.config.context),
+                             dtype=compute_dtype(tc.compute_dtype), pad_id=shards.pad_id))
+        if notes:
+            val_flat = np.concatenate(val_pieces)
+            loss["bits_per_note_bigram"] = bigram.nll_bits(val_flat) / notes
+            loss["bits_per_note_uniform"] = (len(val_flat) - 1) * math.log2(V) / notes
+
+    summary = {}
+    for name, s in sets.items():
+        pieces = s["pieces"]
+        row = {"n": s["n"], "empty": float(np.mean([p["n_notes"] == 0 for p in pieces])) if pieces else math.nan,
+               "n_notes": _mean(p["n_notes"] for p in pieces),
+               "mean_oa": M.mean_oa(comparison[name]) if name in comparison else math.nan,
+               "mean_oa_vs_heldout": M.mean_oa(vs_heldout[name]) if name in vs_heldout else math.nan}
+        for f in M.SCALAR_FEATURES:
+            row[f] = _mean(p[f] for p in pieces)
+        org = originality.get(name)
+        row["n_copied"] = org["n_copied"] if org else None
+        row["max_run"] = max(org["longest_run"], default=0) if org else None
+        row["ngram_overlap"] = _mean(org["ngram_overlap"]) if org else math.nan
+        row["bits_per_note"] = {"model": loss["bits_per_note"], "bigram": loss["bits_per_note_bigram"],
+                                "random": loss["bits_per_note_uniform"]}.get(name)
+        summary[name] = row
+
+    evaluation = {
+        "run_dir": str(run_dir),
+        "step": meta.get("step"),
+        "settings": {"n_samples": n_samples, "num_tokens": num_tokens, "seed": seed, "temperature": temperature,
+                     "top_p": top_p, "baselines": baselines, "max_reference": max_reference, "ngram": NGRAM,
+                     "copy_run": copy_run, "copy_fraction": copy_fraction, "vocab_size": V,
+                     "train_tokens": int(len(train_flat)), "val_notes": notes},
+        "loss": loss,
+        "summary": summary,
+        "comparison": comparison,
+        "comparison_vs_heldout": vs_heldout,
+        "originality": originality,
+        "sets": sets,
+    }
+    evaluation = _jsonable(evaluation)
+    if write:
+        evaluation["plots"] = [str(p) for p in plot_evaluation(evaluation, run_dir)]
+        evaluation["midi"] = [str(p) for p in midi]
+    evaluation["seconds"] = round(time.time() - t0, 1)
+    if write:
+        (run_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=1, allow_nan=False))
+    say(f"evaluation done in {evaluation['seconds']} s" + (f": {run_dir / EVALUATION_FILE}" if write else ""))
+    return evaluation
+
+
+# ---------------------------------------------------------------------------------------------------- reporting
+
+
+def _fmt(x, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def summary_table(evaluation: dict) -> str:
+    """Markdown table of an ``evaluate_run`` result (or its ``evaluation.json``, loaded): one row per set (real
+    held-out, model, bigram, random, and the train reference); columns: pieces, mean notes per piece, mean
+    overlapped area with the reference over all features (higher is closer), key feature means, share of pieces
+    without notes, longest copied run and copy flags, bits per note on the validation split. A short legend follows."""
+    s = evaluation["summary"]
+    st = evaluation["settings"]
+    head = ["set", "pieces", "notes", "mean OA ↑", "PC entropy", "scale cons.", "polyphony", "groove cons.",
+            "no notes", "longest copy", "copies", "bits/note ↓"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in ("heldout", "model", "bigram", "random", "train"):
+        if name not in s:
+            continue
+        r = s[name]
+        row = [LABELS[name], str(r["n"]), _fmt(_nan(r["n_notes"]), 0),
+               _fmt(_nan(r["mean_oa"])) if name != "train" else "(reference)"]
+        row += [_fmt(_nan(r[f])) for f in TABLE_FEATURES]
+        row += [_fmt(_nan(r["empty"])), _fmt(r["max_run"]),
+                f"{r['n_copied']}/{r['n']}" if r["n_copied"] is not None else "—", _fmt(_nan(r["bits_per_note"]))]
+        lines.append("| " + " | ".join(row) + " |")
+    loss = evaluation.get("loss", {})
+    lines.append("")
+    lines.append(f"OA: mgeval overlapped area (intra-set vs inter-set distances) against {s['train']['n']} training "
+                 f"pieces, mean over {len(M.FEATURES)} features; pieces cut to {st['num_tokens']} tokens. Copies: "
+                 f"longest run of tokens found verbatim in the {st['train_tokens']}-token training split "
+                 f"(flagged at ≥ {st['copy_run']} tokens or ≥ {st['copy_fraction']:.0%} of a piece). Model at step "
+                 f"{evaluation.get('step')}, held-out loss {_fmt(_nan(loss.get('eval_loss')), 3)} nats/token; "
+                 f"random row's bits/note: uniform over the vocabulary.")
+    return "\n".join(lines)
+
+
+def plot_evaluation(evaluation: dict, out_dir: str | Path) -> list[Path]:
+    """Write ``evaluation_features.png`` (per-feature histograms of every set on shared bins),
+    ``evaluation_durations.png`` (mean note-length histogram per set) and ``evaluation_originality.png`` (longest
+    copied run per piece) into ``out_dir``; returns the paths. Uses ``matplotlib.figure.Figure`` only."""
+    from matplotlib.figure import Figure
+
+    out_dir = Path(out_dir)
+    sets = evaluation["sets"]
+    names = [n for n in SETS if n in sets and sets[n]["n"]]
+    paths = []
+
+    feats = M.SCALAR_FEATURES
+    cols = 3
+    fig = Figure(figsize=(4.2 * cols, 3.0 * -(-len(feats) // cols)), layout="constrained")
+    for k, f in enumerate(feats):
+        ax = fig.add_subplot(-(-len(feats) // cols), cols, k + 1)
+        values = {n: np.array([_nan(p[f]) for p in sets[n]["pieces"]], np.float64) for n in names}
+        values = {n: v[np.isfinite(v)] for n, v in values.items()}
+        every = np.concatenate(list(values.values())) if values else np.zeros(0)
+        if every.size == 0:
+            ax.set_title(f"{f} (no values)")
+            continue
+        edges = np.histogram_bin_edges(every, bins=16)
+        for n, v in values.items():
+            if v.size:
+                ax.hist(v, bins=edges, weights=np.full(v.size, 1.0 / v.size), histtype="step", linewidth=1.6,
+                        color=COLORS[n], label=f"{LABELS[n]} ({v.size})")
+        ax.set_title(f.replace("_", " "))
+        ax.set_ylabel("share of pieces")
+        if k == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"per-piece measures: model vs real vs baselines ({evaluation.get('run_dir', '')})")
+    paths.append(out_dir / "evaluation_features.png")
+    fig.savefig(paths[-1], dpi=90)
+
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(M.DURATION_LABELS))
+    for j, n in enumerate(names):
+        rows = np.array([[_nan(v) for v in p["duration_histogram"]] for p in sets[n]["pieces"]], np.float64)
+        rows = rows[np.isfinite(rows).all(axis=1)] if rows.size else rows
+        if len(rows):
+            ax.bar(x + (j - (len(names) - 1) / 2) * width, rows.mean(axis=0), width, color=COLORS[n], label=LABELS[n])
+    ax.set_xticks(x, M.DURATION_LABELS)
+    ax.set_xlabel("note length (beats)")
+    ax.set_ylabel("share of notes (mean over pieces)")
+    ax.legend(fontsize=8)
+    paths.append(out_dir / "evaluation_durations.png")
+    fig.savefig(paths[-1], dpi=90)
+
+    org = evaluation.get("originality", {})
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    shown = [n for n in names if n in org]
+    for j, n in enumerate(shown):
+        runs = np.asarray(org[n]["longest_run"], np.float64)
+        ax.scatter(np.full(runs.size, j) + np.linspace(-0.2, 0.2, runs.size), runs, color=COLORS[n], s=18)
+    top = max([evaluation["settings"]["copy_run"]] + [max(org[n]["longest_run"], default=0) for n in shown])
+    ax.axhline(evaluation["settings"]["copy_run"], color="0.5", linestyle="--", linewidth=1,
+               label=f"copy flag at {evaluation['settings']['copy_run']} tokens")
+    ax.set_xticks(range(len(shown)), [LABELS[n] for n in shown])
+    ax.set_ylim(0, 1.1 * top)
+    ax.set_ylabel("longest run found in training (tokens)")
+    ax.set_title("originality: longest token run copied from the training split", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    paths.append(out_dir / "evaluation_originality.png")
+    fig.savefig(paths[-1], dpi=90)
+    return paths
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", required=True, help="a trained run: tokenizer.json, shards/, checkpoints/model.eqx")
+    ap.add_argument("--n-samples", type=int, default=8)
+    ap.add_argument("--num-tokens", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--max-reference", type=int, default=64, help="at most this many train / held-out pieces")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the bigram and random baselines")
+    args = ap.parse_args(argv)
+    evaluation = evaluate_run(args.run_dir, n_samples=args.n_samples, num_tokens=args.num_tokens, seed=args.seed,
+                              temperature=args.temperature, top_p=args.top_p, baselines=not args.no_baselines,
+                              max_reference=args.max_reference)
+    print()
+    print(summary_table(evaluation))
+    return evaluation
+
+
+if __name__ == "__main__":
+    main()

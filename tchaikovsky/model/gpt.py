@@ -1,0 +1,137 @@
+"""The decoder: a GPT-2 style transformer with parallel pre-norm blocks, in Equinox.
+
+Token + learned position embeddings, ``n_layers`` blocks ``x + attn(norm(x)) + mlp(norm(x))``, a final norm and an
+untied linear head. The identical blocks are built with ``filter_vmap`` (stacked weights) and run with ``lax.scan``,
+so compile time does not grow with depth. ``model(tokens)`` works on ONE sequence (batch with ``jax.vmap``);
+``model.decode`` / ``model.prefill`` are natively batched and use a KV cache (``tchaikovsky.model.decode``).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from tchaikovsky.config import ModelConfig
+from tchaikovsky.model.decode import Decoder, KVCache, init_cache
+from tchaikovsky.model.layers import Block, causal_attention, dense, init_linear, normalize
+
+
+class GPT(eqx.Module):
+    """Token + position embeddings, ``n_layers`` stacked blocks, final norm, linear head."""
+
+    embed: eqx.nn.Embedding
+    pos: eqx.nn.Embedding
+    blocks: Block  # every array has a leading (n_layers,) axis
+    norm: eqx.nn.LayerNorm
+    head: eqx.nn.Linear
+    config: ModelConfig = eqx.field(static=True)
+
+    def __init__(self, config: ModelConfig, *, key: PRNGKeyArray):
+        k_tok, k_pos, k_blocks, k_head = jax.random.split(key, 4)
+        d = config.d_model
+        self.embed = eqx.nn.Embedding(weight=0.02 * jax.random.normal(k_tok, (config.vocab_size, d)))
+        self.pos = eqx.nn.Embedding(weight=0.01 * jax.random.normal(k_pos, (config.context, d)))
+        make = lambda k: Block(config, key=k)  # noqa: E731
+        self.blocks = eqx.filter_vmap(make)(jax.random.split(k_blocks, config.n_layers))
+        self.norm = eqx.nn.LayerNorm(d)
+        self.head = init_linear(d, config.vocab_size, 0.02, k_head)
+        self.config = config
+
+    def __call__(self, tokens: Int[Array, " seq"]) -> Float[Array, "seq vocab"]:
+        """Causal forward over tokens at positions 0..seq-1 (seq <= context). Logits are fp32."""
+        x = self.embed.weight[tokens] + self.pos.weight[: tokens.shape[0]]  # (S, d)
+        params, static = eqx.partition(self.blocks, eqx.is_array)
+
+        def layer(x, block_params):
+            return eqx.combine(block_params, static)(x)[0], None
+
+        x, _ = jax.lax.scan(layer, x, params)
+        return dense(self.head, normalize(self.norm, x)).astype(jnp.float32)  # softmax and loss happen in fp32
+
+    def decoder(self) -> Decoder:
+        """The same model arranged for KV-cached decoding (per-layer blocks). Inside a loop over tokens, build it once
+        before the loop: building it copies the stacked weights into per-layer arrays."""
+        params, static = eqx.partition(self.blocks, eqx.is_array)
+        layers = tuple(eqx.combine(jax.tree.map(lambda a: a[i], params), static) for i in range(self.config.n_layers))
+        return Decoder(self.embed, self.pos, layers, self.norm, self.head, self.config)
+
+    def decode(
+        self, tokens: Int[Array, "*batch seq"], cache: KVCache, start: Int[Array, ""] | int
+    ) -> tuple[Float[Array, "*batch seq vocab"], KVCache]:
+        """Forward for tokens at positions ``start..start+seq-1`` attending to the cached positions before ``start``;
+        see ``Decoder.decode``. A Python ``start == 0`` is a prefill (``prefill``); otherwise this is
+        ``self.decoder().decode(...)``: in a loop over tokens, hoist ``decoder()`` out of it."""
+        if isinstance(start, int) and start == 0:
+            return self.prefill(tokens, cache)
+        return self.decoder().decode(tokens, cache, start)
+
+    def prefill(
+        self, tokens: Int[Array, "*batch seq"], cache: KVCache
+    ) -> tuple[Float[Array, "*batch seq vocab"], KVCache]:
+        """``decode(tokens, cache, 0)``: the full causal forward over tokens at positions 0..seq-1, writing their keys
+        and values into the cache (entries after them are left as they were: later decoding never reads them before
+        overwriting them). It runs the stacked blocks under ``lax.scan``, as training does: nothing precedes the
+        tokens, so it needs no cache reads, and its compile time stays flat in depth."""
+        S, L = tokens.shape[-1], self.config.n_layers
+        x = self.embed.weight[tokens] + self.pos.weight[:S]  # (*batch, S, d)
+        params, static = eqx.partition(self.blocks, eqx.is_array)
+
+        def layer(x, i):
+            block = eqx.combine(jax.tree.map(lambda a: a[i], params), static)
+            h, q, k, v = block.project(x)
+            x = block.finish(x, h, causal_attention(q, k, v))
+            return x, (jnp.swapaxes(k, -3, -2), jnp.swapaxes(v, -3, -2))  # (*batch, heads, S, head_dim)
+
+        # The last layer runs outside the scan: when only the cache is wanted (a window slide), XLA then drops its
+        # attention and MLP, which nothing reads.
+        x, (ks, vs) = jax.lax.scan(layer, x, jnp.arange(L - 1))  # (layers - 1, *batch, heads, S, head_dim)
+        x, (k, v) = layer(x, L - 1)
+
+        def write(buffers, new, last):
+            at = (0,) * last.ndim
+            new = [new[i] for i in range(L - 1)] + [last]
+            return tuple(jax.lax.dynamic_update_slice(b, n.astype(b.dtype), at) for b, n in zip(buffers, new))
+
+        logits = dense(self.head, normalize(self.norm, x)).astype(jnp.float32)
+        return logits, KVCache(write(cache.k, ks, k), write(cache.v, vs, v))
+
+    def init_cache(self, dtype=jnp.float32, batch: int | tuple[int, ...] = ()) -> KVCache:
+        """An empty cache for ``decode``: zeros of shape (*batch, heads, context, head_dim) per layer."""
+        return init_cache(self.config, dtype, batch)
+
+
+
+def build(config: ModelConfig, key: PRNGKeyArray) -> GPT:
+    """A freshly initialised GPT, built in one compiled call (eager construction runs hundreds of tiny ops, which
+    costs seconds on CPU)."""
+    return eqx.filter_jit(GPT)(config, key=key)
+
+
+def skeleton(config: ModelConfig) -> GPT:
+    """The GPT's structure with shapes and dtypes only (no computation): the ``like`` for deserialisation."""
+    return eqx.filter_eval_shape(GPT, config, key=jax.random.key(0))
+
+
+def cast(model: GPT, dtype) -> GPT:
+    """The model with every floating-point array cast to ``dtype`` (the fp32 master copy stays with the caller)."""
+    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
+
+
+def decay_mask(model: GPT) -> GPT:
+    """A pytree of bools shaped like the model's arrays: True for matrix weights of linear layers only, so weight
+    decay spares norms, biases and embeddings."""
+    is_linear = lambda x: isinstance(x, eqx.nn.Linear)  # noqa: E731
+
+    def mark(node):
+        if is_linear(node):
+            return eqx.tree_at(lambda l: (l.weight, l.bias), node, (True, False))
+        return jax.tree.map(lambda _: False, node)
+
+    arrays = eqx.filter(model, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))  # skeletons too
+    return jax.tree.map(mark, arrays, is_leaf=is_linear)
+
+
+def count_params(model: GPT) -> int:
+    return sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_array)))

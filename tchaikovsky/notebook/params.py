@@ -1,0 +1,119 @@
+"""The notebooks' parameter contract: what each notebook accepts, checked at the top with a clear message.
+
+Each notebook has one Papermill ``parameters`` cell; the cell after it calls ``check(name, globals())``, which
+fails at once, naming the parameter, on a wrong type, an out-of-range value, or a name the notebook does not know
+(a typo in ``papermill -p``). Values are never rewritten: the notebook keeps using its own variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tchaikovsky.config import parse_list
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: type | tuple[type, ...]
+    test: Callable[[Any], bool] = lambda v: True
+    expect: str = ""
+    optional: bool = False  # None allowed (means "preset default" / "off")
+
+
+def _int(lo: int, hi: int | None = None, optional=False) -> Rule:
+    return Rule(int, lambda v: v >= lo and (hi is None or v <= hi),
+                f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else ""), optional)
+
+
+def _float(lo: float, hi: float | None = None, optional=False, open_lo=False) -> Rule:
+    ok = (lambda v: v > lo) if open_lo else (lambda v: v >= lo)
+    return Rule((int, float), lambda v: ok(v) and (hi is None or v <= hi),
+                f"a number {'>' if open_lo else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""), optional)
+
+
+def _choice(*options: str) -> Rule:
+    return Rule(str, lambda v: v in options, f"one of {list(options)}")
+
+
+def _numbers(lo: float, integer: bool) -> Rule:
+    def ok(v):
+        items = parse_list(v, int if integer else float)
+        return bool(items) and all(x >= lo for x in items)
+
+    return Rule((str, list, tuple, int, float), ok, f"a list of {'integers' if integer else 'numbers'} >= {lo}, "
+                f"e.g. [0.8, 1.0] or \"0.8,1.0\"")
+
+
+STR = Rule(str, expect="a string")
+PATH_OR_EMPTY = Rule(str, expect='a path, or "" for the default')
+BOOL = Rule(bool, expect="True or False")
+COMMON = {"data_dir": PATH_OR_EMPTY, "run_dir": PATH_OR_EMPTY, "seed": _int(0), "max_files": _int(1, optional=True),
+          "composers": Rule(str, lambda v: all(c.strip() for c in v.split(",")), 'comma-separated names, e.g. "bach,mozart"'),
+          "repo_url": STR}
+
+SPECS: dict[str, dict[str, Rule]] = {
+    "01_explore_data": {**COMMON, "n_listen": _int(0, 20)},
+    "02_train_tokenizer": {**COMMON, "vocab_size": _int(600, 65535), "val_fraction": _float(0.0, 0.5, open_lo=True),
+                           "transpose_range": _int(0, 12)},
+    "03_train": {
+        **COMMON,
+        "vocab_size": _int(600, 65535),
+        "preset": _choice("tiny", "demo", "small", "base-100m"),
+        "max_steps": _int(1, optional=True),
+        "max_minutes": _float(0.0, open_lo=True, optional=True),
+        "batch_size": _int(1, optional=True),
+        "learning_rate": _float(0.0, 1.0, open_lo=True, optional=True),
+        "resume": BOOL,
+        "wandb_mode": _choice("disabled", "offline", "online"),
+        "sample_every": _int(0),
+    },
+    "04_sample": {
+        **COMMON,
+        "checkpoint": PATH_OR_EMPTY,
+        "prompt_midi": PATH_OR_EMPTY,
+        "prompt_chords": STR,
+        "prompt_tokens": _int(1),
+        "num_tokens": _int(1, 100_000),
+        "temperatures": _numbers(0.0, integer=False),
+        "seeds": _numbers(0, integer=True),
+        "top_k": _int(0),
+        "top_p": _float(0.0, 1.0, open_lo=True),
+        "min_p": _float(0.0, 1.0),
+        "grammar": BOOL,
+        "repetition_penalty": _float(0.0, 10.0, open_lo=True),
+        "max_bars": _int(1, optional=True),
+        "max_seconds": _float(0.0, open_lo=True, optional=True),
+        "evaluate": BOOL,
+        "interactive": BOOL,
+        "soundfont": PATH_OR_EMPTY,
+    },
+}
+
+# Names a notebook kernel defines by itself, which are not parameters.
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "display"}
+
+
+def check(notebook: str, namespace: dict) -> None:
+    """Validate the parameters of ``notebook`` found in ``namespace`` (the notebook's ``globals()``)."""
+    spec = SPECS[notebook]
+    errors = []
+    for name, rule in spec.items():
+        if name not in namespace:
+            errors.append(f"parameter `{name}` is missing from the parameters cell")
+            continue
+        value = namespace[name]
+        if value is None and rule.optional:
+            continue
+        kind_ok = isinstance(value, rule.kind) and not (isinstance(value, bool) and rule.kind in (int, (int, float)))
+        if not kind_ok or not rule.test(value):
+            errors.append(f"parameter `{name}` = {value!r}: expected {rule.expect}" + (" or None" if rule.optional else ""))
+    unknown = sorted(
+        k for k, v in namespace.items()
+        if not k.startswith("_") and k not in spec and k not in _KERNEL_NAMES
+        and not callable(v) and type(v).__name__ != "module"
+    )
+    if unknown:
+        errors.append(f"unknown parameter(s) {unknown}: {notebook} accepts {sorted(spec)}")
+    if errors:
+        raise ValueError(f"{notebook}: " + "; ".join(errors))

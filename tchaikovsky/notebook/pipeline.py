@@ -1,0 +1,166 @@
+"""The notebooks' stages as functions over one run directory, so each notebook cell is a call, not a program.
+
+    run_dir/data_report.json   every file considered (01, 02)
+    run_dir/tokenizer.json     REMI + BPE (02)
+    run_dir/shards/            token ids split by piece (02)
+    run_dir/checkpoints/       training state + model.eqx (03)
+    run_dir/history.jsonl      one record per logged step (03)
+    run_dir/samples/           .mid, .wav, .png per sample (04)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tchaikovsky.data import corpus as corpus_lib
+from tchaikovsky.data import tokenizer as tok_lib
+from tchaikovsky.render import samples
+
+
+def resolve_run_dir(run_dir: str = "") -> Path:
+    """``""`` -> ``runs/default`` at the project root when run from the repo's notebooks/, else under the cwd
+    (``/kaggle/working`` on Kaggle). A read-only run_dir (another Kaggle notebook's output attached under
+    /kaggle/input) is copied to ``runs/<name>`` under the cwd first, so this notebook can add to it."""
+    cwd = Path.cwd()
+    root = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "tchaikovsky").is_dir() else cwd
+    if not run_dir:
+        return root / "runs" / "default"
+    path = Path(run_dir).expanduser().resolve()
+    if path.is_dir() and not os.access(path, os.W_OK):
+        import shutil
+
+        copy = root / "runs" / path.name
+        if not copy.exists():
+            shutil.copytree(path, copy)
+        print(f"{path} is read-only: working on a copy in {copy}")
+        return copy
+    return path
+
+
+def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach", run_dir: Path | None = None,
+              progress: bool = True) -> corpus_lib.Corpus:
+    """The corpus (the embedded music21 one when ``data_dir`` is ""), with ``data_report.json`` written to run_dir."""
+    names = [c.strip() for c in composers.split(",") if c.strip()]
+    corpus = corpus_lib.load_corpus(data_dir, max_files=max_files, composers=names, progress=progress)
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        corpus.write_report(Path(run_dir) / "data_report.json")
+    return corpus
+
+
+def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, *, vocab_size: int, val_fraction: float = 0.1,
+                 seed: int = 0, transpose_range: int = 0, progress: bool = True) -> dict:
+    """Train the tokenizer on the corpus, save it, and write the shards (with ``transpose_range`` = N, each training
+    piece also transposed by -N..-1 and 1..N semitones). Returns a summary for the notebook."""
+    from tchaikovsky.data import shards as shards_lib
+
+    shifts = tuple(t for t in range(-transpose_range, transpose_range + 1) if t)
+    augment = shards_lib.Augment(transpose=shifts) if shifts else None
+
+    files = [p.path for p in corpus.pieces]
+    tok = tok_lib.train_tokenizer(files, vocab_size, progress=progress)
+    tok_lib.save_tokenizer(tok, run_dir / "tokenizer.json")
+    shards_lib.build_shards(tok, corpus.pieces, run_dir / "shards", val_fraction=val_fraction, seed=seed,
+                            progress=progress, augment=augment)
+    sh = shards_lib.Shards(run_dir / "shards")
+    return {
+        "vocab_size": len(tok),
+        "pieces": {s: len(sh.pieces(s)) for s in sh.splits},
+        "tokens": {s: sh.n_tokens(s) for s in sh.splits},
+        "skipped": sh.index.get("skipped", []),
+    }
+
+
+def ensure_data(run_dir: Path, data_dir: str, *, vocab_size: int, max_files, composers: str, seed: int,
+                progress: bool = True):
+    """The run's shards, built first (corpus -> tokenizer -> shards) if notebook 02 has not run for this run_dir."""
+    from tchaikovsky.data import shards as shards_lib
+
+    if not (run_dir / "shards" / "index.json").exists():
+        corpus = load_data(data_dir, max_files=max_files, composers=composers, run_dir=run_dir, progress=progress)
+        prepare_data(run_dir, corpus, vocab_size=vocab_size, seed=seed, progress=progress)
+    return shards_lib.Shards(run_dir / "shards")
+
+
+def wandb_logger(mode: str, run_dir: Path, config: dict):
+    """A ``record -> None`` logger for wandb, or None when disabled. The API key comes from WANDB_API_KEY or a
+    Kaggle secret of that name, and is never printed."""
+    if mode == "disabled":
+        return None
+    import wandb
+
+    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        try:
+            from kaggle_secrets import UserSecretsClient
+
+            os.environ["WANDB_API_KEY"] = UserSecretsClient().get_secret("WANDB_API_KEY")
+        except Exception:
+            raise ValueError("wandb_mode='online' needs WANDB_API_KEY (environment variable or Kaggle secret)") from None
+    run = wandb.init(project="tchaikovsky", name=run_dir.name, dir=str(run_dir), mode=mode, config=config,
+                     resume="allow", id=f"{run_dir.name}-{abs(hash(str(run_dir))) % 10**8}")
+    return lambda record: run.log(record, step=record["step"])
+
+
+def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=None, max_minutes=None,
+              batch_size=None, learning_rate=None, resume: bool = True, wandb_mode: str = "disabled",
+              sample_every: int = 0, progress: bool = True):
+    """Train the named preset on the run's shards (see ``train.train``). With ``sample_every`` > 0, a short
+    unconditional sample is written, rendered and shown (and logged to wandb) every that many steps."""
+    from tchaikovsky.config import preset as get_preset
+    from tchaikovsky.training.loop import train
+
+    p = get_preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
+                   learning_rate=learning_rate)
+    logger = wandb_logger(wandb_mode, run_dir, {"preset": preset, **p.model.to_dict(), **p.train.to_dict()})
+    on_log = _sampler_hook(run_dir, sample_every, wandb_mode != "disabled") if sample_every > 0 else None
+    return train(run_dir, p.model, p.train, shards, seed=seed, resume=resume, max_minutes=max_minutes,
+                 progress=progress, logger=logger, on_log=on_log, extra_meta={"preset": preset})
+
+
+def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 256):
+    """``on_log`` callback: every ``every`` steps, sample from the current weights, save, render and show it."""
+    from tchaikovsky.render import audio, display
+
+    tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
+    ok, _ = audio.audio_available()
+
+    def hook(record: dict, state) -> None:
+        step = record["step"]
+        if step % every:
+            return
+        cell = samples.write_samples(run_dir, state.model, tok, make_prompt(tok), num_tokens=num_tokens, seeds=[step],
+                          temperatures=[1.0], render_audio=ok, name=f"train-step{step:06d}")[0]
+        display.show_sample(cell["midi_path"], wav_path=cell["wav_path"], png_path=cell["png_path"],
+                            title=f"sample at step {step}")
+        if to_wandb and cell["wav_path"] is not None:
+            import wandb
+
+            wandb.log({"sample": wandb.Audio(str(cell["wav_path"]), caption=f"step {step}")}, step=step)
+
+    return hook
+
+
+def load_model(run_dir: Path, checkpoint: str = ""):
+    """(model, tokenizer, meta) for sampling: the latest weights of the run, or an explicit checkpoint path."""
+    from tchaikovsky.training.checkpoint import load_run_model
+
+    return load_run_model(run_dir, checkpoint)
+
+
+def make_prompt(tok, prompt_midi: str = "", prompt_tokens: int = 256, prompt_chords: str = "") -> np.ndarray:
+    """[BOS] + the first ``prompt_tokens`` tokens of ``prompt_midi`` or of the chord progression ``prompt_chords``
+    (e.g. "Dm7 G7 Cmaj7", see ``prompts.chord_progression``), or just [BOS] (unconditional)."""
+    from tchaikovsky.generate import prompts
+
+    if prompt_midi and prompt_chords:
+        raise ValueError("give prompt_midi or prompt_chords, not both")
+    if prompt_chords:
+        return prompts.to_prompt(tok, prompts.chord_progression(prompt_chords), max_tokens=prompt_tokens)
+    if not prompt_midi:
+        return np.array([tok_lib.special_ids(tok)["bos"]], np.int32)
+    if not Path(prompt_midi).is_file():
+        raise FileNotFoundError(f"prompt_midi={prompt_midi!r} is not a file")
+    return tok_lib.prompt_from_midi(tok, prompt_midi, max_tokens=prompt_tokens)

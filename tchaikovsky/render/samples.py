@@ -1,0 +1,94 @@
+"""Generated pieces as files a person can use: MIDI, piano-roll PNG, WAV, MusicXML; and corpus pieces to listen to.
+
+``write_samples`` decodes a batch of continuations of one prompt in one call and writes, per piece, the ``.mid``,
+the piano roll (prompt in blue, continuation in orange) and, when FluidSynth is available, the ``.wav`` into
+``run_dir/samples``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import symusic
+
+from tchaikovsky.data import corpus as corpus_lib
+from tchaikovsky.config import parse_list
+from tchaikovsky.data import tokenizer as tok_lib
+from tchaikovsky.generate.grammar import Grammar
+from tchaikovsky.generate.prompts import cut_score
+from tchaikovsky.generate.sampling import generate
+from tchaikovsky.render import audio, display
+
+
+def write_samples(run_dir: Path, model, tok, prompt: np.ndarray, *, num_tokens: int, seeds=(0,), temperatures=(1.0,),
+               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, grammar: bool = True,
+               repetition_penalty: float = 1.0, max_bars: int | None = None, max_seconds: float | None = None,
+               render_audio: bool = True, soundfont: str | None = None, name: str = "sample") -> list[dict]:
+    """Generate one piece per (seed, temperature) pair in one batched call and write, for each, the ``.mid``, a
+    piano-roll ``.png`` and (when FluidSynth is available) the ``.wav`` into ``run_dir/samples``.
+
+    ``grammar`` masks tokens REMI cannot follow; ``max_bars`` stops each piece after that many new bars and
+    ``max_seconds`` cuts it at that length."""
+
+    seeds = parse_list(seeds, int)
+    temps = parse_list(temperatures, float)
+    grid_s, grid_t = [s for s in seeds for _ in temps], [t for _ in seeds for t in temps]
+    special = tok_lib.special_ids(tok)
+    rules = Grammar(tok) if grammar or max_bars is not None else None
+    seqs = generate(model, prompt, num_tokens, seed=grid_s, temperature=grid_t, top_k=top_k, top_p=top_p,
+                    min_p=min_p, eos_id=special["eos"], pad_id=special["pad"], grammar=rules if grammar else None,
+                    repetition_penalty=repetition_penalty, max_bars=max_bars)
+    out_dir = run_dir / "samples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    prompt_end = None
+    if len(prompt) > 1:
+        prompt_end = float(tok_lib.decode_ids(tok, prompt).to("second").end())
+    can_render, why = audio.audio_available(soundfont or None)
+    if render_audio and not can_render:
+        print(why)
+    cells = []
+    for s, t, ids in zip(grid_s, grid_t, seqs):
+        stem = out_dir / f"{name}-{stamp}-seed{s}-temp{t:g}"
+        midi = tok_lib.save_midi(tok, ids, stem.with_suffix(".mid"))
+        if max_seconds is not None:
+            cut_score(symusic.Score(str(midi)), seconds=max_seconds).dump_midi(str(midi))
+        png = display.save_piano_roll(midi, stem.with_suffix(".png"), prompt_end=prompt_end,
+                                      title=f"seed {s}, temperature {t:g}")
+        wav = audio.render(midi, stem.with_suffix(".wav"), soundfont=soundfont or None) if render_audio and can_render else None
+        cells.append({"seed": s, "temperature": t, "midi_path": midi, "png_path": png, "wav_path": wav,
+                      "n_tokens": int(len(ids)), "prompt_end": prompt_end})
+    return cells
+
+
+def listen_to(corpus: corpus_lib.Corpus, out_dir: Path, *, n: int = 3, seed: int = 0,
+              soundfont: str | None = None) -> list[tuple[Path, Path | None]]:
+    """Render ``n`` pieces of the corpus picked at random (by ``seed``) to WAV; returns (midi, wav or None) pairs."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(corpus.pieces), size=min(n, len(corpus.pieces)), replace=False) if corpus.pieces else []
+    ok, why = audio.audio_available(soundfont)
+    if not ok:
+        print(why)
+    out = []
+    for i in sorted(int(i) for i in picks):
+        midi = corpus.pieces[i].path
+        wav = audio.render(midi, Path(out_dir) / f"{midi.stem}.wav", soundfont=soundfont) if ok else None
+        out.append((midi, wav))
+    return out
+
+
+def to_musicxml(midi_path: str | Path, out: str | Path | None = None, *, divisions: tuple[int, ...] = (4, 3)) -> Path:
+    """MusicXML of a MIDI file (for MuseScore and other notation software), written next to it by default.
+
+    music21 quantises onsets and durations to the nearest 1/4 or 1/3 of a quarter note (``divisions``): a model's
+    slightly-off timings become readable notation, so the score is a reading aid and the MIDI stays the exact
+    record of what was generated."""
+    from music21 import converter
+
+    midi_path = Path(midi_path)
+    out = Path(out) if out else midi_path.with_suffix(".musicxml")
+    score = converter.parse(str(midi_path), quantizePost=True, quarterLengthDivisors=divisions)
+    score.write("musicxml", fp=str(out))
+    return out

@@ -1,0 +1,226 @@
+"""The interactive sampler of notebook 04: pick a prompt, set the controls, press Generate, listen.
+
+    panel = sampler_panel(model, tok, run_dir, pieces=[...], soundfont=None)
+    panel                      # shown as a cell's value (or display(panel))
+    panel.generate()           # what the Generate button does, callable without a browser (tests, scripts)
+
+Each press samples one piece with ``samples.write_samples`` (written to ``run_dir/samples``: .mid, piano-roll .png,
+and .wav when FluidSynth is available) and appends it to the panel's output area as ``display.show_sample`` shows
+it (title, piano roll with the prompt in blue, audio player, download links). A bad chord text, a missing or
+corrupt upload, or any other failure is written into the output area as a message: a widget callback never
+raises into the event loop, where the error would vanish.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+
+import ipywidgets as W
+import numpy as np
+from symusic import Score
+
+from tchaikovsky.render import audio, samples
+from tchaikovsky.generate import prompts
+from tchaikovsky.render import display as display_lib
+from tchaikovsky.data import tokenizer as tok_lib
+
+UNCONDITIONAL = "unconditional"
+CHORDS = "chord progression"
+UPLOAD = "uploaded MIDI"
+MAX_AUDIO_SECONDS = 30 * 60  # longer samples (an untrained model's runs of empty bars) are not rendered
+_STEPS = ("prompt", "generating", "rendering", "done")  # progress bar phases (value = index)
+
+
+def _uploaded_file(value) -> tuple[str, bytes]:
+    """(name, bytes) of the last file in a FileUpload value: ipywidgets 8 (a tuple of dicts with "name" and
+    "content", a memoryview) or 7 (a dict name -> {"content": bytes})."""
+    if isinstance(value, dict):
+        value = [{"name": k, **v} for k, v in value.items()]
+    if not value:
+        raise ValueError("no MIDI file uploaded yet: press the Upload button and choose a .mid/.midi file")
+    item = list(value)[-1]
+    return str(item["name"]), bytes(item["content"])
+
+
+def _read_upload(value):
+    """The uploaded MIDI file as a tick-time Score, or ValueError naming the file."""
+    name, data = _uploaded_file(value)
+    if Path(name).suffix.lower() not in (".mid", ".midi"):
+        raise ValueError(f"{name} is not a MIDI file: upload a .mid or .midi file")
+    try:
+        return name, Score.from_midi(data)
+    except Exception as e:  # symusic raises RuntimeError on a corrupt file
+        raise ValueError(f"{name} is not a readable MIDI file ({e})") from None
+
+
+def _shell():
+    """The running IPython shell (the notebook kernel's), or a plain one outside notebooks, as
+    ``Output.append_display_data`` uses too; its history stays in memory so nothing is written to ~/.ipython."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    if InteractiveShell.initialized():
+        return InteractiveShell.instance()
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    return InteractiveShell.instance(config=config)
+
+
+class SamplerPanel(W.VBox):
+    """The sampler (an ``ipywidgets.VBox``). ``generate()`` does what the button does and returns the new sample's
+    dict (``samples.write_samples``'s: seed, temperature, midi_path, png_path, wav_path, ...) or None after a failure
+    (shown in ``output``). ``controls`` maps names to the input widgets: prompt, chords, upload, prompt_bars,
+    temperature, top_p, length, seed; ``output``, ``progress``, ``button`` and ``results`` (every sample so far)
+    are attributes."""
+
+    def __init__(self, model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
+                 temperature: float = 1.0, top_p: float = 0.95, num_tokens: int = 512, seed: int = 0,
+                 top_k: int = 0, min_p: float = 0.0, chords: str = "C G Am F", prompt_bars: int = 4):
+        self.model, self.tok, self.run_dir = model, tok, Path(run_dir)
+        self.soundfont = str(soundfont) if soundfont else None
+        self.top_k, self.min_p = top_k, min_p
+        self.results: list[dict] = []
+        self._count = 0
+        self._audio_note_shown = False
+        style = {"description_width": "110px"}
+        wide = lambda: W.Layout(width="420px")  # noqa: E731 - one Layout per widget: display is toggled per widget
+        pieces = [Path(p) for p in pieces]
+        options = [(UNCONDITIONAL, UNCONDITIONAL), (CHORDS, CHORDS)]
+        options += [(f"piece: {p.stem}", p) for p in pieces] + [(UPLOAD, UPLOAD)]
+        self.controls = {
+            "prompt": W.Dropdown(options=options, value=UNCONDITIONAL, description="prompt", style=style,
+                                 layout=wide()),
+            "chords": W.Text(value=chords, description="chords", style=style, layout=wide(),
+                             placeholder="C G Am F  |  Dm7 G7 Cmaj7  |  F#m Bb/D E7sus4"),
+            "upload": W.FileUpload(accept=".mid,.midi", multiple=False, description="Upload MIDI"),
+            "prompt_bars": W.IntSlider(value=prompt_bars, min=1, max=32, description="prompt bars", style=style,
+                                       layout=wide()),
+            "temperature": W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05, description="temperature",
+                                         style=style, layout=wide()),
+            "top_p": W.FloatSlider(value=top_p, min=0.5, max=1.0, step=0.01, description="top-p", style=style,
+                                   layout=wide()),
+            "length": W.IntSlider(value=int(np.clip(num_tokens, 64, 4096)), min=64, max=4096, step=64,
+                                  description="length (tokens)", style=style, layout=wide()),
+            "seed": W.IntText(value=seed, description="seed", style=style, layout=W.Layout(width="220px")),
+        }
+        self.button = W.Button(description="Generate", button_style="primary", icon="music")
+        self.progress = W.IntProgress(value=0, min=0, max=len(_STEPS) - 1, description="ready",
+                                      style={"description_width": "80px"})
+        self.output = W.Output(layout=W.Layout(border="1px solid #ddd", padding="4px"))
+        self.button.on_click(lambda _: self.generate())
+        self.controls["prompt"].observe(lambda _: self._show_prompt_controls(), names="value")
+        self._show_prompt_controls()
+        c = self.controls
+        super().__init__([
+            W.HTML("<b>Prompt</b>"), c["prompt"], c["chords"], W.HBox([c["upload"]]), c["prompt_bars"],
+            W.HTML("<b>Sampling</b>"), c["temperature"], c["top_p"], c["length"],
+            W.HBox([c["seed"], self.button, self.progress]),
+            self.output,
+        ])
+
+    def _show_prompt_controls(self) -> None:
+        """Only the inputs the chosen prompt uses are visible."""
+        kind = self.controls["prompt"].value
+        visible = {"chords": kind == CHORDS, "upload": kind == UPLOAD,
+                   "prompt_bars": kind == UPLOAD or isinstance(kind, Path)}
+        for name, on in visible.items():
+            self.controls[name].layout.display = None if on else "none"
+
+    def _step(self, i: int, style: str = "") -> None:
+        self.progress.value, self.progress.description, self.progress.bar_style = i, _STEPS[i], style
+
+    def _prompt(self) -> tuple[np.ndarray, str]:
+        """(prompt ids, a label for titles and file names) from the prompt controls."""
+        kind, bars = self.controls["prompt"].value, self.controls["prompt_bars"].value
+        if kind == UNCONDITIONAL:
+            ids, label = np.array([tok_lib.special_ids(self.tok)["bos"]], np.int32), "unconditional"
+        elif kind == CHORDS:
+            text = self.controls["chords"].value
+            ids, label = prompts.to_prompt(self.tok, prompts.chord_progression(text)), f"chords {text.strip()}"
+        elif kind == UPLOAD:
+            name, score = _read_upload(self.controls["upload"].value)
+            ids, label = prompts.prompt_from_file(self.tok, score, bars=bars), f"{Path(name).stem}, {bars} bar(s)"
+        else:
+            ids, label = prompts.prompt_from_file(self.tok, kind, bars=bars), f"{Path(kind).stem}, {bars} bar(s)"
+        # BOS + the first context-1 tokens: the whole prompt fits the model's window, so the saved piece starts
+        # with it and the piano roll's prompt/continuation boundary is where the prompt really ends.
+        context = self.model.config.context
+        if len(ids) > context:
+            self.output.append_stdout(f"The prompt ({len(ids)} tokens) is cut to the model's context of {context}.\n")
+        return ids[:context], label
+
+    def _append_sample(self, cell: dict, title: str) -> None:
+        """Append ``display.show_sample``'s output (title, roll, player, links) to the output area."""
+        from IPython.utils.capture import capture_output
+
+        _shell()
+        with capture_output(stdout=False, stderr=False, display=True) as captured:
+            display_lib.show_sample(cell["midi_path"], wav_path=cell["wav_path"], prompt_end=cell["prompt_end"],
+                                    title=title)
+        self.output.outputs += tuple(
+            {"output_type": "display_data", "data": o.data, "metadata": o.metadata or {}} for o in captured.outputs
+        )
+
+    def generate(self) -> dict | None:
+        """Sample one piece with the current controls, save it, render it and append it to the output area.
+        Returns its dict, or None when something failed (the message is in the output area, never raised)."""
+        self.button.disabled = True
+        try:
+            return self._generate()
+        except Exception as e:  # noqa: BLE001 - documented: shown, not raised into the widget event loop
+            self._step(0, "danger")
+            self.progress.description = "failed"
+            expected = isinstance(e, (ValueError, FileNotFoundError))
+            detail = "" if expected else "\n" + traceback.format_exc()
+            self.output.append_stderr(f"Could not generate: {e}{detail}\n")
+            return None
+        finally:
+            self.button.disabled = False
+
+    def _generate(self) -> dict:
+        c = self.controls
+        self._step(0)
+        prompt, label = self._prompt()
+        self._count += 1
+        seed, temp, top_p = int(c["seed"].value), float(c["temperature"].value), float(c["top_p"].value)
+        name = f"panel{self._count:03d}-" + (re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")[:40] or "sample")
+        self._step(1)
+        cell = samples.write_samples(self.run_dir, self.model, self.tok, prompt, num_tokens=int(c["length"].value),
+                                   seeds=[seed], temperatures=[temp], top_k=self.top_k, top_p=top_p,
+                                   min_p=self.min_p, render_audio=False, name=name)[0]
+        self._step(2)
+        ok, why = audio.audio_available(self.soundfont)
+        piece = Score(str(cell["midi_path"])).to("second")
+        if not ok:
+            if not self._audio_note_shown:
+                self._audio_note_shown = True
+                self.output.append_stdout(f"No audio: {why}\n")
+        elif piece.note_num() == 0:
+            self.output.append_stdout("The sample has no notes: nothing to play.\n")
+        elif piece.end() > MAX_AUDIO_SECONDS:
+            self.output.append_stdout(f"The sample lasts {piece.end() / 60:.0f} min: not rendered to audio "
+                                      f"(limit {MAX_AUDIO_SECONDS / 60:.0f} min).\n")
+        else:
+            cell["wav_path"] = audio.render(cell["midi_path"], soundfont=self.soundfont)
+        self._append_sample(cell, f"{label}: seed {seed}, temperature {temp:g}, top-p {top_p:g} "
+                                  f"({cell['n_tokens']} tokens)")
+        self._step(3, "success")
+        self.results.append(cell)
+        return cell
+
+
+def sampler_panel(model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
+                  **defaults) -> SamplerPanel:
+    """The interactive sampler for notebook 04: a ``SamplerPanel`` (an ``ipywidgets.VBox``).
+
+    Controls: a prompt picker ("unconditional", "chord progression" from the chords text, one entry per file in
+    ``pieces``, "uploaded MIDI" from the upload button; pieces and uploads are cut to "prompt bars" bars), sliders
+    for temperature (0-2), top-p (0.5-1) and length (64-4096 new tokens), a seed, the Generate button and a
+    progress bar (prompt -> generating -> rendering -> done). ``panel.generate()`` runs the button's callback
+    directly. ``defaults`` set the initial values: temperature, top_p, num_tokens, seed, top_k, min_p, chords,
+    prompt_bars.
+    """
+    return SamplerPanel(model, tok, run_dir, pieces=pieces, soundfont=soundfont, **defaults)

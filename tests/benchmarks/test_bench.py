@@ -1,0 +1,198 @@
+"""The benchmark CLI: every subcommand runs on tiny sizes and ends with one JSON line holding sane values.
+
+No performance targets are asserted here (timings on a shared machine are not test material); only that the numbers
+exist, are positive and finite, and that ratios are the ratios of the reported rates.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import bench
+
+
+def _last_json(out: str) -> dict:
+    lines = [line for line in out.strip().splitlines() if line.strip()]
+    assert lines, "no output"
+    result = json.loads(lines[-1])
+    assert isinstance(result, dict)
+    return result
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def _ratio_ok(ratio, num, den, rel=0.02) -> bool:
+    """``ratio`` is num / den up to the rounding of the reported values (4 significant digits)."""
+    return ratio == pytest.approx(num / den, rel=rel)
+
+
+def test_device_tables():
+    assert bench.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert bench.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert bench.peak_flops("NVIDIA H200") == 989e12
+    assert bench.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert bench.peak_flops("Tesla T4") == 65e12
+    assert bench.peak_flops("Tesla V100-SXM2-16GB") == 125e12
+    assert bench.peak_flops("Tesla P100-PCIE-16GB") == 18.7e12
+    assert bench.peak_flops("NVIDIA L4") == 121e12
+    assert bench.peak_flops("TPU v3") == 61.5e12  # per core: 2 JAX devices per chip
+    assert bench.peak_flops("TPU v4") == 275e12
+    assert bench.peak_flops("TPU v5 lite") == 197e12
+    assert bench.peak_flops("TPU v5e") == 197e12
+    assert bench.peak_flops("TPU v5p") == 459e12
+    assert bench.peak_flops("TPU v6 lite") == 918e12
+    assert bench.peak_flops("cpu") is None
+    assert bench.hbm_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12
+    assert bench.hbm_bandwidth("NVIDIA H100 PCIe") == 2.0e12
+    assert bench.hbm_bandwidth("NVIDIA H200") == 4.8e12
+    assert bench.hbm_bandwidth("NVIDIA A100-SXM4-80GB") == 2.039e12
+    assert bench.hbm_bandwidth("TPU v5 lite") == 0.819e12
+    assert bench.hbm_bandwidth("cpu") is None
+
+
+def test_slides_between():
+    # context 8, keep 6, prompt 2: slides before new tokens 6, 8, 10, ...
+    assert bench.slides_between(2, 8, 6, 0, 6) == 0
+    assert bench.slides_between(2, 8, 6, 0, 7) == 1
+    assert bench.slides_between(2, 8, 6, 0, 11) == 3
+    assert bench.slides_between(2, 8, 6, 7, 11) == 2
+    assert bench.slides_between(8, 8, 6, 0, 1) == 1  # a full prompt slides at once
+
+
+@pytest.mark.parametrize("baseline", ["recompute_generate", "recompute_scan_generate"])
+def test_recompute_baselines_are_the_same_model(baseline):
+    """Greedy, both recompute baselines (the original's per-token loop and the compiled scan) reproduce generate()
+    token for token until generate first slides, and keep going past the context."""
+    import jax
+
+    from tchaikovsky.config import preset
+    from tchaikovsky.model import GPT
+    from tchaikovsky.generate.sampling import generate
+
+    recompute = getattr(bench, baseline)
+    cfg = preset("tiny", vocab_size=97).model
+    model = GPT(cfg, key=jax.random.key(3))
+    prompt = np.arange(1, 11, dtype=np.int32)
+    n = cfg.context - prompt.size  # the last token before generate's first slide
+    cached = generate(model, prompt, n, temperature=0.0)[0][prompt.size:]
+    np.testing.assert_array_equal(cached, recompute(model, prompt, n, temperature=0.0))
+    # past the context (sliding by one token): valid ids, and the same seed gives the same tokens
+    more = recompute(model, prompt, cfg.context + 5, temperature=1.0, seed=1)
+    assert more.shape == (cfg.context + 5,) and more.min() >= 0 and more.max() < cfg.vocab_size
+    np.testing.assert_array_equal(more, recompute(model, prompt, cfg.context + 5, temperature=1.0, seed=1))
+
+
+def test_training_cli_subprocess():
+    """The real CLI (``python -m``), in a fresh process: progress lines, then one JSON object as the last line."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "training", "--preset", "tiny", "--steps", "2",
+         "--batch-size", "8", "--seq-len", "32"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(proc.stdout.strip().splitlines()) > 1  # human-readable progress first
+    r = _last_json(proc.stdout)
+    for key in ("preset", "tokens_per_s", "step_ms", "devices", "device_kind", "platform", "dtype", "batch_size",
+                "seq_len", "n_params", "flops_per_token", "achieved_tflops", "peak_tflops", "mfu"):
+        assert key in r, key
+    assert r["preset"] == "tiny" and r["batch_size"] == 8 and r["seq_len"] == 32
+    assert all(_positive(r[k]) for k in ("tokens_per_s", "step_ms", "n_params", "flops_per_token", "achieved_tflops"))
+    assert r["devices"] >= 1
+    assert r["tokens_per_s"] == pytest.approx(8 * 32 / (r["step_ms"] / 1e3), rel=0.01)
+    assert r["achieved_tflops"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"] / 1e12, rel=0.01)
+    if r["platform"] == "cpu":
+        assert r["peak_tflops"] is None and r["mfu"] is None
+        assert r["roofline"]["matmul_gflops"] > 0 and r["roofline"]["achieved_gflops"] > 0
+    else:
+        assert r["mfu"] is None or 0 < r["mfu"] < 1
+
+
+def test_training_in_process_on_the_mesh(capsys):
+    """In-process (the test session simulates 8 CPU devices): the step runs sharded over all of them."""
+    import jax
+
+    r = bench.main(["training", "--preset", "tiny", "--steps", "1", "--batch-size", "8", "--seq-len", "16",
+                    "--fsdp"])
+    assert _last_json(capsys.readouterr().out) == r
+    assert r["devices"] == jax.device_count() and r["fsdp"] is True
+    assert _positive(r["tokens_per_s"]) and math.isfinite(r["loss"])
+
+
+def test_sampling(capsys):
+    # tokens=101 is the smallest run with a flatness figure (generate(1), generate(101) then serve both pairs)
+    r = bench.main(["sampling", "--preset", "tiny", "--tokens", "101", "--batch", "2", "--recompute-tokens", "16",
+                    "--repeats", "1", "--no-breakdown"])
+    assert _last_json(capsys.readouterr().out) == r
+    for key in ("cached_tokens_per_s", "recompute_tokens_per_s", "recompute_tokens_timed", "speedup", "flatness",
+                "batch64_tokens_per_s", "batch_tokens_per_s", "prompt_len", "context", "n_params", "device_kind",
+                "bandwidth_bound_tokens_per_s", "bandwidth_fraction"):
+        assert key in r, key
+    assert r["context"] == 64 and r["recompute_tokens_timed"] == 16 and r["batch"] == 2
+    assert all(_positive(r[k]) for k in ("cached_tokens_per_s", "recompute_tokens_per_s", "speedup", "flatness",
+                                         "batch_tokens_per_s", "first100_ms_per_token", "last100_ms_per_token"))
+    assert _ratio_ok(r["speedup"], r["cached_tokens_per_s"], r["recompute_tokens_per_s"])
+    assert _ratio_ok(r["speedup_vs_scan"], r["cached_tokens_per_s"], r["recompute_scan_tokens_per_s"])
+    assert r["batch64_tokens_per_s"] is None  # batch 2 here
+    if r["platform"] == "cpu":
+        assert r["bandwidth_bound_tokens_per_s"] is None and r["bandwidth_fraction"] is None
+
+
+def test_sampling_breakdown():
+    import jax
+
+    from tchaikovsky.config import preset
+    from tchaikovsky.model import GPT
+
+    cfg = preset("tiny", vocab_size=128).model
+    b = bench._breakdown(GPT(cfg, key=jax.random.key(0)), keep=48, repeats=1)
+    assert b["slide_every"] == 16
+    for key in ("decode_step_ms", "sample_ms", "categorical_only_ms", "slide_ms", "full_forward_ms"):
+        assert _positive(b[key]), key
+    assert b["predicted_ms_per_token"] == pytest.approx(
+        b["decode_step_ms"] + b["sample_ms"] + b["slide_ms"] / 16, rel=0.01)
+
+
+def test_concat_scores(tmp_path):
+    from symusic import Note, Score, Tempo, Track
+
+    paths = []
+    for i in range(3):
+        s = Score(480)
+        s.tempos.append(Tempo(0, 120.0))
+        t = Track(program=0, name="Soprano")
+        t.notes.extend([Note(j * 480, 480, 60 + i, 80) for j in range(4)])
+        s.tracks.append(t)
+        paths.append(tmp_path / f"{i}.mid")
+        s.dump_midi(str(paths[-1]))
+    info = bench.concat_scores(paths, tmp_path / "long.mid")
+    assert info["notes"] == 12
+    assert info["seconds"] == pytest.approx(6.0, abs=0.1)  # 3 x 4 beats at 120 qpm, back to back
+    back = Score(str(tmp_path / "long.mid"))
+    assert len(back.tracks) == 1
+    assert [n.pitch for n in back.tracks[0].notes][::4] == [60, 61, 62]
+
+
+def test_data(capsys, corpus_cache):
+    r = bench.main(["data", "--files", "4", "--workers", "2", "--concat", "2", "--long-files", "4", "--preset", "tiny",
+                    "--vocab-size", "600", "--cache-dir", str(corpus_cache), "--train-steps", "1"])
+    assert _last_json(capsys.readouterr().out) == r
+    for key in ("files_per_s", "baseline_files_per_s", "speedup", "batch_ms", "train_step_ms", "batch_fraction",
+                "default_workers", "pool_files_per_s", "pool_speedup", "chorales", "long"):
+        assert key in r, key
+    assert all(_positive(r[k]) for k in ("files_per_s", "baseline_files_per_s", "speedup", "batch_ms",
+                                         "train_step_ms", "batch_fraction", "pool_files_per_s"))
+    assert _ratio_ok(r["speedup"], r["files_per_s"], r["baseline_files_per_s"])
+    assert _ratio_ok(r["batch_fraction"], r["batch_ms"], r["train_step_ms"])
+    assert r["default_workers"] == 1  # a few small chorales stay below the 2 MB pool threshold
+    assert r["chorales"]["n_files"] == 4 and r["long"]["n_files"] == 4 and r["long"]["concat"] == 2
+    assert r["long"]["notes_per_file"] > r["chorales"]["notes_per_file"]
+    for part in (r["chorales"], r["long"]):
+        assert _ratio_ok(part["pool_speedup"], part["pool_files_per_s"], part["baseline_files_per_s"])

@@ -1,0 +1,111 @@
+"""The notebooks themselves: paired with their .py sources, stripped, and executable headless with Papermill."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import symusic
+
+from tchaikovsky.notebook import params
+from tchaikovsky.data import tokenizer
+from tchaikovsky.notebook.runner import NOTEBOOK_DIR, NOTEBOOKS, run_all, run_notebook
+
+TINY = {"max_files": 10, "vocab_size": 700, "preset": "tiny", "max_steps": 20, "num_tokens": 80,
+        "n_listen": 1, "seeds": [0, 1], "temperatures": [1.0]}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_ipynb_matches_py_and_is_stripped(name):
+    py = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    code = lambda n: [c.source for c in n.cells if c.cell_type == "code"]  # noqa: E731
+    assert code(py) == code(nb), f"{name}.ipynb is out of sync with {name}.py: run `make sync`"
+    assert [c.source for c in py.cells] == [c.source for c in nb.cells]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged parameters"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_matches_contract(name):
+    import papermill as pm
+
+    declared = set(pm.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb")))
+    assert declared == set(params.SPECS[name])
+
+
+def _outputs(path: Path) -> list[dict]:
+    nb = json.loads(path.read_text())
+    return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+
+
+@pytest.mark.slow
+def test_all_four_notebooks_run_on_the_embedded_corpus(tmp_path, corpus_cache, monkeypatch):
+    monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))
+    run = tmp_path / "run"
+    run_all(run, **TINY)
+    for name in NOTEBOOKS:
+        assert (run / "notebooks" / f"{name}.ipynb").exists()
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["kept"] == 10
+    assert (run / "tokenizer.json").exists() and (run / "shards" / "index.json").exists()
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["step"] == 20 and history[-1]["loss"] < history[0]["loss"]
+    mids = sorted((run / "samples").glob("sample-*.mid"))
+    assert len(mids) == 2
+    for mid in mids:
+        score = symusic.Score(str(mid))
+        assert score.note_num() > 0
+        assert mid.with_suffix(".wav").stat().st_size > 44 and mid.with_suffix(".png").exists()
+    kinds = {k for o in _outputs(run / "notebooks" / "04_sample.ipynb") for k in o.get("data", {})}
+    assert "image/png" in kinds and "text/html" in kinds  # piano rolls and <audio> players inline
+
+
+@pytest.mark.slow
+def test_notebooks_run_on_a_users_folder_with_other_parameters(tmp_path, corpus_cache, monkeypatch):
+    """A data_dir of the user's own files, broken ones among them, a MIDI prompt and top-k sampling."""
+    from tchaikovsky.data import embedded
+
+    monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))
+    data = tmp_path / "my midi"
+    (data / "sub").mkdir(parents=True)
+    src = embedded.embedded_corpus(max_files=8, cache_dir=corpus_cache, progress=False)
+    for i, f in enumerate(sorted(src.rglob("*.mid"))[:8]):
+        shutil.copy(f, data / ("sub" if i % 2 else "") / f"piece {i}.MID")
+    (data / "broken.mid").write_bytes(os.urandom(300))
+    (data / "empty.midi").write_bytes(b"")
+    run = tmp_path / "run2"
+    run_all(run, data_dir=str(data), seed=3, max_files=None, vocab_size=650, preset="tiny", max_steps=10,
+            transpose_range=1, n_listen=1, notebooks=NOTEBOOKS[:3])
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["kept"] == 8 and report["skipped"] == 2
+    assert {r["reason"].split(":")[0] for r in report["files"] if r["status"] == "skipped"} == {"unreadable", "empty"}
+    # rerun 03 with resume=True: it continues from step 10 instead of starting again; then a time limit ends a long
+    # run cleanly with a checkpoint
+    run_notebook("03_train", run, preset="tiny", max_steps=20, resume=True)
+    steps = [json.loads(line)["step"] for line in (run / "history.jsonl").read_text().splitlines()]
+    assert steps[0] == 5 and steps[-1] == 20 and steps == sorted(set(steps))
+    out = run_notebook("03_train", run, preset="tiny", max_steps=100000, resume=True, max_minutes=0.05)
+    assert "stopped: max_minutes" in out.read_text()
+    index = json.loads((run / "shards" / "index.json").read_text())
+    n_train = sum(1 for p in index["splits"]["train"]["pieces"] if "augment" not in p)
+    assert len(index["splits"]["train"]["pieces"]) == 3 * n_train  # each piece also a semitone up and down
+    prompt = data / "piece 0.MID"
+    run_notebook("04_sample", run, prompt_midi=str(prompt), prompt_tokens=40, num_tokens=200, top_k=20,
+                 top_p=1.0, temperatures="0.8,1.2", seeds=[5], evaluate=False)
+    mids = sorted((run / "samples").glob("sample-*.mid"))
+    assert len(mids) == 2
+    tok = tokenizer.load_tokenizer(run / "tokenizer.json")
+    for mid in mids:  # 3x the tiny model's context of 64; the MIDI re-encodes to about the tokens generated
+        n = len(tokenizer.encode_file(tok, mid))
+        assert 0.6 * 240 <= n <= 1.4 * 242, n
+
+
+def test_bad_parameter_fails_at_once_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="max_step"):
+        run_notebook("03_train", tmp_path, max_step=10)  # typo: not a parameter of 03

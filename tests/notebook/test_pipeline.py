@@ -1,0 +1,100 @@
+"""The notebook stages as functions: run directories, wandb logging, samples during training, prompts."""
+
+import os
+import shutil
+import stat
+
+import pytest
+
+from tchaikovsky.notebook import pipeline
+from tchaikovsky.render import samples
+from tchaikovsky.data import tokenizer
+
+
+def test_training_logs_to_wandb_offline_and_renders_samples_as_it_goes(bach, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(bach.tokenizer_path, run / "tokenizer.json")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = pipeline.train_run(run, bach.shards, preset="tiny", max_steps=10, wandb_mode="offline",
+                                sample_every=5, progress=False)
+    assert int(result.state.step) == 10
+    assert list((run / "wandb").glob("offline-run-*")), "wandb offline run directory"
+    mids = sorted((run / "samples").glob("train-step*.mid"))
+    assert [m.name.split("-")[1] for m in mids] == ["step000005", "step000010"]
+    assert all(m.with_suffix(".png").exists() for m in mids)
+
+
+def test_online_wandb_without_a_key_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="WANDB_API_KEY"):
+        pipeline.wandb_logger("online", tmp_path, {})
+
+
+def test_read_only_run_dir_is_copied_before_use(tmp_path, monkeypatch):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere: read-only directories cannot be simulated")
+    src = tmp_path / "input" / "myrun"
+    src.mkdir(parents=True)
+    (src / "tokenizer.json").write_text("{}")
+    src.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    monkeypatch.chdir(tmp_path)
+    run = pipeline.resolve_run_dir(str(src))
+    assert run == tmp_path / "runs" / "myrun" and (run / "tokenizer.json").exists()
+
+
+def test_default_run_dir_sits_at_the_project_root(tmp_path, monkeypatch):
+    (tmp_path / "tchaikovsky").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert pipeline.resolve_run_dir("") == tmp_path / "runs" / "default"
+
+
+def test_prompts_from_nothing_a_file_or_chords(bach):
+    tok = bach.tok
+    bos = tokenizer.special_ids(tok)["bos"]
+    assert pipeline.make_prompt(tok).tolist() == [bos]
+    from_file = pipeline.make_prompt(tok, str(bach.pieces[0].path), 50)
+    assert from_file[0] == bos and len(from_file) == 51
+    chords = pipeline.make_prompt(tok, prompt_chords="C G Am F")
+    assert chords[0] == bos and len(chords) > 10
+    notes = tokenizer.decode_ids(tok, chords).tracks[0].notes
+    assert {n.pitch % 12 for n in notes} == {0, 2, 4, 5, 7, 9, 11}
+    with pytest.raises(ValueError, match="not both"):
+        pipeline.make_prompt(tok, str(bach.pieces[0].path), prompt_chords="C")
+    with pytest.raises(FileNotFoundError, match="prompt_midi"):
+        pipeline.make_prompt(tok, "/no/such.mid")
+
+
+def test_sample_run_writes_midi_png_wav_and_respects_limits(bach, trained, tmp_path):
+    import symusic
+
+    from tchaikovsky.generate import grammar
+
+    tok = bach.tok
+    prompt = pipeline.make_prompt(tok, str(bach.pieces[0].path), 40)
+    cells = samples.write_samples(tmp_path, trained.model, tok, prompt, num_tokens=150, seeds=[0, 1],
+                                temperatures="0.9", max_bars=3, max_seconds=8.0)
+    assert len(cells) == 2
+    rules = grammar.Grammar(tok)
+    for c in cells:
+        assert c["midi_path"].exists() and c["png_path"].exists() and c["wav_path"].exists()
+        score = symusic.Score(str(c["midi_path"]))
+        assert score.to("second").end() <= 8.0 + 1e-6
+        assert c["prompt_end"] is not None and c["prompt_end"] > 0
+        assert len(score.get_downbeats()) <= rules.bars[prompt].sum() + 3
+
+
+def test_musicxml_export_keeps_the_notes(bach, tmp_path):
+    import music21
+    import symusic
+
+    midi = tmp_path / "piece.mid"
+    source = symusic.Score(str(bach.pieces[0].path))
+    source.dump_midi(str(midi))
+    xml = samples.to_musicxml(midi)
+    assert xml.suffix == ".musicxml" and xml.stat().st_size > 1000
+    parsed = music21.converter.parse(str(xml))
+    # notation splits notes across bar lines into tied notes: count each tied chain once
+    heads = [n for n in parsed.recurse().notes if n.tie is None or n.tie.type == "start"]
+    assert sum(len(n.pitches) for n in heads) == source.note_num()

@@ -1,0 +1,106 @@
+"""The interactive sampler panel, driven without a browser: its Generate callback runs a real (tiny, untrained)
+model, the real tokenizer, FluidSynth when present, and appends to the real Output widget."""
+
+import datetime
+
+import ipywidgets as W
+import jax
+import pytest
+import symusic
+
+from tchaikovsky.render import audio
+from tchaikovsky.generate import prompts
+from tchaikovsky.render import widgets
+from tchaikovsky.config import ModelConfig
+from tchaikovsky.model import GPT
+
+
+@pytest.fixture(scope="module")
+def model(bach):
+    return GPT(ModelConfig(vocab_size=len(bach.tok), context=64, d_model=32, n_layers=1, n_heads=2),
+               key=jax.random.key(0))
+
+
+def upload_value(name: str, data: bytes) -> tuple[dict]:
+    """A FileUpload value as ipywidgets 8 holds it after a browser upload."""
+    return ({"name": name, "type": "audio/midi", "size": len(data), "content": memoryview(data),
+             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
+def displayed(panel) -> list[dict]:
+    return [o for o in panel.output.outputs if o["output_type"] == "display_data"]
+
+
+def errors(panel) -> str:
+    return "".join(o["text"] for o in panel.output.outputs if o.get("name") == "stderr")
+
+
+def test_panel_builds_with_the_controls(model, bach, tmp_path):
+    pieces = [p.path for p in bach.pieces[:2]]
+    panel = widgets.sampler_panel(model, bach.tok, tmp_path, pieces=pieces, num_tokens=256, temperature=0.8)
+    assert isinstance(panel, W.VBox)
+    c = panel.controls
+    assert (c["temperature"].min, c["temperature"].max, c["temperature"].value) == (0.0, 2.0, 0.8)
+    assert (c["top_p"].min, c["top_p"].max) == (0.5, 1.0)
+    assert (c["length"].min, c["length"].max, c["length"].value) == (64, 4096, 256)
+    assert isinstance(c["seed"], W.IntText) and isinstance(panel.progress, W.IntProgress)
+    assert isinstance(c["upload"], W.FileUpload) and c["upload"].accept == ".mid,.midi"
+    assert c["chords"].value == "C G Am F"
+    values = [v for _, v in c["prompt"].options]
+    assert values == [widgets.UNCONDITIONAL, widgets.CHORDS, *pieces, widgets.UPLOAD]
+    assert c["chords"].layout.display == "none"  # only the inputs the chosen prompt needs are shown
+    c["prompt"].value = widgets.CHORDS
+    assert c["chords"].layout.display is None and c["upload"].layout.display == "none"
+    c["prompt"].value = pieces[0]
+    assert c["prompt_bars"].layout.display is None
+
+
+def test_generate_writes_samples_and_appends_them(model, bach, tmp_path):
+    panel = widgets.sampler_panel(model, bach.tok, tmp_path, pieces=[bach.pieces[0].path])
+    c = panel.controls
+    c["length"].value = 64
+    c["prompt_bars"].value = 2
+    upload = tmp_path / "upload.mid"
+    prompts.motif(["C4", "E4", "G4", "C5"], 1, repeat=2).dump_midi(str(upload))
+    c["upload"].value = upload_value("upload.mid", upload.read_bytes())
+    has_audio = audio.audio_available()[0]
+    cells = []
+    for kind in (widgets.UNCONDITIONAL, widgets.CHORDS, widgets.UPLOAD, bach.pieces[0].path):
+        c["prompt"].value = kind
+        c["seed"].value += 1
+        n_before = len(displayed(panel))
+        cell = panel.generate()
+        assert cell is not None, errors(panel)
+        assert cell["midi_path"].is_file() and cell["midi_path"].parent == tmp_path / "samples"
+        assert cell["png_path"].is_file()
+        has_notes = symusic.Score(str(cell["midi_path"])).note_num() > 0  # an untrained model may write none
+        assert has_notes or kind == widgets.UNCONDITIONAL
+        if has_audio and has_notes:
+            assert cell["wav_path"] is not None and cell["wav_path"].is_file()
+        new = displayed(panel)[n_before:]  # show_sample: title, piano roll, player (if audio), links
+        assert "image/png" in new[1]["data"] and "text/markdown" in new[0]["data"]
+        assert any("<audio" in o["data"].get("text/html", "") for o in new) == (has_audio and has_notes)
+        assert panel.progress.description == "done"
+        cells.append(cell)
+    assert cells[0]["prompt_end"] is None and all(cell["prompt_end"] > 0 for cell in cells[1:])
+    assert len({cell["midi_path"] for cell in cells}) == 4 and panel.results == cells
+    assert errors(panel) == ""
+
+
+def test_errors_are_shown_in_the_output_not_raised(model, bach, tmp_path):
+    panel = widgets.sampler_panel(model, bach.tok, tmp_path)
+    c = panel.controls
+    c["prompt"].value = widgets.CHORDS
+    c["chords"].value = "C G Hm F"
+    assert panel.generate() is None
+    assert "unknown chord symbol 'Hm'" in errors(panel) and panel.progress.description == "failed"
+    c["prompt"].value = widgets.UPLOAD
+    panel.button.click()  # the button's own path: no exception escapes
+    assert "no MIDI file uploaded" in errors(panel)
+    c["upload"].value = upload_value("broken.mid", b"MThd this is not a MIDI file")
+    assert panel.generate() is None
+    assert "broken.mid is not a readable MIDI file" in errors(panel)
+    c["upload"].value = upload_value("notes.txt", b"hello")
+    assert panel.generate() is None
+    assert "notes.txt is not a MIDI file" in errors(panel)
+    assert not panel.button.disabled and not (tmp_path / "samples").exists()

@@ -1,0 +1,155 @@
+"""Checkpoints: atomic saves that survive interruption, retention, weight export, clear errors."""
+
+import dataclasses
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tchaikovsky.training import checkpoint
+from tchaikovsky.config import TrainConfig
+from tchaikovsky.model import GPT
+from tchaikovsky.training.state import TrainState, make_optimizer
+
+
+def make_state(config, seed=0, step=0) -> TrainState:
+    model = GPT(config, key=jax.random.key(seed))
+    state = TrainState.create(model, make_optimizer(TrainConfig(), model), seed)
+    return eqx.tree_at(lambda s: s.step, state, jnp.asarray(step, jnp.int32))
+
+
+def arrays(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def same(a, b) -> bool:
+    xs, ys = arrays(a), arrays(b)
+    return len(xs) == len(ys) and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(xs, ys))
+
+
+@pytest.fixture(scope="module")
+def states(small_config):
+    """Two distinguishable states of the same configuration (different weights) at steps 10 and 20."""
+    return make_state(small_config, seed=0, step=10), make_state(small_config, seed=1, step=20)
+
+
+def meta_for(config) -> dict:
+    return {"model_config": config.to_dict(), "tokenizer_hash": "abc", "seed": 0}
+
+
+def test_save_and_load_round_trip(states, small_config, tmp_path):
+    a, _ = states
+    path = checkpoint.save(tmp_path, a, meta_for(small_config))
+    assert path == tmp_path / "step_00000010" and checkpoint.latest(tmp_path) == path
+    assert checkpoint.read_meta(path)["step"] == 10
+    back = checkpoint.load(path, make_state(small_config, seed=7))
+    assert int(back.step) == 10 and same(back, a)
+    assert not same(back, make_state(small_config, seed=7))
+
+
+def test_interrupted_save_leaves_previous_checkpoint(states, small_config, tmp_path, monkeypatch):
+    a, b = states
+    good = checkpoint.save(tmp_path, a, meta_for(small_config))
+
+    def disk_full(path, tree, *args, **kwargs):  # writes part of the file, then fails like a full disk
+        with open(path, "wb") as f:
+            f.write(b"\x93NUMPY partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(eqx, "tree_serialise_leaves", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save(tmp_path, b, meta_for(small_config))
+    monkeypatch.undo()
+
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert leftovers and all(not p.name.startswith("step_") for p in leftovers)
+    assert checkpoint.list_checkpoints(tmp_path) == [good]
+    assert checkpoint.latest(tmp_path) == good
+    assert same(checkpoint.load(good, make_state(small_config, seed=7)), a)
+    model, meta = checkpoint.load_model(tmp_path)  # the exported weights are still the previous ones too
+    assert meta["step"] == 10 and same(model, a.model)
+
+    # a later save goes through and becomes the latest
+    again = checkpoint.save(tmp_path, b, meta_for(small_config))
+    assert checkpoint.latest(tmp_path) == again == tmp_path / "step_00000020"
+    assert same(checkpoint.load(again, make_state(small_config, seed=7)), b)
+
+
+def test_leftovers_of_a_killed_save_are_ignored(states, small_config, tmp_path):
+    a, _ = states
+    good = checkpoint.save(tmp_path, a, meta_for(small_config))
+    # what a process killed mid-save leaves: a temp dir (newer step) with a truncated state and no meta,
+    killed = tmp_path / ".tmp-step_00000030-99999"
+    killed.mkdir()
+    (killed / "state.eqx").write_bytes((good / "state.eqx").read_bytes()[:100])
+    # a half-copied step directory without meta.json, and a stray temp file of the model export
+    (tmp_path / "step_00000040").mkdir()
+    (tmp_path / "step_00000040" / "state.eqx").write_bytes(b"")
+    (tmp_path / ".tmp-model.eqx-99999").write_bytes(b"{")
+    assert checkpoint.list_checkpoints(tmp_path) == [good]
+    assert checkpoint.latest(tmp_path) == good
+    assert same(checkpoint.load(checkpoint.latest(tmp_path), make_state(small_config, seed=7)), a)
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        checkpoint.read_meta(tmp_path / "step_00000040")
+
+
+def test_keep_retains_only_the_newest(small_config, tmp_path):
+    base = make_state(small_config)
+    for step in (5, 10, 15, 20, 100):
+        checkpoint.save(tmp_path, eqx.tree_at(lambda s: s.step, base, jnp.asarray(step, jnp.int32)),
+                        meta_for(small_config), keep=3)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_00000015", "step_00000020",
+                                                                      "step_00000100"]  # numeric order
+    checkpoint.save(tmp_path, eqx.tree_at(lambda s: s.step, base, jnp.asarray(101, jnp.int32)),
+                    meta_for(small_config), keep=1)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_00000101"]
+    # re-saving the same step replaces it in place
+    checkpoint.save(tmp_path, eqx.tree_at(lambda s: s.step, base, jnp.asarray(101, jnp.int32)),
+                    meta_for(small_config), keep=2)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step_00000101"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_export_and_load_model_give_identical_logits(states, small_config, tmp_path, bach):
+    _, b = states
+    meta = {**meta_for(small_config), "note": "exported"}
+    path = checkpoint.export_model(tmp_path / "model.eqx", b.model, meta)
+    model, back_meta = checkpoint.load_model(path)
+    assert back_meta == meta and model.config == small_config
+    tokens = jnp.asarray(bach.shards.piece_ids("val", 0)[: small_config.context])
+    forward = eqx.filter_jit(lambda m, t: m(t))
+    np.testing.assert_array_equal(forward(model, tokens), forward(b.model, tokens))
+    # the same weights come back from a checkpoint directory, a step directory and the export
+    ckpts = tmp_path / "checkpoints"
+    step_dir = checkpoint.save(ckpts, b, meta_for(small_config))
+    assert same(checkpoint.load_model(ckpts)[0], b.model)
+    assert same(checkpoint.load_model(step_dir)[0], b.model)
+
+
+def test_load_model_of_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model weights"):
+        checkpoint.load_model(tmp_path / "nothing" / "model.eqx")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        checkpoint.load_model(tmp_path / "empty")
+
+
+def test_loading_into_another_configuration_is_a_value_error(states, small_config, tmp_path):
+    a, _ = states
+    path = checkpoint.save(tmp_path, a, meta_for(small_config))
+    for change in ({"d_model": 32}, {"vocab_size": small_config.vocab_size + 8}, {"n_layers": 3}):
+        other = dataclasses.replace(small_config, **change)
+        like = eqx.filter_eval_shape(make_state, other)  # the structure alone: no weights materialised
+        with pytest.raises(ValueError, match="does not match this model configuration"):
+            checkpoint.load(path, like)
+
+
+def test_meta_records_what_rebuilds_the_model(states, small_config, tmp_path):
+    a, _ = states
+    path = checkpoint.save(tmp_path, a, {**meta_for(small_config), "preset": "test"})
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["model_config"] == small_config.to_dict() and meta["preset"] == "test" and meta["step"] == 10
+    assert type(small_config)(**meta["model_config"]) == small_config
