@@ -220,11 +220,10 @@ def bench_training(
     import equinox as eqx
     import jax
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
 
     from tchaikovsky.config import preset
-    from tchaikovsky.model import build, count_params
-    from tchaikovsky.training.state import TrainState, make_mesh, make_optimizer, state_shardings
+    from tchaikovsky.model import count_params
+    from tchaikovsky.training.state import setup
     from tchaikovsky.config import compute_dtype
     from tchaikovsky.training.step import make_train_step
 
@@ -234,23 +233,15 @@ def bench_training(
                fsdp=fsdp, accum_steps=accum_steps)
     mc, tc = p.model, p.train
     info = _device_info()
-    mesh = make_mesh()
-    n_dev = mesh.devices.size
-    if tc.micro_batch % n_dev:
-        raise ValueError(f"batch_size / accum_steps = {tc.micro_batch} must be divisible by the {n_dev} devices; "
-                         f"pass --batch-size as a multiple of {n_dev * tc.accum_steps}")
     cdtype = compute_dtype(tc.compute_dtype)
+    n_dev = jax.device_count()
     log(f"training: preset={preset_name} d_model={mc.d_model} layers={mc.n_layers} vocab={vocab} "
         f"batch={tc.batch_size}x{tc.seq_len} accum={tc.accum_steps} dtype={np.dtype(cdtype).name} fsdp={tc.fsdp} "
         f"on {n_dev} x {info['device_kind']}")
 
-    model = build(mc, jax.random.key(seed))  # one compiled call, as train() builds it
-    n_params = count_params(model)
-    optim = make_optimizer(tc, model)
-    state = TrainState.create(model, optim, seed)
-    shardings = state_shardings(state, mesh, tc.fsdp)
+    mesh, optim, state, shardings, batch_sharding = setup(mc, tc, seed=seed)  # exactly as train() starts
+    n_params = count_params(state.model)
     state = eqx.filter_shard(state, shardings)
-    batch_sharding = NamedSharding(mesh, P(None, "data"))
     step_fn = make_train_step(optim, cdtype, 0, shardings, batch_sharding)
 
     rng = np.random.default_rng(seed)

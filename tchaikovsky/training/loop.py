@@ -15,13 +15,11 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tchaikovsky import io
 from tchaikovsky.config import ModelConfig, TrainConfig, compute_dtype
-from tchaikovsky.model import build
 from tchaikovsky.training import checkpoint
-from tchaikovsky.training.state import TrainState, lr_schedule, make_mesh, make_optimizer, state_shardings
+from tchaikovsky.training.state import TrainState, lr_schedule, setup
 from tchaikovsky.training.step import evaluate, make_eval_step, make_train_step
 
 
@@ -85,19 +83,8 @@ def train(
     tok_hash = shards.tokenizer_hash
     dtype = compute_dtype(tc.compute_dtype)
 
-    mesh = make_mesh(devices)
-    n_dev = mesh.devices.size
-    if tc.micro_batch % n_dev:
-        raise ValueError(
-            f"batch_size / accum_steps = {tc.micro_batch} must be divisible by the {n_dev} devices "
-            f"({mesh.devices.flat[0].platform}); pick batch_size as a multiple of {n_dev * tc.accum_steps}"
-        )
+    mesh, optim, state, shardings, batch_sharding = setup(model_cfg, tc, seed=seed, devices=devices)
     procs, proc = jax.process_count(), jax.process_index()
-
-    model = build(model_cfg, jax.random.key(seed))
-    optim = make_optimizer(tc, model)
-    state = TrainState.create(model, optim, seed)
-    shardings = state_shardings(state, mesh, tc.fsdp)
     history: list[dict] = []
 
     last = checkpoint.latest(ckpt_dir)
@@ -116,7 +103,6 @@ def train(
         io.write_jsonl(history_path, history)
     state = eqx.filter_shard(state, shardings)
 
-    batch_sharding = NamedSharding(mesh, P(None, "data"))
     step_fn = make_train_step(optim, dtype, pad_id, shardings, batch_sharding)
     eval_step = make_eval_step(dtype, pad_id)
     schedule = lr_schedule(tc)

@@ -7,6 +7,8 @@ and optimizer state are replicated (data parallel) or, with ``fsdp=True``, split
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -14,8 +16,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tchaikovsky.config import TrainConfig
-from tchaikovsky.model import GPT, decay_mask
+from tchaikovsky.config import ModelConfig, TrainConfig
+from tchaikovsky.model import GPT, build, decay_mask
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -72,3 +74,30 @@ def state_shardings(state, mesh, fsdp: bool):
     return jax.tree.map(
         lambda x: NamedSharding(mesh, _spec(x.shape, n, fsdp)) if eqx.is_array(x) else None, state
     )
+
+
+class Setup(NamedTuple):
+    """What a training run (or a benchmark of its step) starts from; ``state`` is not yet placed on the mesh."""
+
+    mesh: jax.sharding.Mesh
+    optim: optax.GradientTransformation
+    state: TrainState
+    shardings: TrainState  # a NamedSharding per array of the state
+    batch_sharding: NamedSharding  # batches are (accum, micro_batch, T+1), split along micro_batch
+
+
+def setup(model_cfg: ModelConfig, tc: TrainConfig, *, seed: int = 0, devices=None) -> Setup:
+    """The mesh over ``devices`` (default: all), a freshly initialised model (from ``seed``), its optimizer and
+    train state, and the shardings of the state and of a batch. Raises ValueError when the micro-batch does not
+    split evenly over the devices."""
+    mesh = make_mesh(devices)
+    n_dev = mesh.devices.size
+    if tc.micro_batch % n_dev:
+        raise ValueError(
+            f"batch_size / accum_steps = {tc.micro_batch} must be divisible by the {n_dev} devices "
+            f"({mesh.devices.flat[0].platform}); pick batch_size as a multiple of {n_dev * tc.accum_steps}"
+        )
+    model = build(model_cfg, jax.random.key(seed))
+    optim = make_optimizer(tc, model)
+    state = TrainState.create(model, optim, seed)
+    return Setup(mesh, optim, state, state_shardings(state, mesh, tc.fsdp), NamedSharding(mesh, P(None, "data")))

@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tchaikovsky.training import checkpoint
 from tchaikovsky.training import loop as train
+from tchaikovsky.training import state as train_state, step as train_step
 from tchaikovsky.config import TrainConfig, preset
 from tchaikovsky.model import GPT
 from tchaikovsky.data.shards import Shards
@@ -33,14 +34,14 @@ HISTORY_KEYS = ("step", "loss", "loss_avg", "grad_norm", "lr", "eval_loss", "bit
 
 def run_steps(mc, tc, shards, devices, n_steps=3, seed=0):
     """The jitted train step, driven by hand on a mesh over ``devices``: (final state, losses)."""
-    mesh = train.make_mesh(devices)
+    mesh = train_state.make_mesh(devices)
     model = GPT(mc, key=jax.random.key(seed))
-    optim = train.make_optimizer(tc, model)
-    state = train.TrainState.create(model, optim, seed)
-    shardings = train.state_shardings(state, mesh, tc.fsdp)
+    optim = train_state.make_optimizer(tc, model)
+    state = train_state.TrainState.create(model, optim, seed)
+    shardings = train_state.state_shardings(state, mesh, tc.fsdp)
     state = eqx.filter_shard(state, shardings)
     batch_sharding = NamedSharding(mesh, P(None, "data"))
-    step = train.make_train_step(optim, jnp.float32, shards.pad_id, shardings, batch_sharding)
+    step = train_step.make_train_step(optim, jnp.float32, shards.pad_id, shardings, batch_sharding)
     losses = []
     for i in range(n_steps):
         tokens = shards.batch(i, tc.batch_size, tc.seq_len, seed=seed).reshape(tc.accum_steps, -1, tc.seq_len + 1)
@@ -155,7 +156,7 @@ def test_history_records(straight):
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (key, r)
         assert r["tokens_per_s"] > 0 and r["grad_norm"] > 0 and 0 < r["lr"] <= p.train.learning_rate
         assert ("eval_loss" in r) == (r["step"] % p.train.eval_every == 0)
-    schedule = train.lr_schedule(p.train)
+    schedule = train_state.lr_schedule(p.train)
     assert [r["lr"] for r in rows] == pytest.approx([float(schedule(r["step"] - 1)) for r in rows])
     assert rows[-1]["loss"] < rows[0]["loss"] - 1.0 and rows[-1]["eval_loss"] < rows[1]["eval_loss"]
     assert result.stopped == "max_steps"
@@ -208,7 +209,7 @@ def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(bach, small_c
     ckpts = checkpoint.list_checkpoints(tmp_path / "checkpoints")
     assert ckpts, "the run diverged before its first checkpoint: the test lost its point"
     model = GPT(small_config, key=jax.random.key(0))
-    like = train.TrainState.create(model, train.make_optimizer(tc, model), 0)
+    like = train_state.TrainState.create(model, train_state.make_optimizer(tc, model), 0)
     for ckpt in ckpts:  # every checkpoint written is a good one: finite weights and optimizer state
         state = checkpoint.load(ckpt, like)
         leaves = jax.tree.leaves(eqx.filter(state, eqx.is_inexact_array))
@@ -226,8 +227,8 @@ def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(bach, small_c
 def test_evaluate_is_exact_and_deterministic(bach, trained):
     model, T = trained.model, trained.preset.train.seq_len
     shards = bach.shards
-    a = train.evaluate(model, shards, batch_size=8, seq_len=T)
-    b = train.evaluate(model, shards, batch_size=8, seq_len=T)
+    a = train_step.evaluate(model, shards, batch_size=8, seq_len=T)
+    b = train_step.evaluate(model, shards, batch_size=8, seq_len=T)
     assert a == b
     assert math.isfinite(a["eval_loss"]) and 0 < a["eval_loss"] < math.log(model.config.vocab_size)
     assert math.isfinite(a["bits_per_note"]) and a["bits_per_note"] > 0
@@ -235,12 +236,12 @@ def test_evaluate_is_exact_and_deterministic(bach, trained):
     n_targets = shards.n_tokens("val") - 1
     assert a["bits_per_note"] == pytest.approx(a["eval_loss"] * n_targets / math.log(2) / shards.n_notes("val"))
     # how the split is tiled into batches and devices does not change the result
-    one = train.make_mesh(jax.devices()[:1])
+    one = train_state.make_mesh(jax.devices()[:1])
     on_one = jax.tree.map(lambda x: jax.device_put(x, NamedSharding(one, P())) if eqx.is_array(x) else x, model)
-    c = train.evaluate(on_one, shards, batch_size=16, seq_len=T, mesh=one)
+    c = train_step.evaluate(on_one, shards, batch_size=16, seq_len=T, mesh=one)
     assert c["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-6)
     # the training split is another number
-    d = train.evaluate(model, shards, batch_size=8, seq_len=T, split="train")
+    d = train_step.evaluate(model, shards, batch_size=8, seq_len=T, split="train")
     assert d["eval_loss"] != a["eval_loss"]
 
 
