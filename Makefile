@@ -49,8 +49,8 @@ test-floor: system-deps
 	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
 	$(FLOOR_VENV)/bin/python -m pip install -q -r requirements.txt -c constraints-floor.txt
 	$(FLOOR_VENV)/bin/python -m pip install -q --no-deps -e .
-	$(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" tests/test_model.py tests/test_train.py \
-	    tests/test_sample.py tests/test_checkpoint.py tests/test_grammar.py tests/test_tokenizer.py tests/test_shards.py
+	$(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" tests/model tests/training tests/generate \
+	    tests/data/test_tokenizer.py tests/data/test_shards.py
 
 # Keep every .ipynb in step with its .py source (edit the .py files only).
 sync: setup

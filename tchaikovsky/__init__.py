@@ -1,9 +1,10 @@
 """tchaikovsky: train transformer models that compose music as MIDI, in JAX + Equinox, from notebooks.
 
-One module per concern: ``corpus`` (MIDI files and the embedded music21 corpus), ``tokenizer`` (REMI + BPE),
-``shards`` (token ids on disk, batches), ``config`` (presets), ``model`` (the Equinox decoder), ``train``,
-``checkpoint``, ``sample`` (KV-cached decoding), ``audio`` (FluidSynth), ``display`` (plots, players, widgets),
-``bench`` (``python -m tchaikovsky.bench``).
+Subpackages by layer (a layer imports only those before it): ``config``/``env``/``io``, then ``data`` (corpus,
+tokenizer, shards), ``model`` (the Equinox GPT, KV-cached decoding), ``generate`` (sampling, grammar, prompts),
+``training`` (state, steps, loop, checkpoints), ``evaluation`` (measures, comparisons, reports), ``render`` (audio,
+pictures, players, the sampler panel) and ``notebook`` (the notebooks' stages, parameters, Papermill runner, Kaggle
+packaging). The README's Layout section draws the house.
 """
 
 __version__ = "0.1.0"

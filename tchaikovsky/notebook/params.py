@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tchaikovsky.config import parse_list
+from tchaikovsky.config import PRESETS, parse_list
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ SPECS: dict[str, dict[str, Rule]] = {
     "03_train": {
         **COMMON,
         "vocab_size": _int(600, 65535),
-        "preset": _choice("tiny", "demo", "small", "base-100m"),
+        "preset": _choice(*PRESETS),
         "max_steps": _int(1, optional=True),
         "max_minutes": _float(0.0, open_lo=True, optional=True),
         "batch_size": _int(1, optional=True),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tchaikovsky.notebook.params import SPECS
 
-NOTEBOOKS = ("01_explore_data", "02_train_tokenizer", "03_train", "04_sample")
+NOTEBOOKS = tuple(SPECS)  # in running order: the contract lists every notebook once
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
