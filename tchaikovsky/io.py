@@ -11,32 +11,40 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import symusic
 
 
-def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], Any], *, durable: bool = False) -> Path:
-    """Write ``data`` (bytes, text, or a function given the open binary file) to ``path`` through a temporary file
-    and ``os.replace``. Parent directories are created. ``durable`` fsyncs before the rename. Returns ``path``."""
+@contextmanager
+def replacing(path: str | Path, *, durable: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` (parents created) for the body to write; when the body finishes, it
+    replaces ``path`` (``os.replace``, after an fsync with ``durable``); when the body raises, it is deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode() if isinstance(data, str) else data)
-            if durable:
-                f.flush()
+        yield tmp
+        if durable:
+            with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], Any], *, durable: bool = False) -> Path:
+    """Write ``data`` (bytes, text, or a function given the open binary file) to ``path`` through ``replacing``.
+    Returns ``path``."""
+    with replacing(path, durable=durable) as tmp, open(tmp, "wb") as f:
+        if callable(data):
+            data(f)
+        else:
+            f.write(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 def atomic_dir(target: str | Path, write: Callable[[Path], Any]) -> Path:

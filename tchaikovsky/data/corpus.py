@@ -73,11 +73,8 @@ class Corpus:
 
     def write_report(self, path: str | Path) -> Path:
         """Write the summary and the per-file report as JSON; returns the path written."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"root": str(self.root), **self.summary(), "files": self.report}, indent=1,
-                                   ensure_ascii=False))
-        return path
+        return io.atomic_write(path, json.dumps({"root": str(self.root), **self.summary(), "files": self.report},
+                                                indent=1, ensure_ascii=False))
 
 
 def _reason_kind(reason: str) -> str:

@@ -139,25 +139,22 @@ def _export_one(src: str, dst: str) -> dict:
     temporary file, checked to hold notes, then renamed). Returns facts about the score, or {"error": message}."""
     from music21 import repeat
 
-    tmp = Path(dst).with_name(f".{Path(dst).name}.{os.getpid()}.tmp")
     try:
         score = _first_score(Path(src))
-        try:
-            score.write("midi", fp=str(tmp))
-        except repeat.ExpanderException:  # repeats music21 cannot unfold (a few quartets): play them once
-            _drop_repeats(score)
-            score.write("midi", fp=str(tmp))
-        n_notes = symusic.Score(str(tmp), fmt="midi").note_num()
-        if n_notes == 0:
-            raise ValueError("exported MIDI has no notes")
-        os.replace(tmp, dst)
+        with io.replacing(dst) as tmp:
+            try:
+                score.write("midi", fp=str(tmp))
+            except repeat.ExpanderException:  # repeats music21 cannot unfold (a few quartets): play them once
+                _drop_repeats(score)
+                score.write("midi", fp=str(tmp))
+            n_notes = symusic.Score(str(tmp), fmt="midi").note_num()
+            if n_notes == 0:
+                raise ValueError("exported MIDI has no notes")
         composer = score.metadata.composer if score.metadata is not None else None
         return {"title": _m21_title(score, Path(src)), "composer": composer, "n_parts": len(score.parts) or 1,
                 "n_notes": n_notes}
     except Exception as e:  # any failure of one score is reported, never raised
         return {"error": f"{type(e).__name__}: {io.short_error(e)}"}
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_export_meta(root: Path, music21_version: str | None = None) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -107,10 +106,8 @@ def save_tokenizer(tok: miditok.MusicTokenizer, path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / TOKENIZER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tok.save(tmp)
-    os.replace(tmp, path)
+    with io.replacing(path) as tmp:
+        tok.save(tmp)
     return path
 
 
