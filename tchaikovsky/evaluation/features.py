@@ -3,7 +3,8 @@
 ``piece_metrics`` gathers them for one symusic Score or MIDI file; drum tracks are ignored throughout. The pitch,
 polyphony, empty-beat and groove measures follow the definitions of MusPy (H.-W. Dong, K. Chen, J. McAuley,
 T. Berg-Kirkpatrick, "MusPy: A Toolkit for Symbolic Music Generation", ISMIR 2020, ``muspy.metrics``), computed here
-directly on note arrays; deviations are stated per function. Note
+directly on note arrays. Five equal MusPy's exactly; ``empty_beat_rate`` and ``groove_consistency`` deliberately
+differ where MusPy counts one time unit past the end of the piece, as each function's docstring states. Note
 density, mean inter-onset interval and the note-length histogram follow the feature set of mgeval (L.-C. Yang,
 A. Lerch, "On the evaluation of generative models in music", Neural Computing and Applications, 2018). A piece
 without pitched notes gives NaN for every measure; nothing here raises on an empty piece.
@@ -162,13 +163,18 @@ def polyphony(notes) -> float:
 
 @_nan_if_empty
 def empty_beat_rate(notes) -> float:
-    """Share of beats (quarter notes, counted from time 0 to the end of the last note) in which no note sounds
-    (MusPy ``empty_beat_rate``). A note covers the beats its half-open interval [onset, offset) touches (MusPy
-    also counts the beat a note ends exactly on); a zero-length note covers the beat of its onset."""
+    """Share of beats in which no note sounds (MusPy ``empty_beat_rate``).
+
+    Beats are quarter notes counted from time 0 up to the beat holding the last offset; a note covers the beats its
+    half-open interval [onset, offset) touches, a zero-length note the beat of its onset. MusPy differs in two
+    ways, both one beat past a note's end: a note also fills the beat it ends exactly on (so a one-beat rest after
+    it is not seen), and a piece whose last note ends exactly on a beat gets one more (filled) beat. Thus quarter
+    notes on beats 0 and 2 give 1/3 here (beat 1 silent), 0 in MusPy (4 beats, all "filled"). MusPy also counts
+    drum notes here."""
     tpq = notes.tpq
     first = notes.time // tpq
     last = np.maximum(notes.end - 1, notes.time) // tpq
-    n_beats = int(max(last.max() + 1, -(-int(notes.end.max()) // tpq)))
+    n_beats = int(last.max()) + 1
     cover = np.zeros(n_beats + 1, np.int64)
     np.add.at(cover, first, 1)
     np.add.at(cover, last + 1, -1)
@@ -186,14 +192,16 @@ def groove_consistency(notes, measure_res: int | None = None, resolution: int = 
     """1 - mean Hamming distance between the onset patterns of consecutive bars, each a binary vector of
     ``measure_res`` time steps, divided by ``measure_res`` (MusPy ``groove_consistency``, after Wu & Yang 2020).
 
-    Onsets are quantised to ``resolution`` steps per quarter note; ``measure_res`` defaults to one bar of the
-    piece's first time signature at that resolution (96 for 4/4; the measure assumes a constant time signature).
-    Bars are counted up to the last bar any note reaches (MusPy adds one more bar when the piece ends exactly on a
-    bar line). NaN with fewer than two bars. Identical bars give 1."""
+    Onsets and offsets are rounded to ``resolution`` steps per quarter note (half to even, as MusPy's
+    ``adjust_resolution``); ``measure_res`` defaults to one bar of the piece's first time signature at that
+    resolution (96 for 4/4; the measure assumes a constant time signature). Bars run from time 0 to the bar
+    holding the last offset. MusPy counts one more bar, empty, when the piece ends exactly on a bar line, and so
+    compares the last bar with silence: four identical bars of four quarter notes give 1 here, 1 - 4 / (96 * 4) in
+    MusPy. MusPy also counts drum onsets. NaN with fewer than two bars. Identical bars give 1."""
     mres = measure_res or measure_resolution(notes.time_signature, resolution)
     onsets = np.rint(notes.time * resolution / notes.tpq).astype(np.int64)
-    ends = np.ceil(notes.end * resolution / notes.tpq).astype(np.int64)
-    n_measures = int(max(onsets.max() // mres + 1, -(-int(ends.max()) // mres)))
+    ends = np.rint(notes.end * resolution / notes.tpq).astype(np.int64)
+    n_measures = int(np.maximum(ends - 1, onsets).max() // mres + 1)
     if n_measures < 2:
         return math.nan
     cells = np.unique(onsets)  # (bar, position) cells with an onset, as bar * mres + position

@@ -68,6 +68,34 @@ def test_empty_beat_rate_with_a_bar_of_rest():
     assert M.empty_beat_rate(make_score([(0, 3, 60)])) == 0.0
 
 
+def test_empty_beat_rate_where_muspy_counts_one_beat_more():
+    """Pinned difference from ``muspy.empty_beat_rate`` (values hand-computed both ways): MusPy counts
+    ``last offset // beat + 1`` beats and lets a note fill every beat from its onset's to its offset's inclusive,
+    so a note ending exactly on a beat also "fills" the next one. Here a beat is filled only by sound in it."""
+    # quarter notes on beats 0 and 2: beat 1 is silent; MusPy: 4 beats, all filled -> 0
+    assert M.empty_beat_rate(make_score([(0, 1, 60), (2, 1, 60)])) == pytest.approx(1 / 3)
+    # a piece ending exactly on a beat has no extra beat: beats 0-3, beat 1 silent; MusPy: 0 of 5
+    assert M.empty_beat_rate(make_score([(0, 1, 60), (2, 2, 60)])) == pytest.approx(1 / 4)
+    # a note ending mid-beat fills only that beat: beat 2 silent of 4; MusPy: 1 of 5
+    assert M.empty_beat_rate(make_score([(0, 1.5, 60), (3, 1, 60)])) == pytest.approx(1 / 4)
+    # a zero-length note fills the beat of its onset and ends the piece there: beats 1, 2 silent of 4; MusPy: 1/4
+    assert M.empty_beat_rate(make_score([(0, 1, 60), (3, 0, 60)])) == pytest.approx(2 / 4)
+
+
+def test_groove_consistency_bars_end_at_the_quantised_last_offset():
+    """Pinned difference from ``muspy.groove_consistency``: MusPy counts ``last offset // bar + 1`` bars, one
+    empty bar more when the piece ends exactly on a bar line. Offsets are rounded to the onset grid (24 steps per
+    quarter note, as MusPy's ``adjust_resolution``), so an offset less than half a step past a bar line opens no
+    bar, and one more than half a step past it does."""
+    quarters = [(4 * bar + t, 1, 60) for bar in range(4) for t in range(4)]  # the last note ends on beat 16
+    assert M.groove_consistency(make_score(quarters)) == 1.0  # MusPy: 1 - 4 / (96 * 4), against a silent 5th bar
+    step = TPQ // 24
+    hair = quarters[:-1] + [(15, 1 + (step // 4) / TPQ, 60)]  # a quarter step past the bar line: rounds onto it
+    assert M.groove_consistency(make_score(hair)) == 1.0
+    over = quarters[:-1] + [(15, 1 + (3 * step // 4) / TPQ, 60)]  # three quarters of a step: a 5th, empty bar
+    assert M.groove_consistency(make_score(over)) == pytest.approx(1 - 4 / (96 * 4))
+
+
 def test_groove_consistency():
     rhythm = [0, 1, 1.5, 2, 3]
     same = [(4 * bar + t, 0.5, 60 + bar) for bar in range(4) for t in rhythm]
