@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from miditok.data_augmentation import augment_score
 from symusic import Score
 
 from tchaikovsky import io
@@ -74,37 +75,35 @@ def assign_splits(pieces: Sequence[Any], val_fraction: float, seed: int) -> dict
 class Augment:
     """Extra training copies of every training piece, one per listed change (validation is never augmented).
 
-    ``transpose``: semitone shifts (a copy that would leave the piano range A0-C8 is dropped for that piece);
-    ``velocity``: added to every velocity (clipped to 1-127); ``tempo``: factors on every tempo (faster/slower
-    playback of the same notes). Cost: each change costs one more tokenization of the piece (time and disk scale
-    with 1 + the number of changes) and multiplies the training split's tokens by the same factor."""
+    ``transpose``: semitone shifts of every pitched track, drums untouched (a copy that would leave the piano range
+    A0-C8 is dropped for that piece); ``velocity``: added to every velocity, clipped to 1-127 (both through
+    ``miditok.data_augmentation.augment_score``); ``tempo``: factors on every tempo (faster/slower playback of the
+    same notes). Each change costs one more tokenization of the piece (time and disk scale with 1 + the number of
+    changes) and multiplies the training split's tokens by the same factor."""
 
     transpose: tuple[int, ...] = ()
     velocity: tuple[int, ...] = ()
     tempo: tuple[float, ...] = ()
 
     def variants(self) -> list[tuple[int, int, float]]:
+        """One ``(semitones, velocity offset, tempo factor)`` per change, the others neutral; no-op changes left out."""
         return ([(int(t), 0, 1.0) for t in self.transpose if t] + [(0, int(v), 1.0) for v in self.velocity if v]
                 + [(0, 0, float(f)) for f in self.tempo if f != 1.0])
 
 
 def _apply(score: Score, variant: tuple[int, int, float] | None) -> Score:
+    """``score`` changed by one ``Augment.variants()`` entry (a new Score; ``score`` itself is left as it is).
+    Raises ``_OutOfRange`` when the transposed pitched notes leave ``PIANO_RANGE``."""
     if not variant:
         return score
     transpose, velocity, tempo = variant
     if transpose:
-        pitches = [n.pitch for t in score.tracks if not t.is_drum for n in t.notes]
-        if pitches and (min(pitches) + transpose < PIANO_RANGE[0] or max(pitches) + transpose > PIANO_RANGE[1]):
+        pitches = [t.notes.numpy()["pitch"] for t in score.tracks if not t.is_drum and len(t.notes)]
+        if pitches and (min(p.min() for p in pitches) + transpose < PIANO_RANGE[0]
+                        or max(p.max() for p in pitches) + transpose > PIANO_RANGE[1]):
             raise _OutOfRange(f"transposing by {transpose} leaves the piano range")
-        drums = [t for t in score.tracks if t.is_drum]
-        shifted = score.shift_pitch(transpose)
-        shifted.tracks = [t for t in shifted.tracks if not t.is_drum] + drums  # never transpose drums
-        score = shifted
-    if velocity:
-        score = score.copy()
-        for t in score.tracks:
-            for n in t.notes:
-                n.velocity = int(min(127, max(1, n.velocity + velocity)))
+    if transpose or velocity:  # miditok shifts pitched tracks only and clips velocities to velocity_range
+        score = augment_score(score, pitch_offset=transpose, velocity_offset=velocity, velocity_range=(1, 127))
     if tempo != 1.0:
         score = score.copy()
         for t in score.tempos:

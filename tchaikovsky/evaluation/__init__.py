@@ -1,1 +1,6 @@
-"""evaluation layer."""
+"""Evaluation layer: how generated music compares with real music.
+
+``features`` (per-piece measures, pure functions of notes) < ``compare`` (set comparison: overlapped area, KL)
+and ``originality`` (verbatim copies of the training tokens) and ``baselines`` (bigram, random tokens) <
+``plots`` < ``report`` (``evaluate_run`` on a trained run, its summary table, ``python -m tchaikovsky.evaluation``).
+"""

@@ -6,22 +6,22 @@ the run's tokenizer, so they share its quantisation:
 
 * ``train``: up to ``max_reference`` training pieces, the **reference** every other set is compared with;
 * ``heldout``: up to ``max_reference`` validation pieces (real music the model never saw: the ceiling);
-* ``model``: ``n_samples`` unconditional samples, generated afresh in one batched ``sample.generate`` call with
-  seeds ``seed .. seed + n_samples - 1`` (always generated, never read from ``samples/``, so an evaluation is
-  reproducible and does not depend on what notebook 04 happened to write), written to ``samples/evaluation/``;
+* ``model``: ``n_samples`` unconditional samples, generated afresh in one batched ``generate.sampling.generate``
+  call with seeds ``seed .. seed + n_samples - 1`` (always generated, never read from ``samples/``, so an evaluation
+  is reproducible and does not depend on what notebook 04 happened to write), written to ``samples/evaluation/``;
 * ``bigram``: as many sequences from a token bigram model fitted on the training split;
 * ``random``: as many sequences of tokens drawn uniformly from the vocabulary (specials excluded).
 
 Real pieces are cut to the first ``num_tokens`` tokens, the budget the generated sets get (they may stop earlier
 at EOS), so length-dependent measures (pitch range, pitch classes used) compare like with like.
 
-For each set: per-piece measures (``metrics.piece_metrics``), mgeval-style comparison with the reference
-(``metrics.compare_sets``: overlapped area and KL divergence per feature), and originality against the whole
+For each set: per-piece measures (``features.piece_metrics``), mgeval-style comparison with the reference
+(``compare.compare_sets``: overlapped area and KL divergence per feature), and originality against the whole
 training split (longest run of tokens copied verbatim, share of 8-grams found in training, copy flags). For the
-model: the exact held-out loss and bits per note (``train.evaluate``), next to the bits per note of the bigram
+model: the exact held-out loss and bits per note (``training.step.evaluate``), next to the bits per note of the bigram
 model and of a uniform distribution over the vocabulary on the same tokens.
 
-Writes ``run_dir/evaluation.json`` and ``run_dir/evaluation_{features,durations,originality}.png``;
+Writes ``run_dir/evaluation.json`` and ``run_dir/evaluation_{features,durations,originality}.png`` (``plots``);
 ``summary_table`` turns the JSON into the markdown table of the README's reference results.
 """
 
@@ -31,95 +31,22 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from tchaikovsky.evaluation import metrics as M
+from tchaikovsky import io
+from tchaikovsky.evaluation.baselines import BigramModel, random_tokens
+from tchaikovsky.evaluation.compare import compare_sets, mean_oa
+from tchaikovsky.evaluation.features import FEATURES, SCALAR_FEATURES, piece_metrics
+from tchaikovsky.evaluation.originality import NgramIndex, flag_copies
+from tchaikovsky.evaluation.plots import LABELS, _nan, plot_evaluation
+
+__all__ = ["EVALUATION_FILE", "evaluate_run", "summary_table", "main"]
 
 EVALUATION_FILE = "evaluation.json"
-SETS = ("train", "heldout", "model", "bigram", "random")
-LABELS = {"train": "train (reference)", "heldout": "real held-out", "model": "model", "bigram": "bigram",
-          "random": "random"}
-COLORS = {"train": "0.35", "heldout": "tab:green", "model": "tab:blue", "bigram": "tab:orange", "random": "tab:red"}
 TABLE_FEATURES = ("pitch_class_entropy", "scale_consistency", "polyphony", "groove_consistency")
 NGRAM = 8
-
-
-# ---------------------------------------------------------------------------------------------------- baselines
-
-
-class BigramModel:
-    """A token bigram model fitted on one flat id array (a whole split: pieces framed ``[BOS ... EOS]`` end to end).
-
-    Witten-Bell interpolation with the unigram distribution, so it needs no tuning: ``p(b | a) = (c(a, b) +
-    T(a) u(b)) / (c(a) + T(a))``, where ``c`` counts pairs and predecessors, ``T(a)`` is the number of distinct
-    tokens seen after ``a`` and ``u`` the add-one-smoothed unigram distribution (``u`` alone for an ``a`` never seen
-    as a predecessor). Every probability is positive, so the same model both samples and scores held-out tokens.
-    Counts are stored sparsely (sorted pair codes): memory grows with the pairs seen, not the vocabulary squared.
-    """
-
-    def __init__(self, ids: np.ndarray, vocab_size: int):
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        self.V = int(vocab_size)
-        codes, counts = np.unique(ids[:-1] * self.V + ids[1:], return_counts=True)
-        self.codes, self.counts = codes, counts.astype(np.float64)
-        self.row_ptr = np.searchsorted(codes // self.V, np.arange(self.V + 1))
-        self.cum = np.cumsum(self.counts)  # within row a: cum[s:e] - (cum[s-1] or 0)
-        self.row_total = np.diff(np.r_[0.0, self.cum][self.row_ptr])
-        self.row_types = np.diff(self.row_ptr).astype(np.float64)  # T(a)
-        # weight of the bigram (maximum-likelihood) part in row a: c(a) / (c(a) + T(a)); 0 for unseen rows
-        self.weight = np.divide(self.row_total, self.row_total + self.row_types, out=np.zeros(self.V),
-                                where=self.row_total > 0)
-        unigram = np.bincount(ids, minlength=self.V).astype(np.float64) + 1.0
-        self.unigram = unigram / unigram.sum()
-        self.unigram_cdf = np.cumsum(self.unigram)
-
-    def prob(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        """p(nxt | prev), elementwise over two id arrays."""
-        prev, nxt = np.asarray(prev, np.int64), np.asarray(nxt, np.int64)
-        code = prev * self.V + nxt
-        pos = np.minimum(np.searchsorted(self.codes, code), len(self.codes) - 1)
-        pair = np.where(self.codes[pos] == code, self.counts[pos], 0.0) if len(self.codes) else np.zeros(len(code))
-        total = self.row_total[prev]
-        bigram = np.divide(pair, total, out=np.zeros_like(pair), where=total > 0)
-        w = self.weight[prev]
-        return w * bigram + (1 - w) * self.unigram[nxt]
-
-    def nll_bits(self, ids: np.ndarray) -> float:
-        """Total bits to encode ``ids[1:]`` given each previous token (the targets ``train.evaluate`` scores)."""
-        ids = np.asarray(ids, np.int64).ravel()
-        return float(-np.log2(self.prob(ids[:-1], ids[1:])).sum()) if len(ids) > 1 else 0.0
-
-    def sample(self, n: int, num_tokens: int, *, bos: int, eos: int, seed: int = 0) -> list[np.ndarray]:
-        """``n`` sequences ``[bos, ...]`` of up to ``num_tokens`` new tokens, each ending early at ``eos``."""
-        rng = np.random.default_rng(seed)
-        out = []
-        for _ in range(n):
-            seq = [bos]
-            for _ in range(num_tokens):
-                a = seq[-1]
-                s, e = self.row_ptr[a], self.row_ptr[a + 1]
-                if e > s and rng.random() < self.weight[a]:
-                    base = self.cum[s - 1] if s > 0 else 0.0
-                    k = s + int(np.searchsorted(self.cum[s:e] - base, rng.random() * self.row_total[a], "right"))
-                    b = int(self.codes[min(k, e - 1)] % self.V)
-                else:
-                    b = int(min(np.searchsorted(self.unigram_cdf, rng.random(), "right"), self.V - 1))
-                seq.append(b)
-                if b == eos:
-                    break
-            out.append(np.asarray(seq, np.int32))
-        return out
-
-
-def random_tokens(n: int, num_tokens: int, vocab_size: int, *, bos: int, exclude: Sequence[int] = (),
-                  seed: int = 0) -> list[np.ndarray]:
-    """``n`` sequences ``[bos, num_tokens ids drawn uniformly from the vocabulary minus ``exclude``]``."""
-    allowed = np.setdiff1d(np.arange(vocab_size), np.asarray(list(exclude), np.int64))
-    rng = np.random.default_rng(seed)
-    return [np.r_[bos, rng.choice(allowed, size=num_tokens)].astype(np.int32) for _ in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -150,10 +77,6 @@ def _jsonable(x):
     return x
 
 
-def _nan(x) -> float:
-    return math.nan if x is None else float(x)
-
-
 def _mean(values) -> float:
     v = np.asarray([_nan(x) for x in values], np.float64)
     v = v[np.isfinite(v)]
@@ -170,7 +93,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
 
     Keys: ``settings``; ``loss`` (``eval_loss`` nats/token and ``bits_per_note`` on the validation split, plus
     ``bits_per_note_bigram`` and ``bits_per_note_uniform``); ``sets`` (per set: ``n``, ``n_tokens`` per piece and
-    ``pieces``, the per-piece metric dicts); ``comparison`` (per set other than train: ``metrics.compare_sets``
+    ``pieces``, the per-piece metric dicts); ``comparison`` (per set other than train: ``compare_sets``
     against the train reference); ``comparison_vs_heldout`` (model and baselines against the held-out pieces, when
     there are at least two); ``originality`` (per set other than train: ``longest_run``, ``ngram_overlap`` (n=8),
     ``copied`` per piece, ``n_copied``; runs are counted in tokens without BOS/EOS); ``summary`` (per set: what
@@ -229,14 +152,14 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
                 sc.dump_midi(str(path))
                 midi.append(path)
         sets[name] = {"n": len(ids_list), "n_tokens": [int(len(s)) for s in ids_list],
-                      "pieces": [M.piece_metrics(sc) for sc in scores]}
+                      "pieces": [piece_metrics(sc) for sc in scores]}
     say("pieces scored: " + ", ".join(f"{k} {v['n']}" for k, v in sets.items()), flush=True)
 
     ref = sets["train"]["pieces"]
-    comparison = {name: M.compare_sets(sets[name]["pieces"], ref) for name in sets if name != "train"}
+    comparison = {name: compare_sets(sets[name]["pieces"], ref) for name in sets if name != "train"}
     vs_heldout = {}
     if "heldout" in sets and sets["heldout"]["n"] >= 2:
-        vs_heldout = {name: M.compare_sets(sets[name]["pieces"], sets["heldout"]["pieces"])
+        vs_heldout = {name: compare_sets(sets[name]["pieces"], sets["heldout"]["pieces"])
                       for name in sets if name not in ("train", "heldout")}
 
     # originality against the whole training split, in music tokens (specials removed on both sides)
@@ -247,13 +170,13 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         return ids[~np.isin(ids, specials)]
 
     say(f"originality against {len(train_flat)} training tokens ...", flush=True)
-    index = M.NgramIndex([music(p) for p in train_pieces], seed=seed)
+    index = NgramIndex([music(p) for p in train_pieces], seed=seed)
     originality = {}
     for name in sets:
         if name == "train":
             continue
         samples = [music(s) for s in seqs[name]]
-        flags = M.flag_copies(samples, index, max_run=copy_run, max_fraction=copy_fraction)
+        flags = flag_copies(samples, index, max_run=copy_run, max_fraction=copy_fraction)
         originality[name] = {
             "longest_run": [f["longest_run"] for f in flags],
             "ngram_overlap": [index.ngram_overlap(s, NGRAM) for s in samples],
@@ -279,9 +202,9 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         pieces = s["pieces"]
         row = {"n": s["n"], "empty": float(np.mean([p["n_notes"] == 0 for p in pieces])) if pieces else math.nan,
                "n_notes": _mean(p["n_notes"] for p in pieces),
-               "mean_oa": M.mean_oa(comparison[name]) if name in comparison else math.nan,
-               "mean_oa_vs_heldout": M.mean_oa(vs_heldout[name]) if name in vs_heldout else math.nan}
-        for f in M.SCALAR_FEATURES:
+               "mean_oa": mean_oa(comparison[name]) if name in comparison else math.nan,
+               "mean_oa_vs_heldout": mean_oa(vs_heldout[name]) if name in vs_heldout else math.nan}
+        for f in SCALAR_FEATURES:
             row[f] = _mean(p[f] for p in pieces)
         org = originality.get(name)
         row["n_copied"] = org["n_copied"] if org else None
@@ -311,7 +234,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         evaluation["midi"] = [str(p) for p in midi]
     evaluation["seconds"] = round(time.time() - t0, 1)
     if write:
-        (run_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=1, allow_nan=False))
+        io.atomic_write(run_dir / EVALUATION_FILE, json.dumps(evaluation, indent=1, allow_nan=False))
     say(f"evaluation done in {evaluation['seconds']} s" + (f": {run_dir / EVALUATION_FILE}" if write else ""))
     return evaluation
 
@@ -348,83 +271,12 @@ def summary_table(evaluation: dict) -> str:
     loss = evaluation.get("loss", {})
     lines.append("")
     lines.append(f"OA: mgeval overlapped area (intra-set vs inter-set distances) against {s['train']['n']} training "
-                 f"pieces, mean over {len(M.FEATURES)} features; pieces cut to {st['num_tokens']} tokens. Copies: "
+                 f"pieces, mean over {len(FEATURES)} features; pieces cut to {st['num_tokens']} tokens. Copies: "
                  f"longest run of tokens found verbatim in the {st['train_tokens']}-token training split "
                  f"(flagged at ≥ {st['copy_run']} tokens or ≥ {st['copy_fraction']:.0%} of a piece). Model at step "
                  f"{evaluation.get('step')}, held-out loss {_fmt(_nan(loss.get('eval_loss')), 3)} nats/token; "
                  f"random row's bits/note: uniform over the vocabulary.")
     return "\n".join(lines)
-
-
-def plot_evaluation(evaluation: dict, out_dir: str | Path) -> list[Path]:
-    """Write ``evaluation_features.png`` (per-feature histograms of every set on shared bins),
-    ``evaluation_durations.png`` (mean note-length histogram per set) and ``evaluation_originality.png`` (longest
-    copied run per piece) into ``out_dir``; returns the paths. Uses ``matplotlib.figure.Figure`` only."""
-    from matplotlib.figure import Figure
-
-    out_dir = Path(out_dir)
-    sets = evaluation["sets"]
-    names = [n for n in SETS if n in sets and sets[n]["n"]]
-    paths = []
-
-    feats = M.SCALAR_FEATURES
-    cols = 3
-    fig = Figure(figsize=(4.2 * cols, 3.0 * -(-len(feats) // cols)), layout="constrained")
-    for k, f in enumerate(feats):
-        ax = fig.add_subplot(-(-len(feats) // cols), cols, k + 1)
-        values = {n: np.array([_nan(p[f]) for p in sets[n]["pieces"]], np.float64) for n in names}
-        values = {n: v[np.isfinite(v)] for n, v in values.items()}
-        every = np.concatenate(list(values.values())) if values else np.zeros(0)
-        if every.size == 0:
-            ax.set_title(f"{f} (no values)")
-            continue
-        edges = np.histogram_bin_edges(every, bins=16)
-        for n, v in values.items():
-            if v.size:
-                ax.hist(v, bins=edges, weights=np.full(v.size, 1.0 / v.size), histtype="step", linewidth=1.6,
-                        color=COLORS[n], label=f"{LABELS[n]} ({v.size})")
-        ax.set_title(f.replace("_", " "))
-        ax.set_ylabel("share of pieces")
-        if k == 0:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"per-piece measures: model vs real vs baselines ({evaluation.get('run_dir', '')})")
-    paths.append(out_dir / "evaluation_features.png")
-    fig.savefig(paths[-1], dpi=90)
-
-    fig = Figure(figsize=(8, 3.5), layout="constrained")
-    ax = fig.add_subplot()
-    width = 0.8 / max(len(names), 1)
-    x = np.arange(len(M.DURATION_LABELS))
-    for j, n in enumerate(names):
-        rows = np.array([[_nan(v) for v in p["duration_histogram"]] for p in sets[n]["pieces"]], np.float64)
-        rows = rows[np.isfinite(rows).all(axis=1)] if rows.size else rows
-        if len(rows):
-            ax.bar(x + (j - (len(names) - 1) / 2) * width, rows.mean(axis=0), width, color=COLORS[n], label=LABELS[n])
-    ax.set_xticks(x, M.DURATION_LABELS)
-    ax.set_xlabel("note length (beats)")
-    ax.set_ylabel("share of notes (mean over pieces)")
-    ax.legend(fontsize=8)
-    paths.append(out_dir / "evaluation_durations.png")
-    fig.savefig(paths[-1], dpi=90)
-
-    org = evaluation.get("originality", {})
-    fig = Figure(figsize=(7, 3.2), layout="constrained")
-    ax = fig.add_subplot()
-    shown = [n for n in names if n in org]
-    for j, n in enumerate(shown):
-        runs = np.asarray(org[n]["longest_run"], np.float64)
-        ax.scatter(np.full(runs.size, j) + np.linspace(-0.2, 0.2, runs.size), runs, color=COLORS[n], s=18)
-    top = max([evaluation["settings"]["copy_run"]] + [max(org[n]["longest_run"], default=0) for n in shown])
-    ax.axhline(evaluation["settings"]["copy_run"], color="0.5", linestyle="--", linewidth=1,
-               label=f"copy flag at {evaluation['settings']['copy_run']} tokens")
-    ax.set_xticks(range(len(shown)), [LABELS[n] for n in shown])
-    ax.set_ylim(0, 1.1 * top)
-    ax.set_ylabel("longest run found in training (tokens)")
-    ax.set_title("originality: longest token run copied from the training split", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
-    paths.append(out_dir / "evaluation_originality.png")
-    fig.savefig(paths[-1], dpi=90)
-    return paths
 
 
 def main(argv=None) -> dict:

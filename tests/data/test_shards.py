@@ -1,7 +1,6 @@
 """Token shards: split by piece, resumable parallel tokenization, deterministic batches, exact eval tiling."""
 
 import json
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -163,20 +162,19 @@ def test_eval_batches_cover_the_split_once(built):
     np.testing.assert_array_equal(targets, np.asarray(shards._split("val"))[1:])
 
 
-def test_batch_speed(tmp_path):
-    """A hand-written index: Shards is a plain reader of (index.json, *.bin)."""
-    n = 2_000_000
-    np.random.default_rng(0).integers(0, 5000, n, dtype=np.uint16).tofile(tmp_path / "train.bin")
-    index = {"tokenizer_hash": "x", "vocab_size": 5000, "dtype": "uint16", "seed": 0,
+def test_hand_written_index_is_read_as_a_memory_map(tmp_path):
+    """A hand-written index: Shards is a plain reader of (index.json, *.bin). The split stays on disk (memory-mapped,
+    never read whole), and every batch row is the window at the start ``default_rng([seed, step])`` draws."""
+    n, B, T = 60_000, 16, 1024
+    np.arange(n, dtype=np.uint16).tofile(tmp_path / "train.bin")  # token = its position: windows are identifiable
+    index = {"tokenizer_hash": "x", "vocab_size": 2**16, "dtype": "uint16", "seed": 0,
              "special_ids": {"pad": 0, "bos": 1, "eos": 2}, "splits": {"train": {"n_tokens": n, "pieces": []}}}
     (tmp_path / "index.json").write_text(json.dumps(index))
     shards = Shards(tmp_path)
-    shards.batch(0, 16, 1024)
-    t0 = time.perf_counter()
-    for step in range(200):
-        shards.batch(step, 16, 1024)
-    per_batch = (time.perf_counter() - t0) / 200
-    assert per_batch < 2e-3, f"{per_batch * 1e3:.2f} ms per 16 x 1025 batch"
+    assert isinstance(shards._split("train"), np.memmap)
+    for step in (0, 7):
+        starts = np.random.default_rng([3, step]).integers(0, n - (T + 1) + 1, size=B)
+        np.testing.assert_array_equal(shards.batch(step, B, T, seed=3), starts[:, None] + np.arange(T + 1))
 
 
 def test_missing_or_truncated_shards_raise_clearly(built, tmp_path):
@@ -224,3 +222,37 @@ def test_augmentation_adds_training_copies_only(tmp_path):
     assert out.index["skipped"] == plain.index["skipped"] == []
     again = Shards(build_shards(tok, pieces, tmp_path / "aug", progress=False, augment=aug))
     assert again.index["stats"]["encoded"] == 0  # augmented copies are cached like pieces
+
+
+def test_augment_variants_change_what_they_say():
+    """Each variant on a score with a piano and a drum track: the new Score, what changed, what did not."""
+    from tchaikovsky.data.shards import Augment, _apply, _OutOfRange
+
+    score = Score(480)
+    piano, drums = Track("piano", 0, False), Track("drums", 0, True)
+    piano.notes.extend([Note(0, 480, 60, 5), Note(480, 480, 100, 125)])
+    drums.notes.extend([Note(0, 120, 20, 64), Note(240, 120, 42, 64)])  # below A0: drums never limit transposition
+    score.tracks.extend([piano, drums])
+    score.tempos.append(Tempo(0, 100.0))
+
+    def pitches(s, k):
+        return list(s.tracks[k].notes.numpy()["pitch"])
+
+    def velocities(s, k):
+        return list(s.tracks[k].notes.numpy()["velocity"])
+
+    up = _apply(score, (8, 0, 1.0))
+    assert [t.is_drum for t in up.tracks] == [False, True]
+    assert pitches(up, 0) == [68, 108] and pitches(up, 1) == [20, 42]  # 108 = C8: still inside
+    assert pitches(score, 0) == [60, 100]  # the input is left as it was
+    for semitones in (9, -40):  # C8 + 1, A0 - 1
+        with pytest.raises(_OutOfRange):
+            _apply(score, (semitones, 0, 1.0))
+    assert velocities(_apply(score, (0, 10, 1.0)), 0) == [15, 127]  # clipped to 127
+    assert velocities(_apply(score, (0, -10, 1.0)), 0) == [1, 115]  # clipped to 1
+    assert velocities(_apply(score, (0, -10, 1.0)), 1) == [54, 54]  # drums too: loudness is not pitch
+    faster = _apply(score, (0, 0, 1.5))
+    assert faster.tempos[0].qpm == pytest.approx(150.0) and score.tempos[0].qpm == pytest.approx(100.0)
+    assert pitches(faster, 0) == [60, 100] and velocities(faster, 0) == [5, 125]
+    assert _apply(score, None) is score
+    assert Augment(transpose=(0, 2), velocity=(0,), tempo=(1.0, 0.9)).variants() == [(2, 0, 1.0), (0, 0, 0.9)]

@@ -1,0 +1,96 @@
+"""Figures of an evaluation: per-feature histograms per set, mean note-length histograms, longest copied runs.
+
+Drawn with ``matplotlib.figure.Figure`` only (no pyplot state, safe in scripts and worker threads), from the dict
+``report.evaluate_run`` returns or its ``evaluation.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from tchaikovsky.evaluation.features import DURATION_LABELS, SCALAR_FEATURES
+
+__all__ = ["SETS", "LABELS", "COLORS", "plot_evaluation"]
+
+SETS = ("train", "heldout", "model", "bigram", "random")
+LABELS = {"train": "train (reference)", "heldout": "real held-out", "model": "model", "bigram": "bigram",
+          "random": "random"}
+COLORS = {"train": "0.35", "heldout": "tab:green", "model": "tab:blue", "bigram": "tab:orange", "random": "tab:red"}
+
+
+def _nan(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+def plot_evaluation(evaluation: dict, out_dir: str | Path) -> list[Path]:
+    """Write ``evaluation_features.png`` (per-feature histograms of every set on shared bins),
+    ``evaluation_durations.png`` (mean note-length histogram per set) and ``evaluation_originality.png`` (longest
+    copied run per piece) into ``out_dir``; returns the paths. Uses ``matplotlib.figure.Figure`` only."""
+    from matplotlib.figure import Figure
+
+    out_dir = Path(out_dir)
+    sets = evaluation["sets"]
+    names = [n for n in SETS if n in sets and sets[n]["n"]]
+    paths = []
+
+    feats = SCALAR_FEATURES
+    cols = 3
+    fig = Figure(figsize=(4.2 * cols, 3.0 * -(-len(feats) // cols)), layout="constrained")
+    for k, f in enumerate(feats):
+        ax = fig.add_subplot(-(-len(feats) // cols), cols, k + 1)
+        values = {n: np.array([_nan(p[f]) for p in sets[n]["pieces"]], np.float64) for n in names}
+        values = {n: v[np.isfinite(v)] for n, v in values.items()}
+        every = np.concatenate(list(values.values())) if values else np.zeros(0)
+        if every.size == 0:
+            ax.set_title(f"{f} (no values)")
+            continue
+        edges = np.histogram_bin_edges(every, bins=16)
+        for n, v in values.items():
+            if v.size:
+                ax.hist(v, bins=edges, weights=np.full(v.size, 1.0 / v.size), histtype="step", linewidth=1.6,
+                        color=COLORS[n], label=f"{LABELS[n]} ({v.size})")
+        ax.set_title(f.replace("_", " "))
+        ax.set_ylabel("share of pieces")
+        if k == 0:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"per-piece measures: model vs real vs baselines ({evaluation.get('run_dir', '')})")
+    paths.append(out_dir / "evaluation_features.png")
+    fig.savefig(paths[-1], dpi=90)
+
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(DURATION_LABELS))
+    for j, n in enumerate(names):
+        rows = np.array([[_nan(v) for v in p["duration_histogram"]] for p in sets[n]["pieces"]], np.float64)
+        rows = rows[np.isfinite(rows).all(axis=1)] if rows.size else rows
+        if len(rows):
+            ax.bar(x + (j - (len(names) - 1) / 2) * width, rows.mean(axis=0), width, color=COLORS[n], label=LABELS[n])
+    ax.set_xticks(x, DURATION_LABELS)
+    ax.set_xlabel("note length (beats)")
+    ax.set_ylabel("share of notes (mean over pieces)")
+    ax.legend(fontsize=8)
+    paths.append(out_dir / "evaluation_durations.png")
+    fig.savefig(paths[-1], dpi=90)
+
+    org = evaluation.get("originality", {})
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    shown = [n for n in names if n in org]
+    for j, n in enumerate(shown):
+        runs = np.asarray(org[n]["longest_run"], np.float64)
+        ax.scatter(np.full(runs.size, j) + np.linspace(-0.2, 0.2, runs.size), runs, color=COLORS[n], s=18)
+    top = max([evaluation["settings"]["copy_run"]] + [max(org[n]["longest_run"], default=0) for n in shown])
+    ax.axhline(evaluation["settings"]["copy_run"], color="0.5", linestyle="--", linewidth=1,
+               label=f"copy flag at {evaluation['settings']['copy_run']} tokens")
+    ax.set_xticks(range(len(shown)), [LABELS[n] for n in shown])
+    ax.set_ylim(0, 1.1 * top)
+    ax.set_ylabel("longest run found in training (tokens)")
+    ax.set_title("originality: longest token run copied from the training split", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    paths.append(out_dir / "evaluation_originality.png")
+    fig.savefig(paths[-1], dpi=90)
+    return paths
