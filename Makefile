@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-floor setup system-deps corpus sync kaggle bench reference clean
+.PHONY: demo test test-fast test-floor setup system-deps corpus sync kaggle bench gpu-check reference clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,14 @@ bench: setup
 	$(PY) -m benchmarks training --preset $(PRESET)
 	$(PY) -m benchmarks sampling --preset $(PRESET)
 	$(PY) -m benchmarks data
+
+# The accelerator figures in one run on an NVIDIA GPU (README "GPU figures"); everything lands in $(GPU_OUT).
+# WHEELS=dir installs what is missing from a folder of wheels (no package index); DRY_RUN=1: tiny, on the CPU.
+GPU_OUT ?= runs/gpu-check
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	bash scripts/gpu_check.sh --python $(GPU_PYTHON) $(if $(WHEELS),--wheels $(WHEELS)) \
+	    $(if $(filter 1,$(DRY_RUN)),--dry-run) $(GPU_OUT)
 
 REF_RUN ?= runs/reference
 REF_FILES ?= 400

@@ -1,5 +1,89 @@
-"""``python -m benchmarks {training,sampling,data}``: see ``benchmarks.bench``."""
+"""``python -m benchmarks {training,sampling,data} [options]``: each prints progress lines, then ONE JSON line last.
 
-from benchmarks.bench import main
+``training``  tokens/s, step time and MFU of the package's train step (``benchmarks.training``).
+``sampling``  KV-cached ``generate`` vs full recomputation: speedup, flatness, batched throughput, bandwidth
+              fraction, per-component breakdown (``benchmarks.sampling``).
+``data``      ``build_shards`` vs a plain miditok loop; ``Shards.batch`` vs a train step (``benchmarks.data``).
+"""
 
-main()
+from __future__ import annotations
+
+import argparse
+from functools import partial
+
+from benchmarks.common import emit
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("training", help="tokens/s, step time and MFU of the real train step")
+    t.add_argument("--preset", default="demo")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seq-len", type=int)
+    t.add_argument("--accum-steps", type=int)
+    t.add_argument("--steps", type=int, default=5, help="timed steps after the compile step (median reported)")
+    t.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    t.add_argument("--fsdp", action="store_true")
+    t.add_argument("--vocab-size", type=int, help="default: 2048, or 10000 for base-100m")
+    t.add_argument("--seed", type=int, default=0)
+
+    s = sub.add_parser("sampling", help="KV-cached generate vs full recomputation, flatness, batched throughput")
+    s.add_argument("--preset", default="demo")
+    s.add_argument("--tokens", type=int, default=1024)
+    s.add_argument("--batch", type=int, default=64)
+    s.add_argument("--batch-tokens", type=int,
+                   help="tokens per sequence of the batched run (default: --tokens; at most 256 on CPU)")
+    s.add_argument("--prompt-len", type=int, default=16)
+    s.add_argument("--recompute-tokens", type=int,
+                   help="tokens timed for the recompute baseline (default: 128 on CPU, --tokens elsewhere)")
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    s.add_argument("--vocab-size", type=int)
+    s.add_argument("--no-breakdown", action="store_true")
+    s.add_argument("--seed", type=int, default=0)
+
+    d = sub.add_parser("data", help="build_shards vs a plain miditok loop; Shards.batch vs a train step")
+    d.add_argument("--files", type=int, default=60)
+    d.add_argument("--workers", type=int, default=2, help="the explicit pool's size")
+    d.add_argument("--concat", type=int, default=11,
+                   help="chorales per long (GiantMIDI-sized) piece; <= 1 skips the long set")
+    d.add_argument("--long-files", type=int, help="number of long pieces (default 2 x --files)")
+    d.add_argument("--preset", default="demo", help="for batch_size x seq_len and the train step")
+    d.add_argument("--vocab-size", type=int)
+    d.add_argument("--cache-dir", help="embedded-corpus cache (default: tchaikovsky.data.embedded.default_cache_dir())")
+    d.add_argument("--repeats", type=int, default=3)
+    d.add_argument("--train-steps", type=int, default=3)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark ``argv`` names; print its progress, then its result as one JSON line; return the result."""
+    args = parser().parse_args(argv)
+    log = partial(print, flush=True)
+    if args.command == "training":
+        from benchmarks.training import bench_training
+
+        result = bench_training(args.preset, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
+                                dtype=args.dtype, fsdp=args.fsdp, vocab_size=args.vocab_size,
+                                accum_steps=args.accum_steps, seed=args.seed, log=log)
+    elif args.command == "sampling":
+        from benchmarks.sampling import bench_sampling
+
+        result = bench_sampling(args.preset, tokens=args.tokens, batch=args.batch, batch_tokens=args.batch_tokens,
+                                prompt_len=args.prompt_len, recompute_tokens=args.recompute_tokens,
+                                repeats=args.repeats, vocab_size=args.vocab_size, dtype=args.dtype, seed=args.seed,
+                                breakdown=not args.no_breakdown, log=log)
+    else:
+        from benchmarks.data import bench_data
+
+        result = bench_data(args.files, workers=args.workers, concat=args.concat, long_files=args.long_files,
+                            preset_name=args.preset, vocab_size=args.vocab_size, cache_dir=args.cache_dir,
+                            repeats=args.repeats, train_steps=args.train_steps, log=log)
+    return emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import bench
+from benchmarks import breakdown, common, data, sampling
+from benchmarks.__main__ import main
 
 
 def _last_json(out: str) -> dict:
@@ -34,36 +35,36 @@ def _ratio_ok(ratio, num, den, rel=0.02) -> bool:
 
 
 def test_device_tables():
-    assert bench.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
-    assert bench.peak_flops("NVIDIA H100 PCIe") == 756e12
-    assert bench.peak_flops("NVIDIA H200") == 989e12
-    assert bench.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
-    assert bench.peak_flops("Tesla T4") == 65e12
-    assert bench.peak_flops("Tesla V100-SXM2-16GB") == 125e12
-    assert bench.peak_flops("Tesla P100-PCIE-16GB") == 18.7e12
-    assert bench.peak_flops("NVIDIA L4") == 121e12
-    assert bench.peak_flops("TPU v3") == 61.5e12  # per core: 2 JAX devices per chip
-    assert bench.peak_flops("TPU v4") == 275e12
-    assert bench.peak_flops("TPU v5 lite") == 197e12
-    assert bench.peak_flops("TPU v5e") == 197e12
-    assert bench.peak_flops("TPU v5p") == 459e12
-    assert bench.peak_flops("TPU v6 lite") == 918e12
-    assert bench.peak_flops("cpu") is None
-    assert bench.hbm_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12
-    assert bench.hbm_bandwidth("NVIDIA H100 PCIe") == 2.0e12
-    assert bench.hbm_bandwidth("NVIDIA H200") == 4.8e12
-    assert bench.hbm_bandwidth("NVIDIA A100-SXM4-80GB") == 2.039e12
-    assert bench.hbm_bandwidth("TPU v5 lite") == 0.819e12
-    assert bench.hbm_bandwidth("cpu") is None
+    assert common.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert common.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert common.peak_flops("NVIDIA H200") == 989e12
+    assert common.peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert common.peak_flops("Tesla T4") == 65e12
+    assert common.peak_flops("Tesla V100-SXM2-16GB") == 125e12
+    assert common.peak_flops("Tesla P100-PCIE-16GB") == 18.7e12
+    assert common.peak_flops("NVIDIA L4") == 121e12
+    assert common.peak_flops("TPU v3") == 61.5e12  # per core: 2 JAX devices per chip
+    assert common.peak_flops("TPU v4") == 275e12
+    assert common.peak_flops("TPU v5 lite") == 197e12
+    assert common.peak_flops("TPU v5e") == 197e12
+    assert common.peak_flops("TPU v5p") == 459e12
+    assert common.peak_flops("TPU v6 lite") == 918e12
+    assert common.peak_flops("cpu") is None
+    assert common.hbm_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12
+    assert common.hbm_bandwidth("NVIDIA H100 PCIe") == 2.0e12
+    assert common.hbm_bandwidth("NVIDIA H200") == 4.8e12
+    assert common.hbm_bandwidth("NVIDIA A100-SXM4-80GB") == 2.039e12
+    assert common.hbm_bandwidth("TPU v5 lite") == 0.819e12
+    assert common.hbm_bandwidth("cpu") is None
 
 
 def test_slides_between():
     # context 8, keep 6, prompt 2: slides before new tokens 6, 8, 10, ...
-    assert bench.slides_between(2, 8, 6, 0, 6) == 0
-    assert bench.slides_between(2, 8, 6, 0, 7) == 1
-    assert bench.slides_between(2, 8, 6, 0, 11) == 3
-    assert bench.slides_between(2, 8, 6, 7, 11) == 2
-    assert bench.slides_between(8, 8, 6, 0, 1) == 1  # a full prompt slides at once
+    assert breakdown.slides_between(2, 8, 6, 0, 6) == 0
+    assert breakdown.slides_between(2, 8, 6, 0, 7) == 1
+    assert breakdown.slides_between(2, 8, 6, 0, 11) == 3
+    assert breakdown.slides_between(2, 8, 6, 7, 11) == 2
+    assert breakdown.slides_between(8, 8, 6, 0, 1) == 1  # a full prompt slides at once
 
 
 @pytest.mark.parametrize("baseline", ["recompute_generate", "recompute_scan_generate"])
@@ -74,19 +75,41 @@ def test_recompute_baselines_are_the_same_model(baseline):
 
     from tchaikovsky.config import preset
     from tchaikovsky.model import GPT
-    from tchaikovsky.generate.sampling import generate
 
-    recompute = getattr(bench, baseline)
+    recompute = getattr(sampling, baseline)
     cfg = preset("tiny", vocab_size=97).model
     model = GPT(cfg, key=jax.random.key(3))
     prompt = np.arange(1, 11, dtype=np.int32)
     n = cfg.context - prompt.size  # the last token before generate's first slide
-    cached = generate(model, prompt, n, temperature=0.0)[0][prompt.size:]
+    cached = sampling.cached_generate(model, prompt, n, temperature=0.0)[0][prompt.size:]
     np.testing.assert_array_equal(cached, recompute(model, prompt, n, temperature=0.0))
     # past the context (sliding by one token): valid ids, and the same seed gives the same tokens
     more = recompute(model, prompt, cfg.context + 5, temperature=1.0, seed=1)
     assert more.shape == (cfg.context + 5,) and more.min() >= 0 and more.max() < cfg.vocab_size
     np.testing.assert_array_equal(more, recompute(model, prompt, cfg.context + 5, temperature=1.0, seed=1))
+
+
+def test_generate_is_called_in_one_place():
+    """The benchmarks reach the package's ``generate`` through ``sampling.cached_generate`` only (one import, no
+    ``module.generate(...)`` calls), so a change of its signature is a one-line change there."""
+    import ast
+    from pathlib import Path
+
+    def owner(node, parents):
+        while node in parents and not isinstance(node, ast.FunctionDef):
+            node = parents[node]
+        return getattr(node, "name", "<module>")
+
+    found = []
+    for path in sorted(Path(sampling.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            imports = isinstance(node, ast.ImportFrom) and any(a.name == "generate" for a in node.names)
+            calls = isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "generate"
+            if imports or calls:
+                found.append((path.name, owner(node, parents)))
+    assert found == [("sampling.py", "cached_generate")]
 
 
 def test_training_cli_subprocess():
@@ -119,7 +142,7 @@ def test_training_in_process_on_the_mesh(capsys):
     """In-process (the test session simulates 8 CPU devices): the step runs sharded over all of them."""
     import jax
 
-    r = bench.main(["training", "--preset", "tiny", "--steps", "1", "--batch-size", "8", "--seq-len", "16",
+    r = main(["training", "--preset", "tiny", "--steps", "1", "--batch-size", "8", "--seq-len", "16",
                     "--fsdp"])
     assert _last_json(capsys.readouterr().out) == r
     assert r["devices"] == jax.device_count() and r["fsdp"] is True
@@ -128,7 +151,7 @@ def test_training_in_process_on_the_mesh(capsys):
 
 def test_sampling(capsys):
     # tokens=101 is the smallest run with a flatness figure (generate(1), generate(101) then serve both pairs)
-    r = bench.main(["sampling", "--preset", "tiny", "--tokens", "101", "--batch", "2", "--recompute-tokens", "16",
+    r = main(["sampling", "--preset", "tiny", "--tokens", "101", "--batch", "2", "--recompute-tokens", "16",
                     "--repeats", "1", "--no-breakdown"])
     assert _last_json(capsys.readouterr().out) == r
     for key in ("cached_tokens_per_s", "recompute_tokens_per_s", "recompute_tokens_timed", "speedup", "flatness",
@@ -152,7 +175,7 @@ def test_sampling_breakdown():
     from tchaikovsky.model import GPT
 
     cfg = preset("tiny", vocab_size=128).model
-    b = bench._breakdown(GPT(cfg, key=jax.random.key(0)), keep=48, repeats=1)
+    b = breakdown.breakdown(GPT(cfg, key=jax.random.key(0)), keep=48, repeats=1)
     assert b["slide_every"] == 16
     for key in ("decode_step_ms", "sample_ms", "categorical_only_ms", "slide_ms", "full_forward_ms"):
         assert _positive(b[key]), key
@@ -172,7 +195,7 @@ def test_concat_scores(tmp_path):
         s.tracks.append(t)
         paths.append(tmp_path / f"{i}.mid")
         s.dump_midi(str(paths[-1]))
-    info = bench.concat_scores(paths, tmp_path / "long.mid")
+    info = data.concat_scores(paths, tmp_path / "long.mid")
     assert info["notes"] == 12
     assert info["seconds"] == pytest.approx(6.0, abs=0.1)  # 3 x 4 beats at 120 qpm, back to back
     back = Score(str(tmp_path / "long.mid"))
@@ -181,7 +204,7 @@ def test_concat_scores(tmp_path):
 
 
 def test_data(capsys, corpus_cache):
-    r = bench.main(["data", "--files", "4", "--workers", "2", "--concat", "2", "--long-files", "4", "--preset", "tiny",
+    r = main(["data", "--files", "4", "--workers", "2", "--concat", "2", "--long-files", "4", "--preset", "tiny",
                     "--vocab-size", "600", "--cache-dir", str(corpus_cache), "--train-steps", "1"])
     assert _last_json(capsys.readouterr().out) == r
     for key in ("files_per_s", "baseline_files_per_s", "speedup", "batch_ms", "train_step_ms", "batch_fraction",
