@@ -1,5 +1,6 @@
 """Sampling: the logit filters, seeds and batching, the KV-cached sliding window, and music from a trained model."""
 
+import dataclasses
 import itertools
 
 import equinox as eqx
@@ -267,3 +268,19 @@ def test_bad_arguments(model, bach):
                        (dict(grammar="yes"), "grammar"), (dict(num_tokens=2.5), "num_tokens")]:
         with pytest.raises(ValueError, match=match):
             SampleConfig(**bad)
+
+
+def test_changing_config_values_never_recompiles(model, bach, prompt, caplog):
+    """Only num_tokens, keep and switching the repetition penalty or the grammar arrays on or off compile anew."""
+    base = SampleConfig(num_tokens=24, max_bars=3)
+    generate(model, prompt, base, tok=bach.tok)  # compiled here (or earlier)
+    variants = [dict(top_k=5), dict(top_p=0.5), dict(min_p=0.2), dict(min_tokens=10), dict(max_bars=None),
+                dict(grammar=False), dict(max_bars=7, top_k=2, top_p=0.9, min_p=0.1, min_tokens=24, max_seconds=3.0)]
+    with jax.log_compiles(), caplog.at_level("DEBUG"):
+        caplog.clear()
+        for change in variants:
+            generate(model, prompt, dataclasses.replace(base, **change), seeds=7, temperatures=0.7, tok=bach.tok)
+        compiled = [r.getMessage() for r in caplog.records if "_generate" in r.getMessage()]
+        assert compiled == []
+        generate(model, prompt, dataclasses.replace(base, num_tokens=25), tok=bach.tok)  # a new loop length
+        assert any("_generate" in r.getMessage() for r in caplog.records)  # the check does see compilations
