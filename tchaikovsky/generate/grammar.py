@@ -17,7 +17,6 @@ from __future__ import annotations
 import miditok
 import numpy as np
 
-FRAMING = ("BOS", "EOS", "PAD")  # our special tokens (tokenizer.SPECIAL_TOKENS): rows decided here, not by miditok
 EMPTY = "Empty"  # the kind of BPE's word-boundary marker, which stands for no base token
 
 
