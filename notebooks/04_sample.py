@@ -31,6 +31,7 @@ prompt_midi = ""  # a MIDI file to continue; "": unconditional
 prompt_chords = ""  # e.g. "C G Am F": start from these chords instead
 prompt_tokens = 256  # how much of prompt_midi to use, in tokens
 num_tokens = 512  # new tokens per piece (any length: the window slides past the context)
+min_tokens = 0  # the model may not end a piece before this many new tokens (0: whenever it likes)
 temperatures = [0.9, 1.1]  # one piece per (seed, temperature)
 seeds = [0, 1]
 top_k = 0  # keep the k likeliest tokens (0: off)
@@ -66,25 +67,29 @@ from tchaikovsky import env  # noqa: E402
 env.ensure(audio=True)
 
 # %%
+from tchaikovsky.config import SampleConfig
+from tchaikovsky.generate.prompts import make_prompt
 from tchaikovsky.notebook import params, pipeline
 from tchaikovsky.render import display, samples
 
 params.check("04_sample", globals())
 run = pipeline.resolve_run_dir(run_dir)
 model, tok, meta = pipeline.load_model(run, checkpoint)
-prompt = pipeline.make_prompt(tok, prompt_midi, prompt_tokens, prompt_chords)
+prompt = make_prompt(tok, midi=prompt_midi, chords=prompt_chords, tokens=prompt_tokens)
+config = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_k=top_k, top_p=top_p, min_p=min_p,
+                      grammar=grammar, repetition_penalty=repetition_penalty, max_bars=max_bars,
+                      max_seconds=max_seconds)
 print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt of {len(prompt)} tokens")
 
 # %% [markdown]
 # ## Generate
 # Every piece is saved to `run_dir/samples/` as `.mid`, `.wav` and a piano-roll `.png` (prompt in blue,
-# continuation in orange).
+# continuation in orange). A piece stops at `num_tokens`, or earlier where the model ends it (never before
+# `min_tokens` new tokens), after `max_bars` new bars, or at `max_seconds`.
 
 # %%
-cells = samples.write_samples(run, model, tok, prompt, num_tokens=num_tokens, seeds=seeds, temperatures=temperatures,
-                            top_k=top_k, top_p=top_p, min_p=min_p, grammar=grammar,
-                            repetition_penalty=repetition_penalty, max_bars=max_bars, max_seconds=max_seconds,
-                            soundfont=soundfont)
+cells = samples.write_samples(run, model, tok, prompt, config, seeds=seeds, temperatures=temperatures,
+                              soundfont=soundfont)
 for c in cells:
     display.show_sample(c["midi_path"], wav_path=c["wav_path"], png_path=c["png_path"], prompt_end=c["prompt_end"],
                         title=f"seed {c['seed']}, temperature {c['temperature']:g}")
@@ -126,8 +131,8 @@ if evaluate:
 # ## Try it yourself
 # With `interactive=True` (Jupyter, Kaggle or Colab; Papermill runs keep it False): pick a prompt (nothing, a chord
 # progression such as `Dm7 G7 Cmaj7`, the opening bars of a corpus piece, or a MIDI file you upload), set
-# temperature, top-p and length, and press **Generate**. Each piece appears below the panel with its piano roll and
-# player, and is saved to `run_dir/samples/`.
+# temperature, top-p, length and the least length before the piece may end, and press **Generate**. Each piece
+# appears below the panel with its piano roll and player, and is saved to `run_dir/samples/`.
 
 # %%
 if interactive:
@@ -137,7 +142,7 @@ if interactive:
 
     picker = pipeline.load_data(data_dir, max_files=max_files, composers=composers, progress=False)
     show(widgets.sampler_panel(model, tok, run, pieces=[p.path for p in picker.pieces], soundfont=soundfont or None,
-                               num_tokens=num_tokens, top_p=top_p, top_k=top_k, min_p=min_p))
+                               config=config))
 
 # %% [markdown]
 # ## Next

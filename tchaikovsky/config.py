@@ -1,4 +1,4 @@
-"""Model and training configuration, and the named presets the notebooks expose.
+"""Model, training and sampling configuration, and the named presets the notebooks expose.
 
 Configs are frozen dataclasses: a run's configuration is data, saved next to its checkpoints (``to_dict``) so a
 checkpoint can always rebuild its model. Derived numbers (parameter count, FLOPs per token) are properties.
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,56 @@ class TrainConfig:
     @property
     def micro_batch(self) -> int:
         return self.batch_size // self.accum_steps
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How ``generate`` continues a prompt (the batch's seeds and temperatures are passed beside it).
+
+    Values are traced: changing one never recompiles, except ``num_tokens`` and ``keep`` (loop length and slide
+    size are compiled in) and switching ``repetition_penalty`` between 1 (off) and another value."""
+
+    num_tokens: int = 512  # new tokens per piece (any length: the window slides past the model's context)
+    min_tokens: int = 0  # EOS is masked until this many new tokens are out (0: the model may end at once)
+    top_k: int = 0  # keep the k likeliest tokens (0: off)
+    top_p: float = 1.0  # nucleus: the likeliest tokens covering this probability (1: off)
+    min_p: float = 0.0  # drop tokens less likely than min_p x the top token (0: off)
+    grammar: bool = True  # forbid tokens the tokenizer's grammar says cannot follow (needs the tokenizer)
+    repetition_penalty: float = 1.0  # > 1 makes tokens already in the window less likely (CTRL; 1: off)
+    max_bars: int | None = None  # stop a piece after this many new bars (needs the tokenizer; None: off)
+    max_seconds: float | None = None  # write_samples cuts each piece at this length (None: no cut)
+    keep: int | None = None  # tokens kept when the window slides (None: half the model's context)
+
+    def __post_init__(self):
+        def check(ok: bool, what: str):
+            if not ok:
+                raise ValueError(f"SampleConfig: {what}")
+
+        def integer(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def number(v) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+        n = self.num_tokens
+        check(integer(n) and n >= 1, f"num_tokens={n!r} must be an integer >= 1")
+        check(integer(self.min_tokens) and 0 <= self.min_tokens <= n,
+              f"min_tokens={self.min_tokens!r} must be an integer in 0..num_tokens={n}")
+        check(integer(self.top_k) and self.top_k >= 0, f"top_k={self.top_k!r} must be an integer >= 0 (0: off)")
+        check(number(self.top_p) and 0.0 < self.top_p <= 1.0, f"top_p={self.top_p!r} must be in (0, 1] (1: off)")
+        check(number(self.min_p) and 0.0 <= self.min_p <= 1.0, f"min_p={self.min_p!r} must be in [0, 1] (0: off)")
+        check(isinstance(self.grammar, bool), f"grammar={self.grammar!r} must be True or False")
+        check(number(self.repetition_penalty) and self.repetition_penalty > 0,
+              f"repetition_penalty={self.repetition_penalty!r} must be > 0 (1: off)")
+        check(self.max_bars is None or (integer(self.max_bars) and self.max_bars >= 1),
+              f"max_bars={self.max_bars!r} must be None or an integer >= 1")
+        check(self.max_seconds is None or (number(self.max_seconds) and self.max_seconds > 0),
+              f"max_seconds={self.max_seconds!r} must be None or a number > 0")
+        check(self.keep is None or (integer(self.keep) and self.keep >= 1),
+              f"keep={self.keep!r} must be None or an integer >= 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -206,14 +206,6 @@ def save_midi(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray, path
     return path
 
 
-def prompt_from_midi(
-    tok: miditok.MusicTokenizer, path: str | Path | Score, *, max_tokens: int | None = None
-) -> np.ndarray:
-    """A continuation prompt: ``[BOS, first max_tokens tokens of the piece]`` (no EOS, so the model goes on)."""
-    ids = encode_file(tok, path)[:-1]
-    return ids if max_tokens is None else ids[: 1 + max(0, max_tokens)]
-
-
 def _onsets(score: Score, grid: int) -> Counter:
     """Multiset of (pitch, onset quantised to 1/grid of a quarter note) over all tracks."""
     tpq = score.ticks_per_quarter

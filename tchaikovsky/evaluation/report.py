@@ -101,6 +101,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     """
     from tchaikovsky.training.checkpoint import load_run_model
     from tchaikovsky.config import TrainConfig
+    from tchaikovsky.config import SampleConfig
     from tchaikovsky.generate.sampling import generate
     from tchaikovsky.data.shards import Shards
     from tchaikovsky.data.tokenizer import decode_ids, special_ids, tokenizer_hash
@@ -132,8 +133,8 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         seqs["heldout"] = pick(val_pieces)
     say(f"generating {n_samples} samples of {num_tokens} tokens ...", flush=True)
     seqs["model"] = [np.asarray(s, np.int32) for s in generate(
-        model, np.array([sp["bos"]], np.int32), num_tokens, seed=list(range(seed, seed + n_samples)),
-        temperature=temperature, top_p=top_p, eos_id=sp["eos"], pad_id=sp["pad"])]
+        model, np.array([sp["bos"]], np.int32), SampleConfig(num_tokens=num_tokens, top_p=top_p, grammar=False),
+        seeds=list(range(seed, seed + n_samples)), temperatures=temperature, tok=tok)]
     train_flat = np.concatenate(train_pieces)
     bigram = BigramModel(train_flat, V)
     if baselines:

@@ -1,85 +1,92 @@
-"""Which token may follow which: REMI's grammar, as a mask for sampling and a check for samples.
+"""Which token may follow which: the tokenizer's own grammar, as a mask for sampling and a check for samples.
 
-REMI (with program tokens, one stream) writes every note as ``Program Pitch Velocity Duration`` after a
-``Position``, positions after a ``Bar`` (and its ``TimeSig``), tempo changes after a position, rests between notes.
-A BPE token stands for a run of such base tokens, so what may follow it depends on its LAST base token's kind and
-what it starts with on its FIRST base token's kind. ``NEXT`` lists the allowed successions of kinds; the training
-data obeys it (a test checks), and a sampled token that breaks it decodes to nothing useful (miditok drops it).
+miditok builds, for each tokenizer configuration, the successions of token kinds its encoder produces
+(``tok.tokens_types_graph``, e.g. ``"Pitch" -> {"Velocity"}``). :func:`successions` takes that graph for the musical
+kinds and adds our framing: every piece is ``[BOS, ..., EOS]`` (then PAD), REMI opens it with a bar, and it may end
+wherever a new bar could begin. A BPE token stands for a run of base tokens, so what may follow it depends on the
+kind of its LAST base token, and what it may follow on the kind of its FIRST. The training data obeys the table (a
+test checks); a sampled token that breaks it decodes to nothing useful (miditok drops it).
+
+Every kind in the vocabulary needs a row: ``Grammar`` raises on a kind the table does not know (a new kind of
+condition token, say), so admitting one is an explicit decision made in :func:`successions`, never a silent
+"anything goes".
 """
 
 from __future__ import annotations
 
+import miditok
 import numpy as np
 
-# kind -> kinds that may come next
-NEXT: dict[str, set[str]] = {
-    "BOS": {"Bar", "TimeSig", "Position", "Tempo", "EOS"},
-    "Bar": {"TimeSig", "Position", "Bar", "Rest", "Tempo", "EOS"},
-    "TimeSig": {"Position", "Bar", "Tempo", "Rest", "EOS"},
-    "Position": {"Program", "Pitch", "Tempo"},
-    "Tempo": {"Program", "Pitch", "Position", "Bar", "Rest", "TimeSig"},
-    "Program": {"Pitch"},
-    "Pitch": {"Velocity"},
-    "Velocity": {"Duration"},
-    "Duration": {"Program", "Pitch", "Position", "Bar", "Rest", "Tempo", "EOS"},
-    "Rest": {"Rest", "Position", "Bar", "Tempo", "TimeSig", "EOS"},
-    "EOS": {"PAD"},
-    "PAD": {"PAD"},
-}
-KINDS = sorted(NEXT)
+EMPTY = "Empty"  # the kind of BPE's word-boundary marker, which stands for no base token
 
 
-_ALIASES = {"PitchDrum": "Pitch"}  # drum notes: PitchDrum Velocity Duration, like Pitch
+def kind(token: str) -> str:
+    """The kind of a base token: ``"Pitch_60" -> "Pitch"``."""
+    return token.split("_", 1)[0]
 
 
-def _kind(token: str) -> str:
-    kind = token.split("_", 1)[0]
-    return _ALIASES.get(kind, kind)
+def successions(tok: miditok.MusicTokenizer) -> dict[str, set[str]]:
+    """kind -> the kinds that may come next, for this tokenizer (REMI).
+
+    The musical rows are miditok's ``tokens_types_graph`` without its special-token entries (miditok lets any kind
+    precede PAD or EOS); then ours: BOS -> Bar (REMI opens every piece with a bar), EOS only after the kinds that a
+    Bar may follow (a piece ends where a new bar could begin, never inside a note), EOS -> PAD -> PAD. BPE's
+    word-boundary marker (kind ``EMPTY``, no base token) stands where a word, a bar, may begin: after the kinds a
+    Bar may follow, or BOS, and before what may begin a bar."""
+    special = {kind(t) for t in tok.config.special_tokens}
+    graph = {k: {n for n in nexts if kind(n) not in special}
+             for k, nexts in tok.tokens_types_graph.items() if k not in special}
+    if "Bar" not in graph:
+        raise ValueError(f"{type(tok).__name__} has no Bar tokens: this grammar describes REMI")
+    ends = [k for k, nexts in graph.items() if "Bar" in nexts]  # where a bar (a BPE word) may begin
+    opens = set().union(*(graph[k] for k in ends))  # what may begin one
+    for k in ends:
+        graph[k] |= {"EOS", EMPTY}
+    return {**graph, "BOS": {"Bar", EMPTY}, "EOS": {"PAD"}, "PAD": {"PAD"}, EMPTY: opens}
 
 
-def token_kinds(tok) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per id: the kind index (into ``KINDS``) of its first and of its last base token, and how many Bar tokens it
-    holds. Unknown kinds (tokens of a tokenizer configuration this grammar does not describe) get -1, which the
-    mask treats as "anything goes"."""
-    V = len(tok)
-    first = np.full(V, -1, np.int32)
-    last = np.full(V, -1, np.int32)
-    bars = np.zeros(V, np.int32)
-    index = {k: i for i, k in enumerate(KINDS)}
-    learned = getattr(tok, "_vocab_learned_bytes_to_tokens", None)
-    if getattr(tok, "is_trained", False) and learned:
-        items = ((i, learned[b]) for b, i in tok.vocab_model.items())
-    else:
-        items = ((i, [t]) for t, i in tok.vocab.items())
-    for i, base in items:
-        if not base:  # e.g. BPE's word-boundary marker: no musical content
-            continue
-        first[i] = index.get(_kind(base[0]), -1)
-        last[i] = index.get(_kind(base[-1]), -1)
-        bars[i] = sum(_kind(t) == "Bar" for t in base)
-    return first, last, bars
-
-
-def successor_table() -> np.ndarray:
-    """(K+1, K+1) bool: row = previous kind, column = next kind; the extra last row/column is the unknown kind -1."""
-    K = len(KINDS)
-    table = np.ones((K + 1, K + 1), bool)
-    for a, nexts in NEXT.items():
-        row = np.zeros(K + 1, bool)
-        row[[KINDS.index(b) for b in nexts]] = True
-        row[K] = True
-        table[KINDS.index(a)] = row
-    return table
+def base_tokens(tok: miditok.MusicTokenizer) -> list[list[str]]:
+    """Per id, the base tokens it stands for: the token itself for an untrained tokenizer; for a trained (BPE) one,
+    the run its learned token encodes (miditok's public ``decode_token_ids``), ``[]`` for the word-boundary marker."""
+    if not tok.is_trained:
+        names = {i: t for t, i in tok.vocab.items()}
+        return [[names[i]] for i in range(len(tok))]
+    out = []
+    for i in range(len(tok)):
+        seq = miditok.TokSequence(ids=[i], are_ids_encoded=True)
+        tok.decode_token_ids(seq)
+        out.append(list(seq.tokens))
+    return out
 
 
 class Grammar:
-    """Arrays for the sampler: ``allowed(prev_id) -> (V,) bool`` is ``table[last[prev], first]``."""
+    """The successions of ``tok`` as arrays for the sampler (V = ``len(tok)``, K = number of kinds).
 
-    def __init__(self, tok):
-        self.first, self.last, self.bars = token_kinds(tok)
-        self.table = successor_table()
+    Attributes: ``kinds`` (K names), ``table`` (K, K) bool (row: previous kind, column: next kind), ``first`` and
+    ``last`` (V,) int32 kind indices of each id's first and last base token, ``bars`` (V,) int32 Bar tokens per id.
+    ``allowed(prev_id)`` is ``table[last[prev_id], first]``. Raises ValueError naming any kind of the vocabulary
+    that has no row in :func:`successions`."""
+
+    def __init__(self, tok: miditok.MusicTokenizer):
+        rows = successions(tok)
+        self.kinds = sorted(rows)
+        index = {k: i for i, k in enumerate(self.kinds)}
+        self.table = np.zeros((len(self.kinds), len(self.kinds)), bool)
+        for a, nexts in rows.items():
+            self.table[index[a], [index[b] for b in nexts if b in index]] = True
+        base = base_tokens(tok)
+        unknown = sorted({kind(t) for run in base for t in run} - set(index))
+        if unknown:
+            raise ValueError(f"token kind(s) {unknown} of the tokenizer have no row in the grammar: decide what "
+                             "may follow them, and what they may follow, in tchaikovsky.generate.grammar.successions")
+        first = [run[0] if run else EMPTY for run in base]
+        last = [run[-1] if run else EMPTY for run in base]
+        self.first = np.asarray([index[kind(t)] for t in first], np.int32)
+        self.last = np.asarray([index[kind(t)] for t in last], np.int32)
+        self.bars = np.asarray([sum(kind(t) == "Bar" for t in run) for run in base], np.int32)
 
     def allowed(self, prev_id: int) -> np.ndarray:
+        """(V,) bool: the ids that may follow ``prev_id``."""
         return self.table[self.last[prev_id], self.first]
 
     def invalid_share(self, ids) -> float:

@@ -1,11 +1,10 @@
-"""Fast sampling: prefill once, then decode token by token against a KV cache, all inside one compiled loop.
+"""Sampling: prefill once, then decode token by token against a KV cache, all inside one compiled loop.
 
-A batch of sequences (e.g. a grid of seeds x temperatures) decodes together from one prompt, natively batched: one
+A batch of sequences (the broadcast of seeds x temperatures) decodes together from one prompt: one
 (batch, heads, context, head_dim) cache buffer per layer, updated in place, and every matmul over the whole batch.
-Generation can run for any length: when the window of ``context`` positions is full, the most recent ``keep`` tokens
-(default half the context) are re-prefilled at positions ``0..keep-1`` (learned absolute positions stay in the range
-the model was trained on) and decoding continues, so the cost of a slide is amortised over ``context - keep`` new
-tokens. Prompt lengths are padded to power-of-two buckets so a new prompt length rarely triggers a recompilation.
+Generation runs for any length: when the window of ``context`` positions is full, its most recent ``keep`` tokens
+are re-prefilled at positions ``0..keep-1`` (learned absolute positions stay in the range the model was trained on)
+and decoding continues. Prompt lengths are padded to power-of-two buckets, so a new prompt length rarely compiles.
 """
 
 from __future__ import annotations
@@ -17,13 +16,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tchaikovsky.config import SampleConfig, compute_dtype
+from tchaikovsky.data import tokenizer as tok_lib
+from tchaikovsky.generate.grammar import Grammar
 from tchaikovsky.model import GPT, cast
 
 NEG_INF = -1e30
+NO_LIMIT = np.iinfo(np.int32).max  # max_bars=None
 
 
 def filter_logits(logits: jax.Array, temperature, top_k=0, top_p=1.0, min_p=0.0) -> jax.Array:
-    """Temperature-scaled logits (V,) with the tokens outside top-k / top-p / min-p set to -inf.
+    """Temperature-scaled logits (V,) with the tokens outside top-k / top-p / min-p set to ``NEG_INF``.
 
     top_k=0, top_p=1 and min_p=0 switch each filter off. Ties at a threshold are kept. All controls may be traced
     values, so changing them never recompiles."""
@@ -47,15 +50,14 @@ def filter_logits(logits: jax.Array, temperature, top_k=0, top_p=1.0, min_p=0.0)
         keep &= (top_p >= 1.0) | (logits >= desc[n_p - 1])
         return keep & min_p_filter(logits)
 
-    # Sorting the vocabulary costs several times the rest of a CPU sampling step: only top-k and top-p need it
-    # (a traced predicate, so switching the filters on or off never recompiles; the same mask either way).
+    # only top-k and top-p need the (costly) sort; a traced predicate, so switching them never recompiles
     keep = jax.lax.cond((top_k > 0) | (top_p < 1.0), sorted_filters, min_p_filter, logits)
     return jnp.where(keep, logits, NEG_INF)
 
 
 def _first_max(x: jax.Array) -> jax.Array:
     """``jnp.argmax`` of a NaN-free (V,) array (the first index of the maximum) from two plain reductions, which
-    XLA:CPU vectorises; its (value, index) pair reduction is not, and costs several times as much."""
+    XLA:CPU vectorises (its (value, index) pair reduction it does not)."""
     return jnp.min(jnp.where(x == jnp.max(x), jnp.arange(x.shape[-1]), x.shape[-1]))
 
 
@@ -63,9 +65,8 @@ def sample_uniform(logits, u, temperature, top_k=0, top_p=1.0, min_p=0.0) -> jax
     """One token id from logits (V,) and a uniform ``u`` in [0, 1); temperature 0 is greedy (the first top logit).
 
     Inverse-CDF sampling of the filtered softmax: the first token whose cumulative (unnormalised) probability reaches
-    ``(1 - u) * total``. One random number per token instead of the V that Gumbel-max (``jax.random.categorical``)
-    needs; on CPU generating those cost more than the rest of the sampler. Filtered tokens have probability exactly
-    0 and so are never drawn (should rounding in the cumulative sum land on one, the top token is taken)."""
+    ``(1 - u) * total``, so one random number per token (Gumbel-max needs V). Filtered tokens have probability
+    exactly 0 and are never drawn (should rounding in the cumulative sum land on one, the top token is taken)."""
     filtered = filter_logits(logits, temperature, top_k, top_p, min_p)
     p = jnp.exp(filtered - jnp.max(filtered))  # the top token has 1, filtered ones exactly 0
     cdf = jnp.cumsum(p)
@@ -81,19 +82,24 @@ def sample_token(logits, key, temperature, top_k=0, top_p=1.0, min_p=0.0) -> jax
 
 
 def _uniforms(key, n: int, block: int = 256) -> jax.Array:
-    """(n,) uniforms in [0, 1) for the n sampling steps of one sequence, drawn at once (per-step draws on CPU cost a
-    small PRNG loop each). Block b comes from ``fold_in(key, b)``, so a longer run extends a shorter one's draws."""
+    """(n,) uniforms in [0, 1) for the n sampling steps of one sequence, drawn at once. Block b comes from
+    ``fold_in(key, b)``, so a longer run extends a shorter one's draws."""
     blocks = jnp.arange(-(-n // block))
     u = jax.vmap(lambda b: jax.random.uniform(jax.random.fold_in(key, b), (block,)))(blocks)
     return u.reshape(-1)[:n]
 
 
 def default_keep(context: int) -> int:
-    """Tokens kept on a window slide unless ``generate`` is told otherwise: half the context. A slide re-prefills them
-    (about ``keep / context`` of a full forward) once every ``context - keep`` tokens: keeping half rather than 3/4
-    slides half as often, each slide 2/3 the cost, a third of the amortised cost; every new token still sees at least
-    ``keep`` tokens before it."""
+    """Tokens kept on a window slide unless ``SampleConfig.keep`` says otherwise: half the context. Every new token
+    then sees at least ``keep`` tokens before it, and a slide (a prefill of ``keep`` tokens) comes once every
+    ``context - keep`` tokens."""
     return max(1, context // 2)
+
+
+def kept_prompt(prompt, context: int) -> np.ndarray:
+    """The part of ``prompt`` that ``generate`` continues, and that starts each sequence it returns: the last
+    ``context`` tokens (int32, 1-D)."""
+    return np.asarray(prompt, dtype=np.int32).reshape(-1)[-context:]
 
 
 def _bucket(n: int, context: int) -> int:
@@ -101,32 +107,34 @@ def _bucket(n: int, context: int) -> int:
 
 
 @partial(eqx.filter_jit, donate="none")
-def _generate(model: GPT, window, prompt_len, keys, temps, top_k, top_p, min_p, eos_id, pad_id, ctrl=None, *,
-              steps, keep, bucket):
+def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep, bucket):
     """window: (B, C) tokens with the prompt in [:prompt_len]; returns (B, steps) sampled tokens, and (B, steps)
     flags saying which were really emitted (False after EOS or past ``max_bars``).
 
-    ``ctrl`` (optional arrays, see ``generate``): ``first``/``last``/``table`` for the grammar mask, ``penalty`` for
-    the repetition penalty over the current window, ``bars``/``max_bars`` to stop after a number of bars."""
+    ``ctrl`` (arrays, see ``generate``): always ``top_k``, ``top_p``, ``min_p``, ``eos`` (-1: none), ``pad`` and
+    ``min_tokens``; with a grammar ``first``/``last``/``table``/``grammar`` (on or off) and ``bars``/``max_bars``;
+    ``penalty`` for the repetition penalty over the current window."""
     C = model.config.context
     B = window.shape[0]
     dec = model.decoder()  # per-layer weights, sliced once here rather than in every step of the loop below
     cache = model.init_cache(model.embed.weight.dtype, batch=B)
     logits, cache = model.prefill(window[:, :bucket], cache)  # the whole batch at once: (B, bucket, V)
     logits = jax.lax.dynamic_index_in_dim(logits, prompt_len - 1, axis=1, keepdims=False)  # (B, V)
+    V = logits.shape[-1]
+    eos, pad = ctrl["eos"], ctrl["pad"]
 
     def slide(args):
         cache, window = args
-        window = jnp.concatenate([window[:, C - keep:], jnp.full_like(window[:, : C - keep], pad_id)], axis=1)
+        window = jnp.concatenate([window[:, C - keep:], jnp.full_like(window[:, : C - keep], pad)], axis=1)
         _, cache = model.prefill(window[:, :keep], cache)  # the stale entries after keep are never read
         return cache, window
 
-    V = logits.shape[-1]
-
-    def constrain(logits, window, prev):
-        """Grammar mask and repetition penalty on raw logits (B, V), before temperature and filters."""
+    def constrain(logits, window, prev, j):
+        """EOS held back before ``min_tokens``, grammar mask and repetition penalty on raw logits (B, V), before
+        temperature and filters; ``j`` counts the new tokens before this one."""
+        logits = jnp.where((jnp.arange(V) == eos) & (j < ctrl["min_tokens"]), NEG_INF, logits)
         if "table" in ctrl:
-            ok = ctrl["table"][ctrl["last"][prev]][:, ctrl["first"]]  # (B, V): may follow the previous token
+            ok = ctrl["table"][ctrl["last"][prev]][:, ctrl["first"]] | ~ctrl["grammar"]  # (B, V): may follow prev
             ok = ok | ~ok.any(axis=-1, keepdims=True)  # never mask everything
             logits = jnp.where(ok, logits, NEG_INF)
         if "penalty" in ctrl:  # CTRL-style: tokens already in the window are made less likely
@@ -137,25 +145,25 @@ def _generate(model: GPT, window, prompt_len, keys, temps, top_k, top_p, min_p, 
 
     # the uniforms that drive the sampler, one per sequence and step (+1: the rotated loop samples once more)
     uniforms = jax.vmap(partial(_uniforms, n=steps + 1))(keys)  # (B, steps + 1)
+    filters = (ctrl["top_k"], ctrl["top_p"], ctrl["min_p"])
 
     def sample(logits, window, j, done, prev, bars):
         """Token j of every sequence from its logits and current window (before any slide)."""
-        if ctrl is not None:
-            logits = constrain(logits, window, prev)
+        logits = constrain(logits, window, prev, j)
         u = jax.lax.dynamic_index_in_dim(uniforms, j, axis=1, keepdims=False)
-        tok = jax.vmap(sample_uniform, in_axes=(0, 0, 0, None, None, None))(logits, u, temps, top_k, top_p, min_p)
+        tok = jax.vmap(sample_uniform, in_axes=(0, 0, 0, None, None, None))(logits, u, temps, *filters)
         emitted = ~done
-        if ctrl is not None and "bars" in ctrl:
+        if "bars" in ctrl:
             bars = bars + ctrl["bars"][tok]
             emitted &= bars <= ctrl["max_bars"]
-        tok = jnp.where(emitted, tok, pad_id)
-        done = ~emitted | (tok == eos_id)
+        tok = jnp.where(emitted, tok, pad)
+        done = ~emitted | (tok == eos)
         return tok, emitted, done, bars
 
-    # The loop is rotated so that a window slide never sits inside the per-token step: ``tok`` is sampled at the end
-    # of the previous step (from the window as it was then, as without rotation), and step j writes and decodes it,
-    # then samples the next. Steps run in segments that end when the window is full; the slide opens the next
-    # segment. (A ``lax.cond`` holding the cache in every step makes XLA copy the whole cache around it each token.)
+    # The loop is rotated so that a window slide never sits inside the per-token step (a ``lax.cond`` holding the
+    # cache in every step would make XLA copy the cache around it): ``tok`` is sampled at the end of the previous
+    # step (from the window as it was then), and step j writes and decodes it, then samples the next. Steps run in
+    # segments that end when the window is full; the slide opens the next segment.
     def step(j, state):
         cache, window, pos, tok, emitted, done, bars, out_tok, out_emitted = state
         out_tok = out_tok.at[j].set(tok)
@@ -184,68 +192,53 @@ def _generate(model: GPT, window, prompt_len, keys, temps, top_k, top_p, min_p, 
     return toks.T, emitted.T  # (B, steps) each
 
 
-def generate(
-    model: GPT,
-    prompt,
-    num_tokens: int,
-    *,
-    seed: int | list[int] = 0,
-    temperature: float | list[float] = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    eos_id: int | None = None,
-    pad_id: int = 0,
-    keep: int | None = None,
-    dtype=None,
-    grammar=None,
-    repetition_penalty: float = 1.0,
-    max_bars: int | None = None,
-) -> list[np.ndarray]:
-    """Continue ``prompt`` (1-D token ids, at least one, e.g. ``[BOS]`` for unconditional) by ``num_tokens``.
+def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=1.0, tok=None,
+             dtype=None) -> list[np.ndarray]:
+    """Continue ``prompt`` by up to ``config.num_tokens`` new tokens, one sequence per (seed, temperature) pair.
 
-    ``seed`` and ``temperature`` may be lists: the batch is their broadcast (one sequence per pair), decoded in one
-    call. Returns one array per sequence: the prompt (its most recent ``context`` tokens if longer) followed by the
-    new tokens, cut after EOS when ``eos_id`` is given. ``keep`` (default ``default_keep``: half the context) is how
-    many recent tokens survive a window slide. ``dtype`` defaults to the model's compute dtype (bf16 on accelerators).
+    Arguments:
+        model: the GPT; its ``config.context`` is the window C.
+        prompt: 1-D token ids, at least one (``[BOS]`` for unconditional); only its last C tokens are seen
+            (``kept_prompt``).
+        config: the sampling controls (``SampleConfig``; ``max_seconds`` is ``write_samples``' business).
+        seeds, temperatures: ints and floats, or arrays of them; the batch is their numpy broadcast (e.g.
+            ``seeds=[[0], [1]], temperatures=[0.8, 1.2]`` is a 2 x 2 grid, flattened row-major), decoded in one call.
+            Temperature 0 is greedy.
+        tok: the tokenizer. With it, a sequence stops after its EOS, its PAD fills the window after that, and
+            ``config.grammar`` and ``config.max_bars`` are available (both raise ValueError without it). Without
+            it, every sequence runs ``num_tokens`` tokens.
+        dtype: compute dtype (default: ``compute_dtype("auto")``, bf16 on accelerators).
 
-    ``grammar`` (a ``grammar.Grammar``) forbids tokens REMI cannot follow; ``repetition_penalty`` > 1 makes tokens
-    already in the window less likely (CTRL, Keskar et al. 2019); ``max_bars`` stops a sequence after that many
-    new bars (needs ``grammar`` for the bar counts). None of these recompile when their values change."""
-    from tchaikovsky.config import compute_dtype
-
+    Returns one int32 array per sequence: the kept prompt, then the new tokens (the EOS included, when one ended it).
+    Changing a config value recompiles only as ``SampleConfig`` says; so does switching between needing the
+    tokenizer's grammar (``grammar`` or ``max_bars``) and not."""
     C = model.config.context
-    prompt = np.asarray(prompt, dtype=np.int32).reshape(-1)[-C:]
+    prompt = kept_prompt(prompt, C)
     if prompt.size == 0:
         raise ValueError("prompt must hold at least one token (use [BOS] for unconditional generation)")
-    if num_tokens < 1:
-        raise ValueError(f"num_tokens={num_tokens} must be >= 1")
-    keep = keep or default_keep(C)
+    keep = config.keep or default_keep(C)
     if not 0 < keep < C:
-        raise ValueError(f"keep={keep} must be in 1..{C - 1}")
-    seeds, temps = np.broadcast_arrays(np.atleast_1d(seed), np.atleast_1d(np.asarray(temperature, np.float32)))
+        raise ValueError(f"keep={keep} must be in 1..{C - 1} (the model's context is {C})")
+    if tok is None and (config.grammar or config.max_bars is not None):
+        raise ValueError("grammar and max_bars need the tokenizer: pass tok=, or SampleConfig(grammar=False)")
+    special = tok_lib.special_ids(tok) if tok is not None else {"eos": -1, "pad": 0}
+    seeds, temps = np.broadcast_arrays(np.atleast_1d(seeds), np.atleast_1d(np.asarray(temperatures, np.float32)))
     B = seeds.size
-    window = np.full((B, C), pad_id, np.int32)
+    window = np.full((B, C), special["pad"], np.int32)
     window[:, : prompt.size] = prompt
     keys = jax.vmap(lambda s: jax.random.key_data(jax.random.key(s)))(jnp.asarray(seeds.ravel(), jnp.uint32))
     keys = jax.vmap(jax.random.wrap_key_data)(keys)
-    run_model = cast(model, dtype or compute_dtype("auto"))
-    if repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty={repetition_penalty} must be > 0 (1 = off)")
-    ctrl = {}
-    if grammar is not None:
-        ctrl.update(first=grammar.first, last=grammar.last, table=grammar.table)
-    if repetition_penalty != 1.0:
-        ctrl["penalty"] = np.float32(repetition_penalty)
-    if max_bars is not None:
-        if grammar is None:
-            raise ValueError("max_bars needs grammar= (it knows how many bars each token opens)")
-        ctrl.update(bars=grammar.bars, max_bars=np.int32(max_bars))
+    ctrl = dict(top_k=np.int32(config.top_k), top_p=np.float32(config.top_p), min_p=np.float32(config.min_p),
+                eos=np.int32(special["eos"]), pad=np.int32(special["pad"]), min_tokens=np.int32(config.min_tokens))
+    if config.grammar or config.max_bars is not None:
+        rules = Grammar(tok)
+        ctrl.update(first=rules.first, last=rules.last, table=rules.table, grammar=np.bool_(config.grammar),
+                    bars=rules.bars, max_bars=np.int32(NO_LIMIT if config.max_bars is None else config.max_bars))
+    if config.repetition_penalty != 1.0:
+        ctrl["penalty"] = np.float32(config.repetition_penalty)
     toks, emitted = _generate(
-        run_model, jnp.asarray(window), jnp.int32(prompt.size), keys, jnp.asarray(temps.ravel()),
-        jnp.int32(top_k), jnp.float32(top_p), jnp.float32(min_p),
-        jnp.int32(-1 if eos_id is None else eos_id), jnp.int32(pad_id),
-        {k: jnp.asarray(v) for k, v in ctrl.items()} or None,
-        steps=int(num_tokens), keep=int(keep), bucket=_bucket(prompt.size, C),
+        cast(model, dtype or compute_dtype("auto")), jnp.asarray(window), jnp.int32(prompt.size), keys,
+        jnp.asarray(temps.ravel()), {k: jnp.asarray(v) for k, v in ctrl.items()},
+        steps=int(config.num_tokens), keep=int(keep), bucket=_bucket(prompt.size, C),
     )
     return [np.concatenate([prompt, row[ok]]) for row, ok in zip(np.asarray(toks), np.asarray(emitted))]

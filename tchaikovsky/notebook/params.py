@@ -75,6 +75,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "prompt_chords": STR,
         "prompt_tokens": _int(1),
         "num_tokens": _int(1, 100_000),
+        "min_tokens": _int(0, 100_000),
         "temperatures": _numbers(0.0, integer=False),
         "seeds": _numbers(0, integer=True),
         "top_k": _int(0),

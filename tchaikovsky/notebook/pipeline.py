@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from tchaikovsky.data import corpus as corpus_lib
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.render import samples
@@ -122,6 +120,8 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
 
 def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 256):
     """``on_log`` callback: every ``every`` steps, sample from the current weights, save, render and show it."""
+    from tchaikovsky.config import SampleConfig
+    from tchaikovsky.generate.prompts import make_prompt
     from tchaikovsky.render import audio, display
 
     tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
@@ -131,8 +131,8 @@ def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 2
         step = record["step"]
         if step % every:
             return
-        cell = samples.write_samples(run_dir, state.model, tok, make_prompt(tok), num_tokens=num_tokens, seeds=[step],
-                          temperatures=[1.0], render_audio=ok, name=f"train-step{step:06d}")[0]
+        cell = samples.write_samples(run_dir, state.model, tok, make_prompt(tok), SampleConfig(num_tokens=num_tokens),
+                                     seeds=[step], temperatures=[1.0], render_audio=ok, name=f"train-step{step:06d}")[0]
         display.show_sample(cell["midi_path"], wav_path=cell["wav_path"], png_path=cell["png_path"],
                             title=f"sample at step {step}")
         if to_wandb and cell["wav_path"] is not None:
@@ -148,19 +148,3 @@ def load_model(run_dir: Path, checkpoint: str = ""):
     from tchaikovsky.training.checkpoint import load_run_model
 
     return load_run_model(run_dir, checkpoint)
-
-
-def make_prompt(tok, prompt_midi: str = "", prompt_tokens: int = 256, prompt_chords: str = "") -> np.ndarray:
-    """[BOS] + the first ``prompt_tokens`` tokens of ``prompt_midi`` or of the chord progression ``prompt_chords``
-    (e.g. "Dm7 G7 Cmaj7", see ``prompts.chord_progression``), or just [BOS] (unconditional)."""
-    from tchaikovsky.generate import prompts
-
-    if prompt_midi and prompt_chords:
-        raise ValueError("give prompt_midi or prompt_chords, not both")
-    if prompt_chords:
-        return prompts.to_prompt(tok, prompts.chord_progression(prompt_chords), max_tokens=prompt_tokens)
-    if not prompt_midi:
-        return np.array([tok_lib.special_ids(tok)["bos"]], np.int32)
-    if not Path(prompt_midi).is_file():
-        raise FileNotFoundError(f"prompt_midi={prompt_midi!r} is not a file")
-    return tok_lib.prompt_from_midi(tok, prompt_midi, max_tokens=prompt_tokens)

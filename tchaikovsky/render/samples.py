@@ -1,6 +1,6 @@
 """Generated pieces as files a person can use: MIDI, piano-roll PNG, WAV, MusicXML; and corpus pieces to listen to.
 
-``write_samples`` decodes a batch of continuations of one prompt in one call and writes, per piece, the ``.mid``,
+``write_samples`` generates a batch of continuations of one prompt in one call and writes, per piece, the ``.mid``,
 the piano roll (prompt in blue, continuation in orange) and, when FluidSynth is available, the ``.wav`` into
 ``run_dir/samples``.
 """
@@ -13,39 +13,32 @@ from pathlib import Path
 import numpy as np
 import symusic
 
+from tchaikovsky.config import SampleConfig, parse_list
 from tchaikovsky.data import corpus as corpus_lib
-from tchaikovsky.config import parse_list
 from tchaikovsky.data import tokenizer as tok_lib
-from tchaikovsky.generate.grammar import Grammar
 from tchaikovsky.generate.prompts import cut_score
-from tchaikovsky.generate.sampling import generate
+from tchaikovsky.generate.sampling import generate, kept_prompt
 from tchaikovsky.render import audio, display
 
 
-def write_samples(run_dir: Path, model, tok, prompt: np.ndarray, *, num_tokens: int, seeds=(0,), temperatures=(1.0,),
-               top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, grammar: bool = True,
-               repetition_penalty: float = 1.0, max_bars: int | None = None, max_seconds: float | None = None,
-               render_audio: bool = True, soundfont: str | None = None, name: str = "sample") -> list[dict]:
-    """Generate one piece per (seed, temperature) pair in one batched call and write, for each, the ``.mid``, a
-    piano-roll ``.png`` and (when FluidSynth is available) the ``.wav`` into ``run_dir/samples``.
+def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, seeds=(0,), temperatures=(1.0,),
+                  render_audio: bool = True, soundfont: str | None = None, name: str = "sample") -> list[dict]:
+    """Generate one piece per (seed, temperature) pair of the grid ``seeds`` x ``temperatures`` in one batched call
+    (``sampling.generate`` with ``config`` and ``tok``) and write, for each, the ``.mid``, a piano-roll ``.png`` and
+    (with ``render_audio``, when FluidSynth is available) the ``.wav`` into ``run_dir/samples``; a piece is cut at
+    ``config.max_seconds`` seconds. ``seeds`` and ``temperatures`` are lists or Papermill strings ("0, 1").
 
-    ``grammar`` masks tokens REMI cannot follow; ``max_bars`` stops each piece after that many new bars and
-    ``max_seconds`` cuts it at that length."""
-
+    Returns one dict per piece: seed, temperature, ids (the tokens: the kept prompt, then the new tokens), n_tokens,
+    midi_path, png_path, wav_path (or None), prompt_end (seconds at which the kept prompt ends; None for [BOS])."""
     seeds = parse_list(seeds, int)
     temps = parse_list(temperatures, float)
     grid_s, grid_t = [s for s in seeds for _ in temps], [t for _ in seeds for t in temps]
-    special = tok_lib.special_ids(tok)
-    rules = Grammar(tok) if grammar or max_bars is not None else None
-    seqs = generate(model, prompt, num_tokens, seed=grid_s, temperature=grid_t, top_k=top_k, top_p=top_p,
-                    min_p=min_p, eos_id=special["eos"], pad_id=special["pad"], grammar=rules if grammar else None,
-                    repetition_penalty=repetition_penalty, max_bars=max_bars)
+    seqs = generate(model, prompt, config, seeds=grid_s, temperatures=grid_t, tok=tok)
     out_dir = run_dir / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    prompt_end = None
-    if len(prompt) > 1:
-        prompt_end = float(tok_lib.decode_ids(tok, prompt).to("second").end())
+    kept = kept_prompt(prompt, model.config.context)  # what each piece starts with
+    prompt_end = float(tok_lib.decode_ids(tok, kept).to("second").end()) if len(kept) > 1 else None
     can_render, why = audio.audio_available(soundfont or None)
     if render_audio and not can_render:
         print(why)
@@ -53,13 +46,15 @@ def write_samples(run_dir: Path, model, tok, prompt: np.ndarray, *, num_tokens: 
     for s, t, ids in zip(grid_s, grid_t, seqs):
         stem = out_dir / f"{name}-{stamp}-seed{s}-temp{t:g}"
         midi = tok_lib.save_midi(tok, ids, stem.with_suffix(".mid"))
-        if max_seconds is not None:
-            cut_score(symusic.Score(str(midi)), seconds=max_seconds).dump_midi(str(midi))
+        if config.max_seconds is not None:
+            cut_score(symusic.Score(str(midi)), seconds=config.max_seconds).dump_midi(str(midi))
         png = display.save_piano_roll(midi, stem.with_suffix(".png"), prompt_end=prompt_end,
                                       title=f"seed {s}, temperature {t:g}")
-        wav = audio.render(midi, stem.with_suffix(".wav"), soundfont=soundfont or None) if render_audio and can_render else None
-        cells.append({"seed": s, "temperature": t, "midi_path": midi, "png_path": png, "wav_path": wav,
-                      "n_tokens": int(len(ids)), "prompt_end": prompt_end})
+        wav = None
+        if render_audio and can_render:
+            wav = audio.render(midi, stem.with_suffix(".wav"), soundfont=soundfont or None)
+        cells.append({"seed": s, "temperature": t, "ids": ids, "n_tokens": int(len(ids)), "midi_path": midi,
+                      "png_path": png, "wav_path": wav, "prompt_end": prompt_end})
     return cells
 
 

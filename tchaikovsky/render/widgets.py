@@ -13,6 +13,7 @@ raises into the event loop, where the error would vanish.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import traceback
 from collections.abc import Iterable
@@ -22,16 +23,17 @@ import ipywidgets as W
 import numpy as np
 from symusic import Score
 
-from tchaikovsky.render import audio, samples
+from tchaikovsky.config import SampleConfig
 from tchaikovsky.generate import prompts
+from tchaikovsky.render import audio, samples
 from tchaikovsky.render import display as display_lib
-from tchaikovsky.data import tokenizer as tok_lib
 
 UNCONDITIONAL = "unconditional"
 CHORDS = "chord progression"
 UPLOAD = "uploaded MIDI"
 MAX_AUDIO_SECONDS = 30 * 60  # longer samples (an untrained model's runs of empty bars) are not rendered
 _STEPS = ("prompt", "generating", "rendering", "done")  # progress bar phases (value = index)
+DEFAULT_CONFIG = SampleConfig(num_tokens=512, top_p=0.95)
 
 
 def _uploaded_file(value) -> tuple[str, bytes]:
@@ -73,15 +75,15 @@ class SamplerPanel(W.VBox):
     """The sampler (an ``ipywidgets.VBox``). ``generate()`` does what the button does and returns the new sample's
     dict (``samples.write_samples``'s: seed, temperature, midi_path, png_path, wav_path, ...) or None after a failure
     (shown in ``output``). ``controls`` maps names to the input widgets: prompt, chords, upload, prompt_bars,
-    temperature, top_p, length, seed; ``output``, ``progress``, ``button`` and ``results`` (every sample so far)
-    are attributes."""
+    temperature, top_p, length, min_tokens, seed; ``config`` is the ``SampleConfig`` the sliders start from and
+    override (num_tokens, min_tokens, top_p); ``output``, ``progress``, ``button`` and ``results`` (every sample so
+    far) are attributes."""
 
     def __init__(self, model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
-                 temperature: float = 1.0, top_p: float = 0.95, num_tokens: int = 512, seed: int = 0,
-                 top_k: int = 0, min_p: float = 0.0, chords: str = "C G Am F", prompt_bars: int = 4):
-        self.model, self.tok, self.run_dir = model, tok, Path(run_dir)
+                 config: SampleConfig = DEFAULT_CONFIG, temperature: float = 1.0, seed: int = 0,
+                 chords: str = "C G Am F", prompt_bars: int = 4):
+        self.model, self.tok, self.run_dir, self.config = model, tok, Path(run_dir), config
         self.soundfont = str(soundfont) if soundfont else None
-        self.top_k, self.min_p = top_k, min_p
         self.results: list[dict] = []
         self._count = 0
         self._audio_note_shown = False
@@ -100,23 +102,28 @@ class SamplerPanel(W.VBox):
                                        layout=wide()),
             "temperature": W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05, description="temperature",
                                          style=style, layout=wide()),
-            "top_p": W.FloatSlider(value=top_p, min=0.5, max=1.0, step=0.01, description="top-p", style=style,
-                                   layout=wide()),
-            "length": W.IntSlider(value=int(np.clip(num_tokens, 64, 4096)), min=64, max=4096, step=64,
+            "top_p": W.FloatSlider(value=config.top_p, min=0.5, max=1.0, step=0.01, description="top-p",
+                                   style=style, layout=wide()),
+            "length": W.IntSlider(value=int(np.clip(config.num_tokens, 64, 4096)), min=64, max=4096, step=64,
                                   description="length (tokens)", style=style, layout=wide()),
+            "min_tokens": W.IntSlider(value=0, min=0, max=4096, step=16, description="at least (tokens)",
+                                      style=style, layout=wide()),
             "seed": W.IntText(value=seed, description="seed", style=style, layout=W.Layout(width="220px")),
         }
         self.button = W.Button(description="Generate", button_style="primary", icon="music")
         self.progress = W.IntProgress(value=0, min=0, max=len(_STEPS) - 1, description="ready",
                                       style={"description_width": "80px"})
         self.output = W.Output(layout=W.Layout(border="1px solid #ddd", padding="4px"))
-        self.button.on_click(lambda _: self.generate())
-        self.controls["prompt"].observe(lambda _: self._show_prompt_controls(), names="value")
-        self._show_prompt_controls()
         c = self.controls
+        c["min_tokens"].max = c["length"].value  # EOS may be held back at most the whole length
+        c["min_tokens"].value = min(config.min_tokens, c["length"].value)
+        c["length"].observe(lambda change: setattr(c["min_tokens"], "max", change["new"]), names="value")
+        self.button.on_click(lambda _: self.generate())
+        c["prompt"].observe(lambda _: self._show_prompt_controls(), names="value")
+        self._show_prompt_controls()
         super().__init__([
             W.HTML("<b>Prompt</b>"), c["prompt"], c["chords"], W.HBox([c["upload"]]), c["prompt_bars"],
-            W.HTML("<b>Sampling</b>"), c["temperature"], c["top_p"], c["length"],
+            W.HTML("<b>Sampling</b>"), c["temperature"], c["top_p"], c["length"], c["min_tokens"],
             W.HBox([c["seed"], self.button, self.progress]),
             self.output,
         ])
@@ -136,21 +143,20 @@ class SamplerPanel(W.VBox):
         """(prompt ids, a label for titles and file names) from the prompt controls."""
         kind, bars = self.controls["prompt"].value, self.controls["prompt_bars"].value
         if kind == UNCONDITIONAL:
-            ids, label = np.array([tok_lib.special_ids(self.tok)["bos"]], np.int32), "unconditional"
+            ids, label = prompts.make_prompt(self.tok), "unconditional"
         elif kind == CHORDS:
             text = self.controls["chords"].value
-            ids, label = prompts.to_prompt(self.tok, prompts.chord_progression(text)), f"chords {text.strip()}"
+            ids, label = prompts.make_prompt(self.tok, chords=text), f"chords {text.strip()}"
         elif kind == UPLOAD:
             name, score = _read_upload(self.controls["upload"].value)
-            ids, label = prompts.prompt_from_file(self.tok, score, bars=bars), f"{Path(name).stem}, {bars} bar(s)"
+            ids, label = prompts.make_prompt(self.tok, midi=score, bars=bars), f"{Path(name).stem}, {bars} bar(s)"
         else:
-            ids, label = prompts.prompt_from_file(self.tok, kind, bars=bars), f"{Path(kind).stem}, {bars} bar(s)"
-        # BOS + the first context-1 tokens: the whole prompt fits the model's window, so the saved piece starts
-        # with it and the piano roll's prompt/continuation boundary is where the prompt really ends.
+            ids, label = prompts.make_prompt(self.tok, midi=kind, bars=bars), f"{Path(kind).stem}, {bars} bar(s)"
         context = self.model.config.context
-        if len(ids) > context:
-            self.output.append_stdout(f"The prompt ({len(ids)} tokens) is cut to the model's context of {context}.\n")
-        return ids[:context], label
+        if len(ids) > context:  # generate keeps the end; the piano roll marks where that ends
+            self.output.append_stdout(f"The prompt ({len(ids)} tokens) is longer than the model's context: the piece "
+                                      f"continues its last {context} tokens.\n")
+        return ids, label
 
     def _append_sample(self, cell: dict, title: str) -> None:
         """Append ``display.show_sample``'s output (title, roll, player, links) to the output area."""
@@ -186,11 +192,12 @@ class SamplerPanel(W.VBox):
         prompt, label = self._prompt()
         self._count += 1
         seed, temp, top_p = int(c["seed"].value), float(c["temperature"].value), float(c["top_p"].value)
+        config = dataclasses.replace(self.config, num_tokens=int(c["length"].value), top_p=top_p,
+                                     min_tokens=min(int(c["min_tokens"].value), int(c["length"].value)))
         name = f"panel{self._count:03d}-" + (re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")[:40] or "sample")
         self._step(1)
-        cell = samples.write_samples(self.run_dir, self.model, self.tok, prompt, num_tokens=int(c["length"].value),
-                                   seeds=[seed], temperatures=[temp], top_k=self.top_k, top_p=top_p,
-                                   min_p=self.min_p, render_audio=False, name=name)[0]
+        cell = samples.write_samples(self.run_dir, self.model, self.tok, prompt, config, seeds=[seed],
+                                     temperatures=[temp], render_audio=False, name=name)[0]
         self._step(2)
         ok, why = audio.audio_available(self.soundfont)
         piece = Score(str(cell["midi_path"])).to("second")
@@ -213,14 +220,14 @@ class SamplerPanel(W.VBox):
 
 
 def sampler_panel(model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
-                  **defaults) -> SamplerPanel:
+                  config: SampleConfig = DEFAULT_CONFIG, **defaults) -> SamplerPanel:
     """The interactive sampler for notebook 04: a ``SamplerPanel`` (an ``ipywidgets.VBox``).
 
     Controls: a prompt picker ("unconditional", "chord progression" from the chords text, one entry per file in
     ``pieces``, "uploaded MIDI" from the upload button; pieces and uploads are cut to "prompt bars" bars), sliders
-    for temperature (0-2), top-p (0.5-1) and length (64-4096 new tokens), a seed, the Generate button and a
-    progress bar (prompt -> generating -> rendering -> done). ``panel.generate()`` runs the button's callback
-    directly. ``defaults`` set the initial values: temperature, top_p, num_tokens, seed, top_k, min_p, chords,
-    prompt_bars.
+    for temperature (0-2), top-p (0.5-1), length (64-4096 new tokens) and the least number of new tokens before the
+    piece may end (0-length), a seed, the Generate button and a progress bar (prompt -> generating -> rendering ->
+    done). ``panel.generate()`` runs the button's callback directly. ``config`` (a ``SampleConfig``) sets every other
+    sampling control and the sliders' initial values; ``defaults`` the rest: temperature, seed, chords, prompt_bars.
     """
-    return SamplerPanel(model, tok, run_dir, pieces=pieces, soundfont=soundfont, **defaults)
+    return SamplerPanel(model, tok, run_dir, pieces=pieces, soundfont=soundfont, config=config, **defaults)

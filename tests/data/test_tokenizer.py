@@ -14,7 +14,6 @@ from tchaikovsky.data.tokenizer import (
     encode_file,
     load_tokenizer,
     make_tokenizer,
-    prompt_from_midi,
     round_trip,
     save_midi,
     save_tokenizer,
@@ -165,14 +164,6 @@ def test_decode_ids_never_raises(tok, ids):
         score = decode_ids(tok, ids)
     assert isinstance(score, Score)
     assert score.ticks_per_quarter == tok.time_division
-
-
-def test_prompt_from_midi(tok, files):
-    full = encode_file(tok, files[3])
-    prompt = prompt_from_midi(tok, files[3], max_tokens=10)
-    np.testing.assert_array_equal(prompt, full[:11])
-    whole = prompt_from_midi(tok, files[3])
-    np.testing.assert_array_equal(whole, full[:-1])  # everything but EOS
 
 
 def test_save_midi(tok, files, tmp_path):

@@ -1,14 +1,16 @@
-"""The REMI grammar mask and the sampler's other controls (repetition penalty, bars), on real tokenizers."""
+"""The grammar taken from the tokenizer, its mask in the sampler and the sampler's other controls (repetition
+penalty, bars), on real tokenizers."""
 
 import jax
+import miditok
 import numpy as np
 import pytest
 
-from tchaikovsky.generate import grammar
+from tchaikovsky.config import ModelConfig, SampleConfig
 from tchaikovsky.data import tokenizer
-from tchaikovsky.config import ModelConfig
-from tchaikovsky.model import build
+from tchaikovsky.generate import grammar
 from tchaikovsky.generate.sampling import generate
+from tchaikovsky.model import build
 
 
 @pytest.fixture(scope="module")
@@ -31,28 +33,67 @@ def test_real_music_obeys_the_grammar(bach, rules):
 def test_every_token_has_a_kind_and_bars_are_counted(bach, rules):
     tok = bach.tok
     specials = tokenizer.special_ids(tok)
-    assert rules.first[specials["bos"]] == grammar.KINDS.index("BOS")
-    assert (rules.first >= 0).mean() > 0.99  # only BPE's word-boundary marker has no musical kind
+    assert rules.first[specials["bos"]] == rules.kinds.index("BOS")
+    # every id has a kind the table has a row for; only BPE's word-boundary marker stands for no base token
+    assert rules.first.min() >= 0 and rules.first.max() < len(rules.kinds)
+    assert (rules.first == rules.kinds.index(grammar.EMPTY)).sum() <= 1
     ids = tokenizer.encode_file(tok, bach.pieces[0].path)
     remi = tokenizer.token_strings(tok, bach.pieces[0].path, n=10**6)["remi_tokens"]
     assert rules.bars[ids].sum() == remi.count("Bar_None") > 10
 
 
-def test_broken_successions_are_found():
+def test_base_tokens_of_bpe_ids_spell_the_piece(bach):
+    """miditok's public decode_token_ids maps each BPE id to its run of base tokens: the runs of an encoded piece,
+    joined, are the piece's base tokens (fails loudly if miditok changes what it returns)."""
+    tok = bach.tok
+    base = grammar.base_tokens(tok)
+    assert len(base) == len(tok) and any(len(run) > 1 for run in base)
+    ids = tokenizer.encode_file(tok, bach.pieces[0].path)[1:-1]
+    remi = tokenizer.token_strings(tok, bach.pieces[0].path, n=10**6)["remi_tokens"]
+    assert [t for i in ids for t in base[i]] == remi
 
+
+def test_the_table_is_miditoks_graph_plus_our_framing():
+    tok = tokenizer.make_tokenizer()
+    rows = grammar.successions(tok)
+    graph = tok.tokens_types_graph
+    for k in ("Bar", "Position", "Program", "Pitch", "Velocity", "Duration", "Rest", "Tempo", "TimeSig"):
+        assert rows[k] - {"EOS", grammar.EMPTY} == graph[k] - {"PAD", "EOS"}, k  # musical successions: miditok's
+    assert rows["BOS"] == {"Bar", grammar.EMPTY} and rows["EOS"] == {"PAD"} and rows["PAD"] == {"PAD"}
+    ends = {"Duration", "Rest", "Tempo", "TimeSig"}  # the kinds a Bar may follow
+    assert {k for k, nexts in rows.items() if "EOS" in nexts} == ends
+    assert {k for k, nexts in rows.items() if grammar.EMPTY in nexts} == ends | {"BOS"}
+    assert rows[grammar.EMPTY] == {"Bar", "Position", "Program", "Rest", "Tempo", "TimeSig"}
+    assert "EOS" not in rows["Pitch"] | rows["Velocity"]  # a piece never ends inside a note
+
+
+def test_every_kind_of_the_vocabulary_needs_a_row():
+    """A new kind of token (here a condition token added as a special token) is an explicit decision, never a
+    silent "anything goes"."""
+    base = tokenizer.make_tokenizer()
+    specials = [*tokenizer.SPECIAL_TOKENS, "Composer_bach"]
+    tok = miditok.REMI(miditok.TokenizerConfig(**{**base.config.to_dict(), "special_tokens": specials}))
+    assert "Composer_bach" in tok.vocab
+    with pytest.raises(ValueError, match=r"\['Composer'\].*no row"):
+        grammar.Grammar(tok)
+
+
+def test_broken_successions_are_found():
     tok = tokenizer.make_tokenizer()
     rules = grammar.Grammar(tok)
-    ok = [tok[t] for t in ("BOS_None", "Bar_None", "Position_0", "Program_0", "Pitch_60", "Velocity_63",
-                           "Duration_1.0.8", "EOS_None")]
+    ok = [tok[t] for t in ("BOS_None", "Bar_None", "TimeSig_4/4", "Position_0", "Program_0", "Pitch_60",
+                           "Velocity_63", "Duration_1.0.8", "EOS_None")]
     assert rules.invalid_share(ok) == 0.0
     bad = [tok[t] for t in ("Pitch_60", "Pitch_62", "Velocity_63")]  # a pitch must be followed by its velocity
     assert rules.invalid_share(bad) == 0.5
+    assert rules.invalid_share([tok["Pitch_60"], tok["EOS_None"]]) == 1.0  # no ending inside a note
 
 
 def test_mask_removes_invalid_successions(bach, rules, untrained):
-    bos, eos = tokenizer.special_ids(bach.tok)["bos"], tokenizer.special_ids(bach.tok)["eos"]
-    free = generate(untrained, [bos], 200, seed=[0, 1, 2], eos_id=eos)
-    masked = generate(untrained, [bos], 200, seed=[0, 1, 2], eos_id=eos, grammar=rules)
+    bos = tokenizer.special_ids(bach.tok)["bos"]
+    cfg = SampleConfig(num_tokens=200, grammar=False)
+    free = generate(untrained, [bos], cfg, seeds=[0, 1, 2], tok=bach.tok)
+    masked = generate(untrained, [bos], SampleConfig(num_tokens=200), seeds=[0, 1, 2], tok=bach.tok)
     share_free = np.mean([rules.invalid_share(s) for s in free])
     share_masked = np.mean([rules.invalid_share(s) for s in masked])
     assert share_free > 0.2 and share_masked == 0.0
@@ -62,17 +103,18 @@ def test_mask_removes_invalid_successions(bach, rules, untrained):
 
 def test_max_bars_stops_each_sequence(bach, rules, untrained):
     bos = tokenizer.special_ids(bach.tok)["bos"]
-    for seq in generate(untrained, [bos], 300, seed=[0, 1, 2, 3], grammar=rules, max_bars=2):
-        assert rules.bars[seq[1:]].sum() <= 2
-    with pytest.raises(ValueError, match="grammar"):
-        generate(untrained, [bos], 10, max_bars=2)
+    for grammar_on in (True, False):  # the bar counts come from the tokenizer, with or without the mask
+        cfg = SampleConfig(num_tokens=300, max_bars=2, grammar=grammar_on)
+        seqs = generate(untrained, [bos], cfg, seeds=[0, 1, 2, 3], tok=bach.tok)
+        for seq in seqs:
+            assert rules.bars[seq[1:]].sum() <= 2
+        assert any(len(seq) < 301 for seq in seqs)
 
 
 def test_repetition_penalty_avoids_tokens_in_the_window(bach, untrained):
     bos = tokenizer.special_ids(bach.tok)["bos"]
-    plain = generate(untrained, [bos], 40, temperature=0.0)[0][1:]
-    penalised = generate(untrained, [bos], 40, temperature=0.0, repetition_penalty=1e6)[0][1:]
+    plain = generate(untrained, [bos], SampleConfig(num_tokens=40, grammar=False), temperatures=0.0)[0][1:]
+    cfg = SampleConfig(num_tokens=40, grammar=False, repetition_penalty=1e6)
+    penalised = generate(untrained, [bos], cfg, temperatures=0.0)[0][1:]
     assert len(set(plain.tolist())) < len(plain)  # greedy decoding of an untrained model repeats itself
     assert len(set(penalised.tolist())) == len(penalised)
-    with pytest.raises(ValueError, match="repetition_penalty"):
-        generate(untrained, [bos], 5, repetition_penalty=0.0)

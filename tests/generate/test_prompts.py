@@ -1,24 +1,12 @@
-"""Prompts built in code (chords, scales, motifs) and cut from files, through the real miditok tokenizer."""
-
-from collections import defaultdict
+"""Prompts: from nothing, files, scores and chord symbols, through the real miditok tokenizer."""
 
 import numpy as np
 import pytest
 import symusic as sm
 
-from tchaikovsky.generate import prompts
 from tchaikovsky.data import tokenizer as tok_lib
-
-TPQ = prompts.TPQ
-
-
-def chords_at(score: sm.Score) -> dict[int, list[int]]:
-    """onset tick -> sorted pitches sounding from it (all tracks)."""
-    out = defaultdict(list)
-    for track in score.tracks:
-        for n in track.notes:
-            out[n.time].append(n.pitch)
-    return {t: sorted(p) for t, p in sorted(out.items())}
+from tchaikovsky.generate import scores
+from tchaikovsky.generate.prompts import make_prompt
 
 
 def beats_and_pitches(score: sm.Score) -> list[tuple[float, int]]:
@@ -27,178 +15,79 @@ def beats_and_pitches(score: sm.Score) -> list[tuple[float, int]]:
     return sorted((n.time / tpq, n.pitch) for t in score.tracks for n in t.notes)
 
 
-def test_chord_progression_pitch_classes_onsets_and_tempo():
-    score = prompts.chord_progression("C G Am F", tempo=120, beats_per_chord=2)
-    assert score.ticks_per_quarter == TPQ and len(score.tracks) == 1
-    assert [t.qpm for t in score.tempos] == [120]
-    assert [(t.numerator, t.denominator) for t in score.time_signatures] == [(4, 4)]
-    chords = chords_at(score)
-    assert list(chords) == [0, 2 * TPQ, 4 * TPQ, 6 * TPQ]
-    assert [{p % 12 for p in c} for c in chords.values()] == [{0, 4, 7}, {7, 11, 2}, {9, 0, 4}, {5, 9, 0}]
-    assert {n.duration for n in score.tracks[0].notes} == {2 * TPQ}
-    # in seconds: one chord every 2 beats at 120 bpm = every second
-    secs = sorted({round(n.time, 6) for n in score.to("second").tracks[0].notes})
-    assert secs == pytest.approx([0.0, 1.0, 2.0, 3.0])
-    for c in chords.values():
-        bass, *upper = c
-        assert bass % 12 == c[0] % 12 and bass < min(upper)  # root in the bass, below the chord
-        assert max(upper) - min(upper) < 12  # close position
-        assert 55 <= min(upper) and max(upper) <= 79  # around octave 4
-        assert 48 <= bass <= 59  # an octave lower
+def test_prompts_from_nothing_a_file_or_chords(bach):
+    tok = bach.tok
+    bos = tok_lib.special_ids(tok)["bos"]
+    assert make_prompt(tok).tolist() == make_prompt(tok, midi="", tokens=5).tolist() == [bos]
+    path = bach.pieces[0].path
+    full = tok_lib.encode_file(tok, path)
+    np.testing.assert_array_equal(make_prompt(tok, midi=str(path), tokens=50), full[:51])
+    np.testing.assert_array_equal(make_prompt(tok, midi=path), full[:-1])  # everything but EOS
+    chords = make_prompt(tok, chords="C G Am F")
+    assert chords[0] == bos and len(chords) > 10
+    np.testing.assert_array_equal(chords, make_prompt(tok, midi=scores.chord_progression("C G Am F")))
+    notes = tok_lib.decode_ids(tok, chords).tracks[0].notes
+    assert {n.pitch % 12 for n in notes} == {0, 2, 4, 5, 7, 9, 11}
+    with pytest.raises(ValueError, match="not both"):
+        make_prompt(tok, midi=str(path), chords="C")
+    with pytest.raises(FileNotFoundError, match="no MIDI file"):
+        make_prompt(tok, midi="/no/such.mid")
+    with pytest.raises(ValueError, match="unknown chord symbol 'Hm'"):
+        make_prompt(tok, chords="C Hm")
 
 
-def test_chord_progression_defaults_and_octave():
-    score = prompts.chord_progression("Dm7 G7 Cmaj7")  # 100 bpm, 4 beats per chord
-    assert list(chords_at(score)) == [0, 4 * TPQ, 8 * TPQ]
-    assert sorted({round(n.time, 3) for n in score.to("second").tracks[0].notes}) == pytest.approx([0, 2.4, 4.8])
-    low = prompts.chord_progression("C", octave=2, program=33, velocity=64)
-    assert 30 <= chords_at(low)[0][1] and max(chords_at(low)[0]) <= 54 and low.tracks[0].program == 33
-    assert {n.velocity for n in low.tracks[0].notes} == {64}
-
-
-@pytest.mark.parametrize("symbol, pcs", [
-    ("Dm7", {2, 5, 9, 0}), ("G7", {7, 11, 2, 5}), ("Cmaj7", {0, 4, 7, 11}), ("F#m", {6, 9, 1}),
-    ("E7sus4", {4, 9, 11, 2}), ("Cdim", {0, 3, 6}), ("Caug", {0, 4, 8}), ("C5", {0, 7}), ("Bbdim7", {10, 1, 4, 7}),
-    ("D9", {2, 6, 9, 0, 4}), ("Csus2", {0, 2, 7}), ("Csus4", {0, 5, 7}), ("A6", {9, 1, 4, 6}), ("Ebmin", {3, 6, 10}),
-    ("Abmaj", {8, 0, 3}), ("Bm7b5", {11, 2, 5, 9}),
-])
-def test_chord_qualities(symbol, pcs):
-    (chord,) = chords_at(prompts.chord_progression(symbol)).values()
-    assert {p % 12 for p in chord} == pcs
-
-
-@pytest.mark.parametrize("symbol, bass_pc, pcs", [
-    ("Bb/D", 2, {10, 2, 5}), ("C/G", 7, {0, 4, 7}), ("F#m/C#", 1, {6, 9, 1}), ("Am/G", 7, {9, 0, 4, 7}),
-    ("G7/F", 5, {7, 11, 2, 5}),
-])
-def test_slash_chord_puts_the_named_bass_lowest(symbol, bass_pc, pcs):
-    (chord,) = chords_at(prompts.chord_progression(symbol)).values()
-    assert chord[0] % 12 == bass_pc and chord[0] < chord[1]
-    assert {p % 12 for p in chord} == pcs
-
-
-@pytest.mark.parametrize("text, bad", [("C G H F", "H"), ("Cmaj13", "Cmaj13"), ("C/X", "C/X"), ("c", "c"),
-                                       ("Am F#m7#11", "F#m7#11")])
-def test_unknown_chord_symbols_raise_with_the_symbol_and_accepted_forms(text, bad):
-    with pytest.raises(ValueError, match=f"unknown chord symbol '{bad}'") as err:
-        prompts.chord_progression(text)
-    assert "sus4" in str(err.value) and "/bass" in str(err.value)
-
-
-def test_chord_progression_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="no chords"):
-        prompts.chord_progression("  | ")
-    with pytest.raises(ValueError, match="beats_per_chord"):
-        prompts.chord_progression("C", beats_per_chord=0)
-    with pytest.raises(ValueError, match="time_signature"):
-        prompts.chord_progression("C", time_signature=(4, 3))
-
-
-def test_chord_separators_and_time_signature():
-    score = prompts.chord_progression("C | G, Am |F", time_signature=(3, 4), beats_per_chord=3)
-    assert len(chords_at(score)) == 4 and [(t.numerator, t.denominator) for t in score.time_signatures] == [(3, 4)]
-
-
-def test_scale_a_minor():
-    score = prompts.scale("A minor")
-    pitches = [n.pitch for n in score.tracks[0].notes]
-    assert pitches[0] == 69 and pitches[-1] == 81 and len(pitches) == 8
-    assert {p % 12 for p in pitches} == {9, 11, 0, 2, 4, 5, 7}
-    assert [n.time for n in score.tracks[0].notes] == [i * TPQ // 2 for i in range(8)]  # eighth notes
-
-
-@pytest.mark.parametrize("name, pcs", [
-    ("C major", {0, 2, 4, 5, 7, 9, 11}), ("A harmonic minor", {9, 11, 0, 2, 4, 5, 8}),
-    ("D dorian", {2, 4, 5, 7, 9, 11, 0}), ("E phrygian", {4, 5, 7, 9, 11, 0, 2}), ("F lydian", {5, 7, 9, 11, 0, 2, 4}),
-    ("G mixolydian", {7, 9, 11, 0, 2, 4, 5}), ("B locrian", {11, 0, 2, 4, 5, 7, 9}),
-    ("C ionian", {0, 2, 4, 5, 7, 9, 11}),
-    ("A aeolian", {9, 11, 0, 2, 4, 5, 7}), ("C pentatonic major", {0, 2, 4, 7, 9}),
-    ("A minor pentatonic", {9, 0, 2, 4, 7}), ("E blues", {4, 7, 9, 10, 11, 2}), ("C chromatic", set(range(12))),
-    ("F# natural minor", {6, 8, 9, 11, 1, 2, 4}),
-])
-def test_scale_kinds(name, pcs):
-    assert {n.pitch % 12 for n in prompts.scale(name).tracks[0].notes} == pcs
-
-
-def test_scale_directions_and_octaves():
-    up = [n.pitch for n in prompts.scale("C3 major", octaves=2).tracks[0].notes]
-    assert up[0] == 48 and up[-1] == 72 and len(up) == 15
-    down = [n.pitch for n in prompts.scale("C3 major", octaves=2, direction="down").tracks[0].notes]
-    assert down == up[::-1]
-    melodic = [n.pitch for n in prompts.scale("A melodic minor", direction="updown", note_beats=1).tracks[0].notes]
-    assert melodic[:8] == [69, 71, 72, 74, 76, 78, 80, 81]  # raised 6th and 7th going up
-    assert melodic[7:] == [81, 79, 77, 76, 74, 72, 71, 69]  # natural minor coming down
-    with pytest.raises(ValueError, match="unknown scale"):
-        prompts.scale("C bebop")
-    with pytest.raises(ValueError, match="direction"):
-        prompts.scale("C major", direction="sideways")
-
-
-def test_motif_with_names_numbers_and_rests():
-    score = prompts.motif(["C4", "F#3", "Bb2", None, 62], [1, 0.5, 0.5, 1, 2], tempo=90, repeat=2, program=40)
-    notes = score.tracks[0].notes
-    assert [n.pitch for n in notes] == [60, 54, 46, 62] * 2
-    assert [n.time for n in notes] == [0, 480, 720, 1440, 2400, 2880, 3120, 3840]
-    assert [n.duration for n in notes][:4] == [480, 240, 240, 960]
-    assert score.tracks[0].program == 40 and score.tempos[0].qpm == pytest.approx(90, abs=1e-3)
-    assert prompts.note_number("C-1") == 0 and prompts.note_number("G9") == 127 and prompts.note_number("Cb4") == 59
-    with pytest.raises(ValueError, match="2 pitches but 1 durations"):
-        prompts.motif(["C4", "D4"], [1])
-    with pytest.raises(ValueError, match="'H4' is not a pitch"):
-        prompts.motif(["C4", "H4"], 1)
-    with pytest.raises(ValueError, match="outside"):
-        prompts.motif(["C10"], 1)
-
-
-def test_to_prompt_is_bos_plus_tokens_without_eos_and_decodes_to_the_same_notes(bach):
+def test_a_score_prompt_is_bos_plus_tokens_without_eos_and_decodes_to_the_same_notes(bach):
     tok = bach.tok
     sp = tok_lib.special_ids(tok)
-    score = prompts.chord_progression("C G Am F")
-    ids = prompts.to_prompt(tok, score)
+    score = scores.chord_progression("C G Am F")
+    ids = make_prompt(tok, midi=score)
     assert ids.dtype == np.int32 and ids[0] == sp["bos"] and len(ids) > 8
     assert sp["eos"] not in ids and sp["bos"] not in ids[1:]
     np.testing.assert_array_equal(ids, tok_lib.encode_file(tok, score)[:-1])
     assert beats_and_pitches(tok_lib.decode_ids(tok, ids)) == beats_and_pitches(score)
-    melody = prompts.motif(["E4", "D4", "C4", "D4", "E4", "E4", "E4"], [1, 1, 1, 1, 1, 1, 2])
-    assert beats_and_pitches(tok_lib.decode_ids(tok, prompts.to_prompt(tok, melody))) == beats_and_pitches(melody)
-    assert len(prompts.to_prompt(tok, score, max_tokens=5)) == 6
+    melody = scores.motif(["E4", "D4", "C4", "D4", "E4", "E4", "E4"], [1, 1, 1, 1, 1, 1, 2])
+    assert beats_and_pitches(tok_lib.decode_ids(tok, make_prompt(tok, midi=melody))) == beats_and_pitches(melody)
+    assert len(make_prompt(tok, midi=score, tokens=5)) == 6
     with pytest.raises(ValueError, match="no notes"):
-        prompts.to_prompt(tok, prompts.motif(["C0"], [1]))  # below the tokenizer's pitch range
+        make_prompt(tok, midi=scores.motif(["C0"], [1]))  # below the tokenizer's pitch range
 
 
-def test_prompt_from_file_cuts_bars_seconds_tokens(bach, tmp_path):
+def test_prompts_cut_bars_seconds_tokens(bach, tmp_path):
     tok = bach.tok
     path = tmp_path / "four_bars.mid"
-    prompts.chord_progression("C G Am F").dump_midi(str(path))  # 4 bars of 4/4 at 100 bpm
-    two = tok_lib.decode_ids(tok, prompts.prompt_from_file(tok, path, bars=2))
+    scores.chord_progression("C G Am F").dump_midi(str(path))  # 4 bars of 4/4 at 100 bpm
+    two = tok_lib.decode_ids(tok, make_prompt(tok, midi=path, bars=2))
     assert max(n.end for t in two.tracks for n in t.notes) / two.ticks_per_quarter <= 8
     assert {p % 12 for _, p in beats_and_pitches(two)} == {0, 4, 7, 11, 2}  # C and G only
     assert {b for b, _ in beats_and_pitches(two)} == {0, 4}
-    np.testing.assert_array_equal(prompts.prompt_from_file(tok, path, seconds=4.8),  # 2 bars = 8 beats at 100 bpm
-                                  prompts.prompt_from_file(tok, path, bars=2))
-    whole = prompts.prompt_from_file(tok, path)
-    np.testing.assert_array_equal(prompts.prompt_from_file(tok, path, bars=10), whole)
-    np.testing.assert_array_equal(whole, prompts.to_prompt(tok, sm.Score(str(path))))
-    assert len(prompts.prompt_from_file(tok, path, tokens=5)) == 6
-    np.testing.assert_array_equal(prompts.prompt_from_file(tok, path, bars=2, tokens=4),
-                                  prompts.prompt_from_file(tok, path, bars=2)[:5])
+    np.testing.assert_array_equal(make_prompt(tok, midi=path, seconds=4.8),  # 2 bars = 8 beats at 100 bpm
+                                  make_prompt(tok, midi=path, bars=2))
+    whole = make_prompt(tok, midi=path)
+    np.testing.assert_array_equal(make_prompt(tok, midi=path, bars=10), whole)
+    np.testing.assert_array_equal(whole, make_prompt(tok, midi=sm.Score(str(path))))
+    assert len(make_prompt(tok, midi=path, tokens=5)) == 6
+    np.testing.assert_array_equal(make_prompt(tok, midi=path, bars=2, tokens=4),
+                                  make_prompt(tok, midi=path, bars=2)[:5])
+    np.testing.assert_array_equal(make_prompt(tok, chords="C G Am F", bars=2), make_prompt(tok, midi=path, bars=2))
 
 
-def test_prompt_from_file_follows_the_time_signature(bach):
-    waltz = prompts.motif(["C4", "E4", "G4"] * 4, 1, time_signature=(3, 4))  # four bars of 3/4
-    one = tok_lib.decode_ids(bach.tok, prompts.prompt_from_file(bach.tok, waltz, bars=1))
+def test_prompts_follow_the_time_signature(bach):
+    waltz = scores.motif(["C4", "E4", "G4"] * 4, 1, time_signature=(3, 4))  # four bars of 3/4
+    one = tok_lib.decode_ids(bach.tok, make_prompt(bach.tok, midi=waltz, bars=1))
     assert beats_and_pitches(one) == [(0, 60), (1, 64), (2, 67)]
 
 
-def test_prompt_from_file_errors(bach, tmp_path):
+def test_prompt_errors(bach, tmp_path):
     with pytest.raises(FileNotFoundError):
-        prompts.prompt_from_file(bach.tok, tmp_path / "missing.mid")
+        make_prompt(bach.tok, midi=tmp_path / "missing.mid")
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"not a midi file at all")
     with pytest.raises(ValueError, match="not a readable MIDI file"):
-        prompts.prompt_from_file(bach.tok, bad)
-    late = prompts.motif([None, "C4"], [8, 1])  # silent for two bars
+        make_prompt(bach.tok, midi=bad)
+    late = scores.motif([None, "C4"], [8, 1])  # silent for two bars
     with pytest.raises(ValueError, match="no notes in the first 1 bar"):
-        prompts.prompt_from_file(bach.tok, late, bars=1)
+        make_prompt(bach.tok, midi=late, bars=1)
     with pytest.raises(ValueError, match="not both"):
-        prompts.prompt_from_file(bach.tok, late, bars=1, seconds=2)
+        make_prompt(bach.tok, midi=late, bars=1, seconds=2)
+    with pytest.raises(ValueError, match="tokens"):
+        make_prompt(bach.tok, midi=late, tokens=-1)

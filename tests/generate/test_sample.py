@@ -1,5 +1,6 @@
 """Sampling: the logit filters, seeds and batching, the KV-cached sliding window, and music from a trained model."""
 
+import dataclasses
 import itertools
 
 import equinox as eqx
@@ -9,8 +10,11 @@ import numpy as np
 import pytest
 from symusic import Score
 
+from tchaikovsky.config import SampleConfig
 from tchaikovsky.data import tokenizer
-from tchaikovsky.generate.sampling import NEG_INF, filter_logits, generate, sample_token, sample_uniform
+from tchaikovsky.generate.sampling import (
+    NEG_INF, filter_logits, generate, kept_prompt, sample_token, sample_uniform,
+)
 
 
 def kept(logits, **kw) -> set[int]:
@@ -115,6 +119,11 @@ def test_inverse_cdf_draws_only_kept_tokens_even_at_the_ends_of_the_unit_interva
 # ---------------------------------------------------------------------------------------------------- generate
 
 
+def cfg(num_tokens: int, **kw) -> SampleConfig:
+    """A config without the tokenizer's grammar (these tests pass no tokenizer unless they say so)."""
+    return SampleConfig(num_tokens=num_tokens, grammar=kw.pop("grammar", False), **kw)
+
+
 @pytest.fixture(scope="module")
 def model(trained):
     return trained.model
@@ -126,9 +135,9 @@ def prompt(bach) -> np.ndarray:
 
 
 def test_same_seed_same_sequence_different_seeds_differ(model, prompt):
-    a = generate(model, prompt, 40, seed=1, temperature=1.0)[0]
-    b = generate(model, prompt, 40, seed=1, temperature=1.0)[0]
-    c = generate(model, prompt, 40, seed=2, temperature=1.0)[0]
+    a = generate(model, prompt, cfg(40), seeds=1, temperatures=1.0)[0]
+    b = generate(model, prompt, cfg(40), seeds=1, temperatures=1.0)[0]
+    c = generate(model, prompt, cfg(40), seeds=2, temperatures=1.0)[0]
     assert len(a) == len(prompt) + 40
     np.testing.assert_array_equal(a[: len(prompt)], prompt)
     np.testing.assert_array_equal(a, b)
@@ -136,20 +145,20 @@ def test_same_seed_same_sequence_different_seeds_differ(model, prompt):
 
 
 def test_a_longer_run_extends_a_shorter_one(model, prompt):
-    short = generate(model, prompt, 20, seed=5)[0]
-    long = generate(model, prompt, 300, seed=5)[0]  # past the sampler's first block of 256 uniforms, and slides
+    short = generate(model, prompt, cfg(20), seeds=5)[0]
+    long = generate(model, prompt, cfg(300), seeds=5)[0]  # past the sampler's first block of 256 uniforms, and slides
     np.testing.assert_array_equal(long[: len(short)], short)
 
 
 def test_batched_generation_is_one_sequence_per_seed_temperature_pair(model, prompt):
     seeds, temps = [0, 0, 1, 1], [0.5, 1.2, 0.5, 1.2]
-    batch = generate(model, prompt, 40, seed=seeds, temperature=temps)
+    batch = generate(model, prompt, cfg(40), seeds=seeds, temperatures=temps)
     assert len(batch) == 4
     for s, t, seq in zip(seeds, temps, batch):
-        np.testing.assert_array_equal(seq, generate(model, prompt, 40, seed=s, temperature=t)[0])
+        np.testing.assert_array_equal(seq, generate(model, prompt, cfg(40), seeds=s, temperatures=t)[0])
     assert len({tuple(seq) for seq in batch}) == 4
     # numpy broadcasting makes a grid: 2 seeds (column) x 2 temperatures (row)
-    grid = generate(model, prompt, 40, seed=np.array([[0], [1]]), temperature=[0.5, 1.2])
+    grid = generate(model, prompt, cfg(40), seeds=np.array([[0], [1]]), temperatures=[0.5, 1.2])
     for seq, want in zip(grid, batch):
         np.testing.assert_array_equal(seq, want)
 
@@ -174,7 +183,7 @@ def reference_greedy(model, prompt, num_tokens, keep) -> np.ndarray:
 def test_cached_greedy_equals_full_recompute_across_slides(model, prompt):
     C, keep = model.config.context, 40
     n = 2 * C + 7  # fills the window, then slides every C - keep tokens: 5 slides
-    got = generate(model, prompt, n, temperature=0.0, keep=keep)[0]
+    got = generate(model, prompt, cfg(n, keep=keep), temperatures=0.0)[0]
     want = reference_greedy(model, prompt, n, keep)
     np.testing.assert_array_equal(got[len(prompt):], want)
 
@@ -182,7 +191,7 @@ def test_cached_greedy_equals_full_recompute_across_slides(model, prompt):
 def test_long_generation_from_a_trained_model_is_music(model, bach):
     C = model.config.context
     bos = tokenizer.special_ids(bach.tok)["bos"]
-    seqs = generate(model, [bos], 3 * C, seed=[0, 1, 2, 3], temperature=1.0, top_p=0.9)
+    seqs = generate(model, [bos], cfg(3 * C, top_p=0.9), seeds=[0, 1, 2, 3], temperatures=1.0)
     for seq in seqs:
         assert len(seq) == 1 + 3 * C
         longest_run = max(len(list(g)) for _, g in itertools.groupby(seq.tolist()))
@@ -201,30 +210,77 @@ def test_long_generation_from_a_trained_model_is_music(model, bach):
 def test_prompt_longer_than_context_keeps_its_most_recent_part(model, bach):
     C = model.config.context
     long_prompt = bach.shards.piece_ids("val", 0)[: C + 25]
-    out = generate(model, long_prompt, 12, temperature=0.0)[0]
+    np.testing.assert_array_equal(kept_prompt(long_prompt, C), long_prompt[-C:])
+    out = generate(model, long_prompt, cfg(12), temperatures=0.0)[0]
     assert len(out) == C + 12
     np.testing.assert_array_equal(out[:C], long_prompt[-C:])
-    np.testing.assert_array_equal(out, generate(model, long_prompt[-C:], 12, temperature=0.0)[0])
+    np.testing.assert_array_equal(out, generate(model, long_prompt[-C:], cfg(12), temperatures=0.0)[0])
 
 
-def test_eos_stops_a_sequence(model, prompt):
-    free = generate(model, prompt, 30, seed=[3, 4], temperature=1.0)
-    new0 = free[0][len(prompt):]
-    eos = int(new0[5])  # a token sequence 0 certainly produces, at its 6th step at the latest
-    first0 = int(np.flatnonzero(new0 == eos)[0])
-    stopped = generate(model, prompt, 30, seed=[3, 4], temperature=1.0, eos_id=eos)
-    np.testing.assert_array_equal(stopped[0], free[0][: len(prompt) + first0 + 1])
+@pytest.fixture(scope="module")
+def eager_to_end(model, bach):
+    """The trained model with +6 on its EOS logit: it ends pieces early."""
+    eos = tokenizer.special_ids(bach.tok)["eos"]
+    return eqx.tree_at(lambda m: m.head.bias, model, model.head.bias.at[eos].add(6.0))
+
+
+def test_eos_stops_a_sequence(eager_to_end, bach, prompt):
+    eos = tokenizer.special_ids(bach.tok)["eos"]
+    seeds = [3, 4, 5, 6]
+    free = generate(eager_to_end, prompt, cfg(60), seeds=seeds)  # without the tokenizer nothing stops a sequence
+    stopped = generate(eager_to_end, prompt, cfg(60), seeds=seeds, tok=bach.tok)
+    cut = 0
     for f, s in zip(free, stopped):  # every row is cut right after its own first EOS, unchanged before it
         new = f[len(prompt):]
         hits = np.flatnonzero(new == eos)
-        cut = len(prompt) + (hits[0] + 1 if hits.size else len(new))
-        np.testing.assert_array_equal(s, f[:cut])
+        np.testing.assert_array_equal(s, f[: len(prompt) + (hits[0] + 1 if hits.size else len(new))])
+        cut += hits.size > 0
+    assert cut >= 3, "the biased model should end most pieces within 60 tokens"
 
 
-def test_bad_arguments(model):
+def test_min_tokens_holds_eos_back(eager_to_end, bach, prompt):
+    eos = tokenizer.special_ids(bach.tok)["eos"]
+    seeds, n, m = [0, 1, 2, 3], 120, 50
+    for grammar in (False, True):
+        short = generate(eager_to_end, prompt, cfg(n, grammar=grammar), seeds=seeds, tok=bach.tok)
+        held = generate(eager_to_end, prompt, cfg(n, grammar=grammar, min_tokens=m), seeds=seeds, tok=bach.tok)
+        assert all(len(s) - len(prompt) < m for s in short), [len(s) for s in short]
+        for s in held:
+            new = s[len(prompt):]
+            assert len(new) > m and eos not in new[:m]
+            assert new[-1] == eos  # the model still ends the piece, once it may
+    with pytest.raises(ValueError, match="min_tokens"):
+        SampleConfig(num_tokens=10, min_tokens=11)
+
+
+def test_bad_arguments(model, bach):
     with pytest.raises(ValueError, match="at least one token"):
-        generate(model, [], 5)
-    with pytest.raises(ValueError, match="num_tokens"):
-        generate(model, [1], 0)
+        generate(model, [], cfg(5))
     with pytest.raises(ValueError, match="keep"):
-        generate(model, [1], 5, keep=model.config.context)
+        generate(model, [1], cfg(5, keep=model.config.context))
+    with pytest.raises(ValueError, match="tok="):
+        generate(model, [1], SampleConfig(num_tokens=5))  # the grammar (on by default) needs the tokenizer
+    with pytest.raises(ValueError, match="tok="):
+        generate(model, [1], cfg(5, max_bars=2))
+    for bad, match in [(dict(num_tokens=0), "num_tokens"), (dict(top_p=0.0), "top_p"), (dict(top_k=-1), "top_k"),
+                       (dict(min_p=1.5), "min_p"), (dict(repetition_penalty=0.0), "repetition_penalty"),
+                       (dict(max_bars=0), "max_bars"), (dict(max_seconds=-1), "max_seconds"),
+                       (dict(grammar="yes"), "grammar"), (dict(num_tokens=2.5), "num_tokens")]:
+        with pytest.raises(ValueError, match=match):
+            SampleConfig(**bad)
+
+
+def test_changing_config_values_never_recompiles(model, bach, prompt, caplog):
+    """Only num_tokens, keep and switching the repetition penalty or the grammar arrays on or off compile anew."""
+    base = SampleConfig(num_tokens=24, max_bars=3)
+    generate(model, prompt, base, tok=bach.tok)  # compiled here (or earlier)
+    variants = [dict(top_k=5), dict(top_p=0.5), dict(min_p=0.2), dict(min_tokens=10), dict(max_bars=None),
+                dict(grammar=False), dict(max_bars=7, top_k=2, top_p=0.9, min_p=0.1, min_tokens=24, max_seconds=3.0)]
+    with jax.log_compiles(), caplog.at_level("DEBUG"):
+        caplog.clear()
+        for change in variants:
+            generate(model, prompt, dataclasses.replace(base, **change), seeds=7, temperatures=0.7, tok=bach.tok)
+        compiled = [r.getMessage() for r in caplog.records if "_generate" in r.getMessage()]
+        assert compiled == []
+        generate(model, prompt, dataclasses.replace(base, num_tokens=25), tok=bach.tok)  # a new loop length
+        assert any("_generate" in r.getMessage() for r in caplog.records)  # the check does see compilations

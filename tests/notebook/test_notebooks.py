@@ -96,12 +96,13 @@ def test_notebooks_run_on_a_users_folder_with_other_parameters(tmp_path, corpus_
     n_train = sum(1 for p in index["splits"]["train"]["pieces"] if "augment" not in p)
     assert len(index["splits"]["train"]["pieces"]) == 3 * n_train  # each piece also a semitone up and down
     prompt = data / "piece 0.MID"
-    run_notebook("04_sample", run, prompt_midi=str(prompt), prompt_tokens=40, num_tokens=200, top_k=20,
-                 top_p=1.0, temperatures="0.8,1.2", seeds=[5], evaluate=False)
+    run_notebook("04_sample", run, prompt_midi=str(prompt), prompt_tokens=40, num_tokens=200, min_tokens=200,
+                 top_k=20, top_p=1.0, temperatures="0.8,1.2", seeds=[5], evaluate=False)
     mids = sorted((run / "samples").glob("sample-*.mid"))
     assert len(mids) == 2
     tok = tokenizer.load_tokenizer(run / "tokenizer.json")
-    for mid in mids:  # 3x the tiny model's context of 64; the MIDI re-encodes to about the tokens generated
+    for mid in mids:  # 3x the tiny model's context of 64 (min_tokens: the model may not end the piece earlier);
+        # the MIDI re-encodes to about the tokens generated
         n = len(tokenizer.encode_file(tok, mid))
         assert 0.6 * 240 <= n <= 1.4 * 242, n
 

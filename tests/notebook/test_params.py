@@ -41,10 +41,16 @@ def test_lists_accept_papermill_strings():
     assert params.parse_list([1, 2], int) == [1, 2]
     assert params.parse_list(0.7) == [0.7]
     ns = {"data_dir": "", "run_dir": "", "seed": 0, "max_files": None, "composers": "bach", "repo_url": "",
-          "checkpoint": "", "prompt_midi": "", "prompt_chords": "", "prompt_tokens": 64, "num_tokens": 100, "temperatures": "0.8,1.1",
-          "seeds": [0, 1], "top_k": 0, "top_p": 0.9, "min_p": 0.0, "grammar": True, "repetition_penalty": 1.0, "max_bars": None, "max_seconds": None, "evaluate": True, "interactive": False, "soundfont": ""}
+          "checkpoint": "", "prompt_midi": "", "prompt_chords": "", "prompt_tokens": 64, "num_tokens": 100,
+          "min_tokens": 0, "temperatures": "0.8,1.1", "seeds": [0, 1], "top_k": 0, "top_p": 0.9, "min_p": 0.0,
+          "grammar": True, "repetition_penalty": 1.0, "max_bars": None, "max_seconds": None, "evaluate": True,
+          "interactive": False, "soundfont": ""}
     params.check("04_sample", ns)
     with pytest.raises(ValueError, match="`temperatures`"):
         params.check("04_sample", {**ns, "temperatures": "hot"})
     with pytest.raises(ValueError, match="`top_p`"):
         params.check("04_sample", {**ns, "top_p": 0.0})
+    with pytest.raises(ValueError, match="`min_tokens`"):
+        params.check("04_sample", {**ns, "min_tokens": -1})
+    with pytest.raises(ValueError, match="`min_tokens` is missing"):
+        params.check("04_sample", {k: v for k, v in ns.items() if k != "min_tokens"})

@@ -1,4 +1,4 @@
-"""The notebook stages as functions: run directories, wandb logging, samples during training, prompts."""
+"""The notebook stages as functions: run directories, wandb logging, samples during training and after."""
 
 import os
 import shutil
@@ -6,9 +6,12 @@ import stat
 
 import pytest
 
+import numpy as np
+
+from tchaikovsky.config import SampleConfig
+from tchaikovsky.generate.prompts import make_prompt
 from tchaikovsky.notebook import pipeline
 from tchaikovsky.render import samples
-from tchaikovsky.data import tokenizer
 
 
 def test_training_logs_to_wandb_offline_and_renders_samples_as_it_goes(bach, tmp_path, monkeypatch):
@@ -50,34 +53,20 @@ def test_default_run_dir_sits_at_the_project_root(tmp_path, monkeypatch):
     assert pipeline.resolve_run_dir("") == tmp_path / "runs" / "default"
 
 
-def test_prompts_from_nothing_a_file_or_chords(bach):
-    tok = bach.tok
-    bos = tokenizer.special_ids(tok)["bos"]
-    assert pipeline.make_prompt(tok).tolist() == [bos]
-    from_file = pipeline.make_prompt(tok, str(bach.pieces[0].path), 50)
-    assert from_file[0] == bos and len(from_file) == 51
-    chords = pipeline.make_prompt(tok, prompt_chords="C G Am F")
-    assert chords[0] == bos and len(chords) > 10
-    notes = tokenizer.decode_ids(tok, chords).tracks[0].notes
-    assert {n.pitch % 12 for n in notes} == {0, 2, 4, 5, 7, 9, 11}
-    with pytest.raises(ValueError, match="not both"):
-        pipeline.make_prompt(tok, str(bach.pieces[0].path), prompt_chords="C")
-    with pytest.raises(FileNotFoundError, match="prompt_midi"):
-        pipeline.make_prompt(tok, "/no/such.mid")
-
-
-def test_sample_run_writes_midi_png_wav_and_respects_limits(bach, trained, tmp_path):
+def test_write_samples_writes_midi_png_wav_and_respects_limits(bach, trained, tmp_path):
     import symusic
 
     from tchaikovsky.generate import grammar
 
     tok = bach.tok
-    prompt = pipeline.make_prompt(tok, str(bach.pieces[0].path), 40)
-    cells = samples.write_samples(tmp_path, trained.model, tok, prompt, num_tokens=150, seeds=[0, 1],
-                                temperatures="0.9", max_bars=3, max_seconds=8.0)
+    prompt = make_prompt(tok, midi=bach.pieces[0].path, tokens=40)
+    config = SampleConfig(num_tokens=150, max_bars=3, max_seconds=8.0)
+    cells = samples.write_samples(tmp_path, trained.model, tok, prompt, config, seeds=[0, 1], temperatures="0.9")
     assert len(cells) == 2
     rules = grammar.Grammar(tok)
     for c in cells:
+        np.testing.assert_array_equal(c["ids"][: len(prompt)], prompt)
+        assert c["n_tokens"] == len(c["ids"]) and rules.invalid_share(c["ids"]) == 0.0
         assert c["midi_path"].exists() and c["png_path"].exists() and c["wav_path"].exists()
         score = symusic.Score(str(c["midi_path"]))
         assert score.to("second").end() <= 8.0 + 1e-6

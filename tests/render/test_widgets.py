@@ -3,16 +3,18 @@ model, the real tokenizer, FluidSynth when present, and appends to the real Outp
 
 import datetime
 
+import equinox as eqx
 import ipywidgets as W
 import jax
+import numpy as np
 import pytest
 import symusic
 
-from tchaikovsky.render import audio
-from tchaikovsky.generate import prompts
-from tchaikovsky.render import widgets
-from tchaikovsky.config import ModelConfig
+from tchaikovsky.config import ModelConfig, SampleConfig
+from tchaikovsky.data import tokenizer as tok_lib
+from tchaikovsky.generate import prompts, scores
 from tchaikovsky.model import GPT
+from tchaikovsky.render import audio, widgets
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +39,17 @@ def errors(panel) -> str:
 
 def test_panel_builds_with_the_controls(model, bach, tmp_path):
     pieces = [p.path for p in bach.pieces[:2]]
-    panel = widgets.sampler_panel(model, bach.tok, tmp_path, pieces=pieces, num_tokens=256, temperature=0.8)
+    panel = widgets.sampler_panel(model, bach.tok, tmp_path, pieces=pieces, temperature=0.8,
+                                  config=SampleConfig(num_tokens=256, min_tokens=32, top_p=0.9))
     assert isinstance(panel, W.VBox)
     c = panel.controls
     assert (c["temperature"].min, c["temperature"].max, c["temperature"].value) == (0.0, 2.0, 0.8)
     assert (c["top_p"].min, c["top_p"].max) == (0.5, 1.0)
     assert (c["length"].min, c["length"].max, c["length"].value) == (64, 4096, 256)
+    assert (c["min_tokens"].min, c["min_tokens"].max, c["min_tokens"].value) == (0, 256, 32)
+    assert c["top_p"].value == 0.9
+    c["length"].value = 128
+    assert c["min_tokens"].max == 128  # EOS is held back at most the whole length
     assert isinstance(c["seed"], W.IntText) and isinstance(panel.progress, W.IntProgress)
     assert isinstance(c["upload"], W.FileUpload) and c["upload"].accept == ".mid,.midi"
     assert c["chords"].value == "C G Am F"
@@ -61,7 +68,7 @@ def test_generate_writes_samples_and_appends_them(model, bach, tmp_path):
     c["length"].value = 64
     c["prompt_bars"].value = 2
     upload = tmp_path / "upload.mid"
-    prompts.motif(["C4", "E4", "G4", "C5"], 1, repeat=2).dump_midi(str(upload))
+    scores.motif(["C4", "E4", "G4", "C5"], 1, repeat=2).dump_midi(str(upload))
     c["upload"].value = upload_value("upload.mid", upload.read_bytes())
     has_audio = audio.audio_available()[0]
     cells = []
@@ -104,3 +111,39 @@ def test_errors_are_shown_in_the_output_not_raised(model, bach, tmp_path):
     assert panel.generate() is None
     assert "notes.txt is not a MIDI file" in errors(panel)
     assert not panel.button.disabled and not (tmp_path / "samples").exists()
+
+
+def test_a_long_prompt_keeps_its_end_as_generate_does(model, bach, tmp_path):
+    """The piece continues the LAST ``context`` tokens of a long prompt (what the model saw), and the piano roll's
+    prompt boundary is where those end."""
+    C = model.config.context
+    piece = bach.pieces[0].path
+    panel = widgets.sampler_panel(model, bach.tok, tmp_path, pieces=[piece], config=SampleConfig(num_tokens=64))
+    panel.controls["prompt"].value = piece
+    panel.controls["prompt_bars"].value = 32
+    full = prompts.make_prompt(bach.tok, midi=piece, bars=32)
+    assert len(full) > 2 * C
+    cell = panel.generate()
+    assert cell is not None, errors(panel)
+    assert f"its last {C} tokens" in "".join(o.get("text", "") for o in panel.output.outputs)
+    np.testing.assert_array_equal(cell["ids"][:C], full[-C:])
+    kept = tok_lib.decode_ids(bach.tok, full[-C:])
+    assert cell["prompt_end"] == pytest.approx(kept.to("second").end())
+    notes = lambda score: {(n.time, n.pitch) for t in score.tracks for n in t.notes}  # noqa: E731
+    saved = symusic.Score(str(cell["midi_path"]))
+    assert notes(kept) and notes(kept) <= notes(saved)  # the piece opens with the prompt's end, not its start
+
+
+def test_min_tokens_slider_holds_the_end_back(model, bach, tmp_path):
+    eos = tok_lib.special_ids(bach.tok)["eos"]
+    eager = eqx.tree_at(lambda m: m.head.bias, model, model.head.bias.at[eos].add(50.0))  # ends when it may
+    panel = widgets.sampler_panel(eager, bach.tok, tmp_path)
+    c = panel.controls
+    c["length"].value = 64
+    c["min_tokens"].value = 0
+    short = panel.generate()
+    c["min_tokens"].value = 48
+    held = panel.generate()
+    assert short is not None and held is not None, errors(panel)
+    assert short["n_tokens"] - 1 < 48 <= held["n_tokens"] - 1  # new tokens after [BOS]
+    assert held["ids"][-1] == eos and eos not in held["ids"][1:49]
