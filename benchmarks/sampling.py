@@ -21,9 +21,11 @@ def cached_generate(model, prompt, num_tokens: int, *, seed: int | list[int] = 0
                     dtype=None):
     """``tchaikovsky.generate.sampling.generate`` of ``num_tokens`` new tokens after ``prompt``, plain sampling at
     ``temperature`` (no top-k/top-p), one sequence per seed; returns its list of int32 arrays (prompt + new)."""
+    from tchaikovsky.config import SampleConfig
     from tchaikovsky.generate.sampling import generate
 
-    return generate(model, prompt, num_tokens, seed=seed, temperature=temperature, dtype=dtype)
+    config = SampleConfig(num_tokens=num_tokens, grammar=False)  # no tokenizer here: no EOS, no grammar mask
+    return generate(model, prompt, config, seeds=seed, temperatures=temperature, dtype=dtype)
 
 
 def _baseline_inputs(model, prompt, pad_id: int, dtype):
