@@ -211,3 +211,16 @@ def test_old_layout_checkpoint_still_loads(states, small_config, tmp_path, reque
     model, meta = checkpoint.load_model(path)  # weights alone, without building an optimizer
     assert same(model, a.model) and meta["step"] == 10
 
+
+def test_frozen_arrays_change_the_state_structure_and_mismatches_are_value_errors(small_config, tmp_path):
+    from tchaikovsky.training.state import only
+
+    model = GPT(small_config, key=jax.random.key(0))
+    head_only = only(lambda m: m.head)
+    frozen = TrainState.create(model, make_optimizer(TrainConfig(), model, trainable=head_only), 0, head_only)
+    assert frozen.frozen() and ".head.weight" not in frozen.frozen() and ".embed.weight" in frozen.frozen()
+    path = checkpoint.save(tmp_path, frozen, meta_for(small_config))
+    like = TrainState.create(model, make_optimizer(TrainConfig(), model, trainable=head_only), 1, head_only)
+    assert same(checkpoint.load(path, like), frozen)
+    with pytest.raises(ValueError, match="does not match"):
+        checkpoint.load(path, make_state(small_config))
