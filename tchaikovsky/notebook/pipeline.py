@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +87,23 @@ def ensure_data(run_dir: Path, data_dir: str, *, vocab_size: int, max_files, com
     return shards_lib.Shards(run_dir / "shards")
 
 
+def wandb_run_id(run_dir: Path) -> str:
+    """The wandb run id of ``run_dir``, stable across processes and sessions: made on first use from the run's name
+    and a digest of its resolved path, and kept in ``run_dir/wandb_id`` (so a copied run keeps rejoining it)."""
+    path = Path(run_dir) / "wandb_id"
+    if not path.exists():
+        from tchaikovsky import io
+
+        digest = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+        name = re.sub(r"[^A-Za-z0-9_-]", "-", Path(run_dir).resolve().name)[:48]
+        io.atomic_write(path, f"{name}-{digest}\n")
+    return path.read_text().strip()
+
+
 def wandb_logger(mode: str, run_dir: Path, config: dict):
-    """A training ``Hook`` that logs every history record to wandb (from process 0), or None when disabled. The API
-    key comes from WANDB_API_KEY or a Kaggle secret of that name, and is never printed."""
+    """A training ``Hook`` that logs every history record to wandb (from process 0), or None when disabled. A
+    resumed run rejoins its wandb run (``wandb_run_id``). The API key comes from WANDB_API_KEY or a Kaggle secret of
+    that name, and is never printed."""
     if mode == "disabled":
         return None
     import jax
@@ -103,7 +119,7 @@ def wandb_logger(mode: str, run_dir: Path, config: dict):
         except Exception:
             raise ValueError("wandb_mode='online' needs WANDB_API_KEY (environment variable or Kaggle secret)") from None
     run = wandb.init(project="tchaikovsky", name=run_dir.name, dir=str(run_dir), mode=mode, config=config,
-                     resume="allow", id=f"{run_dir.name}-{abs(hash(str(run_dir))) % 10**8}")
+                     resume="allow", id=wandb_run_id(run_dir))
 
     def log(record: dict, state) -> None:
         if jax.process_index() == 0:
