@@ -90,4 +90,7 @@ display.loss_curve(run / "history.jsonl")
 # %% [markdown]
 # ## Next
 # `04_sample` writes, renders and plays new pieces from `run_dir/checkpoints/model.eqx`. To train longer, rerun
-# this notebook with a larger `max_steps` and `resume=True`.
+# this notebook with a larger `max_steps` and `resume=True`: training continues from the latest checkpoint, and the
+# learning rate moves from its current value to the longer plan within `warmup_steps` steps, without a jump.
+# Another run can start from these weights (`tchaikovsky.training.loop.train(..., init_from=run_dir)`) to fine-tune
+# them, all or in part (`trainable=`), on other data or with another loss.

@@ -55,9 +55,11 @@ class TrainConfig:
     accum_steps: int = 1  # micro-batches per step: batch_size / accum_steps sequences go through at once
     seq_len: int = 256  # tokens per training window (<= model context)
     learning_rate: float = 1e-3  # peak, after warmup
-    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
-    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1  # the schedule decays to learning_rate * min_lr_ratio at max_steps
+    warmup_steps: int = 50  # linear warmup from 0 (and the longest re-warmup when a resumed run changes its plan)
     max_steps: int = 500
+    schedule: str = "cosine"  # "cosine" | "wsd" (warmup, constant, then linear decay): see training.schedule
+    decay_fraction: float = 0.2  # wsd: the last fraction of max_steps decays
     weight_decay: float = 0.1  # matrix weights only
     grad_clip: float = 1.0  # global-norm clipping
     beta2: float = 0.95

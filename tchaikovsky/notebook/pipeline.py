@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from tchaikovsky.data import corpus as corpus_lib
@@ -83,12 +85,29 @@ def ensure_data(run_dir: Path, data_dir: str, *, vocab_size: int, max_files, com
     return shards_lib.Shards(run_dir / "shards")
 
 
+def wandb_run_id(run_dir: Path) -> str:
+    """The wandb run id of ``run_dir``, stable across processes and sessions: made on first use from the run's name
+    and a digest of its resolved path, and kept in ``run_dir/wandb_id`` (so a copied run keeps rejoining it)."""
+    path = Path(run_dir) / "wandb_id"
+    if not path.exists():
+        from tchaikovsky import io
+
+        digest = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+        name = re.sub(r"[^A-Za-z0-9_-]", "-", Path(run_dir).resolve().name)[:48]
+        io.atomic_write(path, f"{name}-{digest}\n")
+    return path.read_text().strip()
+
+
 def wandb_logger(mode: str, run_dir: Path, config: dict):
-    """A ``record -> None`` logger for wandb, or None when disabled. The API key comes from WANDB_API_KEY or a
-    Kaggle secret of that name, and is never printed."""
+    """A training ``Hook`` that logs every history record to wandb (from process 0), or None when disabled. A
+    resumed run rejoins its wandb run (``wandb_run_id``). The API key comes from WANDB_API_KEY or a Kaggle secret of
+    that name, and is never printed."""
     if mode == "disabled":
         return None
+    import jax
     import wandb
+
+    from tchaikovsky.training.loop import Hook
 
     if mode == "online" and not os.environ.get("WANDB_API_KEY"):
         try:
@@ -98,39 +117,44 @@ def wandb_logger(mode: str, run_dir: Path, config: dict):
         except Exception:
             raise ValueError("wandb_mode='online' needs WANDB_API_KEY (environment variable or Kaggle secret)") from None
     run = wandb.init(project="tchaikovsky", name=run_dir.name, dir=str(run_dir), mode=mode, config=config,
-                     resume="allow", id=f"{run_dir.name}-{abs(hash(str(run_dir))) % 10**8}")
-    return lambda record: run.log(record, step=record["step"])
+                     resume="allow", id=wandb_run_id(run_dir))
+
+    def log(record: dict, state) -> None:
+        if jax.process_index() == 0:
+            run.log(record, step=record["step"])
+
+    return Hook(log)
 
 
 def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=None, max_minutes=None,
               batch_size=None, learning_rate=None, resume: bool = True, wandb_mode: str = "disabled",
               sample_every: int = 0, progress: bool = True):
-    """Train the named preset on the run's shards (see ``train.train``). With ``sample_every`` > 0, a short
+    """Train the named preset on the run's shards (see ``training.loop.train``). With ``sample_every`` > 0, a short
     unconditional sample is written, rendered and shown (and logged to wandb) every that many steps."""
     from tchaikovsky.config import preset as get_preset
     from tchaikovsky.training.loop import train
 
     p = get_preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
                    learning_rate=learning_rate)
-    logger = wandb_logger(wandb_mode, run_dir, {"preset": preset, **p.model.to_dict(), **p.train.to_dict()})
-    on_log = _sampler_hook(run_dir, sample_every, wandb_mode != "disabled") if sample_every > 0 else None
+    hooks = [wandb_logger(wandb_mode, run_dir, {"preset": preset, **p.model.to_dict(), **p.train.to_dict()})]
+    if sample_every > 0:
+        hooks.append(_sampler_hook(run_dir, sample_every, wandb_mode != "disabled"))
     return train(run_dir, p.model, p.train, shards, seed=seed, resume=resume, max_minutes=max_minutes,
-                 progress=progress, logger=logger, on_log=on_log, extra_meta={"preset": preset})
+                 progress=progress, hooks=[h for h in hooks if h is not None], extra_meta={"preset": preset})
 
 
 def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 256):
-    """``on_log`` callback: every ``every`` steps, sample from the current weights, save, render and show it."""
+    """A training ``Hook``: every ``every`` steps, sample from the current weights, save, render and show it."""
     from tchaikovsky.config import SampleConfig
     from tchaikovsky.generate.prompts import make_prompt
     from tchaikovsky.render import audio, display
+    from tchaikovsky.training.loop import Hook
 
     tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
     ok, _ = audio.audio_available()
 
-    def hook(record: dict, state) -> None:
+    def sample(record: dict, state) -> None:
         step = record["step"]
-        if step % every:
-            return
         cell = samples.write_samples(run_dir, state.model, tok, make_prompt(tok), SampleConfig(num_tokens=num_tokens),
                                      seeds=[step], temperatures=[1.0], render_audio=ok, name=f"train-step{step:06d}")[0]
         display.show_sample(cell["midi_path"], wav_path=cell["wav_path"], png_path=cell["png_path"],
@@ -140,7 +164,7 @@ def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 2
 
             wandb.log({"sample": wandb.Audio(str(cell["wav_path"]), caption=f"step {step}")}, step=step)
 
-    return hook
+    return Hook(sample, every=every)
 
 
 def load_model(run_dir: Path, checkpoint: str = ""):

@@ -1,2 +1,2 @@
-"""The training layer: state and optimizer (``state``), compiled steps (``step``), the loop (``loop``) and
-checkpoints (``checkpoint``)."""
+"""The training layer: losses (``losses``), learning-rate schedules (``schedule``), state and optimizer (``state``),
+compiled steps (``step``), the loop with its hooks (``loop``) and checkpoints (``checkpoint``)."""

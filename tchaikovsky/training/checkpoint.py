@@ -2,9 +2,15 @@
 
 Layout under ``run_dir/checkpoints/``::
 
-    step_00000200/state.eqx   # TrainState leaves (fp32 model, optimizer state, step, RNG), tree_serialise_leaves
-    step_00000200/meta.json   # model + train config, tokenizer hash, seed, preset: what is needed to rebuild it
-    model.eqx                 # latest weights alone, for sampling: one JSON line of metadata, then the leaves
+    step_00000200/model.eqx      # the fp32 weights, in the format of ``export_model`` (loadable on their own)
+    step_00000200/opt_state.eqx  # the optimizer state's leaves (tree_serialise_leaves)
+    step_00000200/rest.eqx       # the rest of the train state (step, RNG key)
+    step_00000200/meta.json      # model + train config, tokenizer hash, seed, preset: what is needed to rebuild it
+    model.eqx                    # a copy of the latest weights, for sampling: one JSON line of metadata, then leaves
+
+A train state here is any Equinox module with ``model`` and ``opt_state`` fields (``training.state.TrainState``);
+this module never builds one. Checkpoints written before this layout hold the whole state in ``step_*/state.eqx``:
+they still load, for sampling and for resuming.
 
 A checkpoint is written into a hidden temporary directory and renamed into place, so a run killed mid-save leaves
 the previous checkpoints untouched and never a half-written ``step_*``. Only the last ``keep`` are retained.
@@ -24,10 +30,11 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from tchaikovsky import io
-from tchaikovsky.config import ModelConfig, TrainConfig
+from tchaikovsky.config import ModelConfig
 from tchaikovsky.model import skeleton
 
 _PREFIX = "step_"
@@ -60,8 +67,15 @@ def latest(ckpt_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _rest(state):
+    """The state without its model and optimizer state (both None): the step, the RNG key, ..."""
+    return eqx.tree_at(lambda s: (s.model, s.opt_state), state, (None, None))
+
+
 def save(ckpt_dir: str | Path, state, meta: dict, *, keep: int = 2) -> Path | None:
-    """Save a TrainState atomically as ``step_<step>``; keep the newest ``keep``. Only process 0 writes."""
+    """Save a train state atomically as ``step_<step>`` (the layout above) and copy its weights to ``model.eqx``;
+    keep the newest ``keep`` step directories. Sharded arrays are gathered first (every process must call this);
+    only process 0 writes. Returns the step directory (None on other processes)."""
     host_state = _to_host(state)  # every process takes part in gathers; only one writes
     if jax.process_index() != 0:
         return None
@@ -71,17 +85,22 @@ def save(ckpt_dir: str | Path, state, meta: dict, *, keep: int = 2) -> Path | No
     meta = {**meta, "step": step, "saved_at": time.time()}
 
     def write(tmp: Path):
-        eqx.tree_serialise_leaves(tmp / "state.eqx", host_state)
+        with open(tmp / "model.eqx", "wb") as f:
+            _write_model(f, host_state.model, meta)
+        eqx.tree_serialise_leaves(tmp / "opt_state.eqx", host_state.opt_state)
+        eqx.tree_serialise_leaves(tmp / "rest.eqx", _rest(host_state))
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
     path = io.atomic_dir(ckpt_dir / f"{_PREFIX}{step:08d}", write)
-    export_model(ckpt_dir / "model.eqx", host_state.model, meta)
+    with open(path / "model.eqx", "rb") as src:
+        io.atomic_write(ckpt_dir / "model.eqx", lambda f: shutil.copyfileobj(src, f), durable=True)
     for old in list_checkpoints(ckpt_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return path
 
 
 def read_meta(path: str | Path) -> dict:
+    """The ``meta.json`` of a step directory. Raises FileNotFoundError when ``path`` is not a checkpoint."""
     path = Path(path)
     if not (path / "meta.json").exists():
         raise FileNotFoundError(f"{path} is not a checkpoint (no meta.json)")
@@ -89,48 +108,58 @@ def read_meta(path: str | Path) -> dict:
 
 
 def load(path: str | Path, like):
-    """Load the TrainState saved at ``path`` into the structure of ``like`` (a freshly initialised state)."""
+    """The train state saved in the step directory ``path``, in the structure of ``like`` (a freshly initialised
+    state of the same configuration; ``eqx.filter_eval_shape`` of one will do). Reads both layouts. Raises
+    ValueError when the checkpoint does not fit ``like`` (another model configuration or set of trainable
+    arrays)."""
+    path = Path(path)
     try:
-        return eqx.tree_deserialise_leaves(Path(path) / "state.eqx", like)
-    except Exception as e:  # shape/dtype mismatch: a checkpoint of another configuration
-        raise ValueError(f"checkpoint {path} does not match this model configuration: {e}") from e
+        if not (path / "opt_state.eqx").exists() and (path / "state.eqx").exists():  # the layout before model.eqx
+            return eqx.tree_deserialise_leaves(path / "state.eqx", like)
+        with open(path / "model.eqx", "rb") as f:
+            f.readline()  # the JSON metadata line
+            model = eqx.tree_deserialise_leaves(f, like.model)
+        opt_state = eqx.tree_deserialise_leaves(path / "opt_state.eqx", like.opt_state)
+        rest = eqx.tree_deserialise_leaves(path / "rest.eqx", _rest(like))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # shape/dtype/structure mismatch: a checkpoint of another configuration
+        raise ValueError(f"checkpoint {path} does not match this model configuration (or its trainable arrays): "
+                         f"{e}") from e
+    # rest has None where the model and optimizer state go: combine takes them from the second tree
+    return eqx.combine(rest, eqx.tree_at(lambda s: (s.model, s.opt_state), like, (model, opt_state)))
+
+
+def _write_model(f, model, meta: dict) -> None:
+    f.write((json.dumps(meta) + "\n").encode())
+    eqx.tree_serialise_leaves(f, model)
 
 
 def export_model(path: str | Path, model, meta: dict) -> Path:
     """Weights for sampling: one JSON line of metadata (with ``model_config``), then the serialised leaves."""
-
-    def write(f):
-        f.write((json.dumps(meta) + "\n").encode())
-        eqx.tree_serialise_leaves(f, _to_host(model))
-
-    return io.atomic_write(path, write, durable=True)
+    return io.atomic_write(path, lambda f: _write_model(f, _to_host(model), meta), durable=True)
 
 
 def load_model(path: str | Path):
-    """Rebuild a GPT from a weights file written by ``export_model`` (or a ``step_*`` directory). Returns
-    ``(model, meta)``."""
-
+    """Rebuild a GPT from its weights: a file written by ``export_model``, a step directory (either layout), a
+    ``checkpoints/`` directory or a run directory (their latest weights). Returns ``(model, meta)``. Raises
+    FileNotFoundError when there are no weights at ``path``."""
     path = Path(path)
-    if path.is_dir():  # a step directory or a checkpoints directory
-        if (path / "model.eqx").exists():
-            path = path / "model.eqx"
+    if path.is_dir():
+        for candidate in (path / "model.eqx", path / "checkpoints" / "model.eqx"):
+            if candidate.exists():
+                path = candidate
+                break
         else:
-            meta = read_meta(path)
-            like = skeleton(ModelConfig(**meta["model_config"]))
-            full = eqx.tree_deserialise_leaves(path / "state.eqx", _state_like(like))
-            return full.model, meta
+            meta = read_meta(path)  # a step directory of the old layout: its state.eqx starts with (step, model)
+            like = (jax.ShapeDtypeStruct((), jnp.int32), skeleton(ModelConfig(**meta["model_config"])))
+            with open(path / "state.eqx", "rb") as f:
+                return eqx.tree_deserialise_leaves(f, like)[1], meta
     if not path.exists():
         raise FileNotFoundError(f"no model weights at {path}: train first (notebook 03) or pass checkpoint=")
     with open(path, "rb") as f:
         meta = json.loads(f.readline())
         return eqx.tree_deserialise_leaves(f, skeleton(ModelConfig(**meta["model_config"]))), meta
-
-
-def _state_like(model):
-    from tchaikovsky.training.state import TrainState, make_optimizer
-
-    opt = make_optimizer(TrainConfig(), model)
-    return eqx.filter_eval_shape(TrainState.create, model, opt, 0)
 
 
 def load_run_model(run_dir: str | Path, checkpoint: str | Path = ""):

@@ -1,7 +1,9 @@
 """The training loop: logs, evaluates, checkpoints and resumes a run directory.
 
 Writes ``run_dir/history.jsonl`` (one JSON object per logged step) and ``run_dir/checkpoints/``. Batches are a pure
-function of (seed, step), so a resumed run continues exactly as an uninterrupted one would.
+function of (seed, step), so a resumed run continues exactly as an uninterrupted one would. A run starts from fresh
+weights or from another run's (``init_from``), trains all or part of the model (``trainable``) on any loss
+(``loss_fn``), and calls ``Hook``s (wandb, samples) at its log steps.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import equinox as eqx
 import jax
@@ -19,7 +22,9 @@ import numpy as np
 from tchaikovsky import io
 from tchaikovsky.config import ModelConfig, TrainConfig, compute_dtype
 from tchaikovsky.training import checkpoint
-from tchaikovsky.training.state import TrainState, lr_schedule, setup
+from tchaikovsky.training.losses import LossFn, next_token_loss
+from tchaikovsky.training.schedule import next_plans, plan, planned_schedule
+from tchaikovsky.training.state import TrainState, setup
 from tchaikovsky.training.step import evaluate, make_eval_step, make_train_step
 
 
@@ -31,20 +36,33 @@ class TrainResult:
     checkpoint: Path | None
 
 
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """``fn(record, state)``, called after each logged history record whose step is a multiple of ``every``, on
+    every process (a hook that writes files or logs remotely checks ``jax.process_index() == 0`` itself)."""
 
-def _check_resume(meta: dict, model_cfg: ModelConfig, tok_hash: str | None, path: Path):
-    saved = meta.get("model_config", {})
-    if saved != model_cfg.to_dict():
-        diff = {k: (saved.get(k), v) for k, v in model_cfg.to_dict().items() if saved.get(k) != v}
-        raise ValueError(
-            f"cannot resume from {path}: it was trained with another model configuration "
-            f"(checkpoint vs now: {diff}). Use the same preset, or a new run_dir, or resume=False."
-        )
+    fn: Callable[[dict, Any], None]
+    every: int = 1
+
+    def __call__(self, record: dict, state) -> None:
+        if record["step"] % self.every == 0:
+            self.fn(record, state)
+
+
+def _config_diff(saved: dict, now: ModelConfig) -> dict:
+    return {k: (saved.get(k), v) for k, v in now.to_dict().items() if saved.get(k) != v}
+
+
+def _check_compatible(meta: dict, model_cfg: ModelConfig, tok_hash: str | None, path: Path, what: str, hint: str):
+    """ValueError unless the checkpoint's ``meta`` has ``model_cfg`` and the tokenizer of hash ``tok_hash``."""
+    diff = _config_diff(meta.get("model_config", {}), model_cfg)
+    if diff:
+        raise ValueError(f"cannot {what} {path}: it was trained with another model configuration "
+                         f"(checkpoint vs now: {diff}). {hint}")
     if tok_hash and meta.get("tokenizer_hash") and meta["tokenizer_hash"] != tok_hash:
-        raise ValueError(
-            f"cannot resume from {path}: it was trained with another tokenizer "
-            f"(hash {meta['tokenizer_hash']} vs {tok_hash}). Retokenize with the original tokenizer or use a new run_dir."
-        )
+        raise ValueError(f"cannot {what} {path}: it was trained with another tokenizer "
+                         f"(hash {meta['tokenizer_hash']} vs {tok_hash}). Retokenize with its tokenizer or use a new "
+                         f"run_dir.")
 
 
 def train(
@@ -55,23 +73,37 @@ def train(
     *,
     seed: int = 0,
     resume: bool = True,
+    init_from: str | Path | None = None,
+    trainable=None,
+    loss_fn: LossFn = next_token_loss,
+    hooks: Sequence[Hook] = (),
     max_minutes: float | None = None,
     until_step: int | None = None,
     pad_id: int | None = None,
     progress: bool = True,
-    logger=None,
-    on_log=None,
     extra_meta: dict | None = None,
     devices=None,
 ) -> TrainResult:
     """Train (or continue training) the model described by ``model_cfg`` on ``shards``; see the module docstring.
 
-    Writes ``run_dir/history.jsonl`` (one JSON object per logged step) and ``run_dir/checkpoints/``. With
-    ``resume=True`` an existing checkpoint is continued exactly (same losses as an uninterrupted run); with
-    ``resume=False`` an existing checkpoint is an error rather than silently overwritten. ``max_minutes`` and
-    ``until_step`` end the run early with a final checkpoint. A non-finite loss stops the run with an error and
-    leaves the last good checkpoint in place. ``logger(record)`` is called with every history record (wandb);
-    ``on_log(record, state)`` too, with the current state (e.g. to render a sample now and then).
+    Arguments:
+        shards: the data: ``batch(step, batch_size, seq_len, *, seed, process_index, process_count)`` gives this
+            process's rows of a global batch (an array, or a pytree of arrays, with a leading row axis) for
+            ``loss_fn``; ``eval_batches``/``n_notes`` give the held-out next-token loss; ``tokenizer_hash``.
+        resume: continue an existing checkpoint exactly (same losses as an uninterrupted run); with False an existing
+            checkpoint is an error rather than silently overwritten. Resuming with other schedule settings (a larger
+            ``max_steps``: training longer) re-plans the learning rate from the current step, continuously (see
+            ``training.schedule``).
+        init_from: a fresh run takes its weights from another run (a run directory, its ``checkpoints/``, a
+            ``step_*`` directory or a ``model.eqx`` file) of the same model configuration and tokenizer; the
+            optimizer, schedule, step and RNG start fresh. Ignored once the run has its own checkpoint.
+        trainable: which arrays train (``state.trainable_mask``; default all); the others never change. A resumed
+            run must train the same ones.
+        loss_fn: the loss (contract in ``training.losses``); its metrics join each history record.
+        hooks: ``Hook``s called with each history record and the current state (wandb, samples).
+        max_minutes, until_step: end the run early, with a final checkpoint.
+
+    A non-finite loss or gradient stops the run with FloatingPointError and leaves the last good checkpoint in place.
     """
     from tqdm.auto import tqdm
 
@@ -83,49 +115,64 @@ def train(
     tok_hash = shards.tokenizer_hash
     dtype = compute_dtype(tc.compute_dtype)
 
-    mesh, optim, state, shardings, batch_sharding = setup(model_cfg, tc, seed=seed, devices=devices)
     procs, proc = jax.process_count(), jax.process_index()
     history: list[dict] = []
-
-    last = checkpoint.latest(ckpt_dir)
+    last, saved, plans = checkpoint.latest(ckpt_dir), {}, [plan(tc)]
     if last is not None:
         if not resume:
             raise ValueError(
                 f"{run_dir} already holds checkpoints (latest {last.name}); set resume=True to continue it, "
                 f"or choose a new run_dir"
             )
-        meta = checkpoint.read_meta(last)
-        _check_resume(meta, model_cfg, tok_hash, last)
+        saved = checkpoint.read_meta(last)
+        _check_compatible(saved, model_cfg, tok_hash, last, "resume from",
+                          "Use the same preset, or a new run_dir, or resume=False.")
+        plans = next_plans(saved.get("lr_plans") or [plan(saved.get("train_config", {}))], tc, saved["step"])
+
+    schedule = planned_schedule(plans)
+    mesh, optim, state, shardings, batch_sharding = setup(model_cfg, tc, seed=seed, devices=devices,
+                                                          trainable=trainable, schedule=schedule)
+    origin = saved.get("init_from")
+    if last is not None:
+        if saved.get("frozen", []) != state.frozen():
+            raise ValueError(f"cannot resume from {last}: it froze {saved.get('frozen', [])}, this run freezes "
+                             f"{state.frozen()}. Pass the same trainable, or start a new run_dir with init_from.")
         state = checkpoint.load(last, state)
         history = io.read_jsonl(history_path, upto_step=int(state.step))
+    elif init_from:
+        model, src = checkpoint.load_model(init_from)
+        _check_compatible(src, model_cfg, tok_hash, Path(init_from), "initialise from",
+                          "Use the preset (and vocab_size) that run was trained with.")
+        state = eqx.tree_at(lambda s: s.model, state, model)
+        origin = {"path": str(Path(init_from).resolve()), "step": src.get("step")}
     writer = proc == 0  # one history file per run, like the checkpoints: process 0 writes for everyone
     if writer:  # drop rows logged after the checkpoint we resume from; atomically, so a crash here loses nothing
         io.write_jsonl(history_path, history)
     state = eqx.filter_shard(state, shardings)
 
-    step_fn = make_train_step(optim, dtype, pad_id, shardings, batch_sharding)
+    step_fn = make_train_step(optim, dtype, pad_id, shardings, batch_sharding, loss_fn=loss_fn)
     eval_step = make_eval_step(dtype, pad_id)
-    schedule = lr_schedule(tc)
     meta = {
         "model_config": model_cfg.to_dict(),
         "train_config": tc.to_dict(),
         "tokenizer_hash": tok_hash,
         "seed": seed,
+        "lr_plans": plans,
+        "frozen": state.frozen(),
+        **({"init_from": origin} if origin else {}),
         **(extra_meta or {}),
     }
 
-    def get_batch(step: int) -> jax.Array:
+    def get_batch(step: int):
         local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=proc, process_count=procs)
-        local = local.reshape(tc.accum_steps, -1, local.shape[-1])
-        return jax.make_array_from_process_local_data(batch_sharding, local)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+            batch_sharding, x.reshape(tc.accum_steps, -1, *x.shape[1:])), local)
 
     def log(record: dict):
         history.append(record)
         if writer:
             with open(history_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        if logger is not None and writer:
-            logger(record)
 
     def time_is_up(s: int) -> bool:
         if deadline is None:
@@ -172,6 +219,7 @@ def train(
             "grad_norm": metrics[-1][1]["grad_norm"],
             "lr": float(schedule(step - 1)),
             "tokens_per_s": tokens_per_step * steps_since / max(dt, 1e-9),
+            **{k: v for k, v in metrics[-1][1].items() if k not in ("loss", "grad_norm")},  # the loss's own
         }
         t_mark, steps_since = time.time(), 0
         return record
@@ -189,8 +237,8 @@ def train(
                 record.update(evaluate(state.model, shards, batch_size=tc.micro_batch, seq_len=tc.seq_len,
                                        dtype=dtype, pad_id=pad_id, mesh=mesh, eval_step=eval_step))
             log(record)
-            if on_log is not None:
-                on_log(record, state)
+            for hook in hooks:
+                hook(record, state)
             bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if s % tc.checkpoint_every == 0 or s == end_step or out_of_time:
                 ckpt = save()

@@ -1,5 +1,8 @@
 """The optimizer, the train state, and how both are laid out over the devices.
 
+Freezing: ``trainable`` (a filter over the model) picks the arrays that train; the optimizer holds state for those
+only, and the step differentiates only them, so the rest stay bit-identical.
+
 Parallelism is one named mesh over every device JAX sees (axis ``"data"``): batches are split along it, parameters
 and optimizer state are replicated (data parallel) or, with ``fsdp=True``, split along it too. The same code runs on
 1 CPU, 8 simulated CPU devices, a GPU, a TPU v5e-8 and, after ``jax.distributed.initialize()``, several hosts.
@@ -7,7 +10,7 @@ and optimizer state are replicated (data parallel) or, with ``fsdp=True``, split
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import equinox as eqx
 import jax
@@ -18,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tchaikovsky.config import ModelConfig, TrainConfig
 from tchaikovsky.model import GPT, build, decay_mask
+from tchaikovsky.training.schedule import lr_schedule
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -25,37 +29,75 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.array(jax.devices() if devices is None else list(devices)), ("data",))
 
 
-def lr_schedule(tc: TrainConfig) -> optax.Schedule:
-    warmup = max(1, min(tc.warmup_steps, tc.max_steps - 1))
-    return optax.warmup_cosine_decay_schedule(
-        0.0, tc.learning_rate, warmup, max(tc.max_steps, warmup + 1), tc.learning_rate * tc.min_lr_ratio
-    )
+def trainable_mask(model: GPT, trainable=None) -> GPT:
+    """A pytree of bools shaped like ``model``: True exactly for the floating-point arrays that train.
+
+    ``trainable``: None (every floating-point array), an Equinox filter spec over the model (a pytree of bools, or
+    of per-leaf callables, whose structure is a prefix of the model's, as ``eqx.partition`` takes), or a function
+    ``model -> filter spec`` (e.g. ``only(lambda m: (m.head, m.embed))``). Raises ValueError when nothing trains."""
+    spec = trainable(model) if callable(trainable) and not isinstance(trainable, eqx.Module) else trainable
+    kept = eqx.filter(model, True if spec is None else spec)
+    mask = jax.tree.map(lambda x, k: k is not None and eqx.is_inexact_array(x), model, kept)
+    if not any(jax.tree.leaves(mask)):
+        raise ValueError("trainable selects no floating-point array of the model: nothing would train")
+    return mask
 
 
-def make_optimizer(tc: TrainConfig, model: GPT) -> optax.GradientTransformation:
-    """AdamW (decay on matrix weights only) after global-norm clipping, on a warmup-cosine schedule."""
+def only(where) -> Callable[[GPT], GPT]:
+    """A ``trainable`` that trains the subtrees ``where(model)`` selects and freezes the rest, e.g.
+    ``only(lambda m: (m.head, m.embed))`` (the ``where`` of ``eqx.tree_at``)."""
+
+    def spec(model):
+        return eqx.tree_at(where, jax.tree.map(lambda _: False, model), replace_fn=lambda _: True)
+
+    return spec
+
+
+def make_optimizer(tc: TrainConfig, model: GPT, *, trainable=None, schedule=None) -> optax.GradientTransformation:
+    """AdamW (decay on matrix weights only) after global-norm clipping, on ``schedule`` (default: the straight
+    schedule of ``tc``). With ``trainable`` (see ``trainable_mask``) it updates only those arrays: its state and
+    updates hold None for the frozen ones, as ``eqx.filter(model, trainable_mask(model, trainable))`` does."""
     # The mask goes in as a function: an eqx.Module is callable, so optax < 0.2.4 (``callable(mask)``) would call the
     # GPT-shaped mask tree itself as the mask function.
     mask = decay_mask(model)
+    if trainable is not None:
+        mask = eqx.filter(mask, trainable_mask(model, trainable))
     return optax.chain(
         optax.clip_by_global_norm(tc.grad_clip),
-        optax.adamw(lr_schedule(tc), b1=0.9, b2=tc.beta2, weight_decay=tc.weight_decay, mask=lambda _: mask),
+        optax.adamw(lr_schedule(tc) if schedule is None else schedule, b1=0.9, b2=tc.beta2,
+                    weight_decay=tc.weight_decay, mask=lambda _: mask),
     )
 
 
 class TrainState(eqx.Module):
-    """Everything a step changes; each step returns a new one. ``key`` is raw uint32 key data (serialisable)."""
+    """Everything a step changes; each step returns a new one. ``key`` is raw uint32 key data (serialisable).
+    ``trainable`` (static) is None when every floating-point array trains, else ``trainable_mask``'s bools."""
 
     step: jax.Array
     model: GPT
     opt_state: optax.OptState
     key: jax.Array
+    trainable: GPT | None = eqx.field(static=True, default=None)
 
     @classmethod
-    def create(cls, model: GPT, optim: optax.GradientTransformation, seed: int) -> "TrainState":
-        opt_state = optim.init(eqx.filter(model, eqx.is_inexact_array))
+    def create(cls, model: GPT, optim: optax.GradientTransformation, seed: int, trainable=None) -> "TrainState":
+        """Step 0: ``optim`` (built with the same ``trainable``) initialised on the arrays that train."""
+        mask = None if trainable is None else trainable_mask(model, trainable)
+        opt_state = optim.init(eqx.filter(model, eqx.is_inexact_array if mask is None else mask))
         key = jax.random.key_data(jax.random.key(seed))
-        return cls(jnp.zeros((), jnp.int32), model, opt_state, key)
+        return cls(jnp.zeros((), jnp.int32), model, opt_state, key, mask)
+
+    def partition(self) -> tuple[GPT, GPT]:
+        """``(arrays that train, the rest)`` of the model, as ``eqx.partition`` splits it."""
+        return eqx.partition(self.model, eqx.is_inexact_array if self.trainable is None else self.trainable)
+
+    def frozen(self) -> list[str]:
+        """Paths (``jax.tree_util.keystr``) of the model's floating-point arrays that do not train."""
+        if self.trainable is None:
+            return []
+        leaves = jax.tree_util.tree_leaves_with_path(self.model)
+        return [jax.tree_util.keystr(p) for (p, x), t in zip(leaves, jax.tree.leaves(self.trainable), strict=True)
+                if eqx.is_inexact_array(x) and not t]
 
 
 def _spec(shape: tuple[int, ...], n: int, fsdp: bool) -> P:
@@ -86,10 +128,12 @@ class Setup(NamedTuple):
     batch_sharding: NamedSharding  # batches are (accum, micro_batch, T+1), split along micro_batch
 
 
-def setup(model_cfg: ModelConfig, tc: TrainConfig, *, seed: int = 0, devices=None) -> Setup:
-    """The mesh over ``devices`` (default: all), a freshly initialised model (from ``seed``), its optimizer and
-    train state, and the shardings of the state and of a batch. Raises ValueError when the micro-batch does not
-    split evenly over the devices."""
+def setup(model_cfg: ModelConfig, tc: TrainConfig, *, seed: int = 0, devices=None, trainable=None,
+          schedule=None) -> Setup:
+    """The mesh over ``devices`` (default: all), a freshly initialised model (from ``seed``), its optimizer (on
+    ``schedule``, default the straight schedule of ``tc``) and train state (training what ``trainable`` selects, see
+    ``trainable_mask``; default everything), and the shardings of the state and of a batch. Raises ValueError when
+    the micro-batch does not split evenly over the devices."""
     mesh = make_mesh(devices)
     n_dev = mesh.devices.size
     if tc.micro_batch % n_dev:
@@ -98,6 +142,6 @@ def setup(model_cfg: ModelConfig, tc: TrainConfig, *, seed: int = 0, devices=Non
             f"({mesh.devices.flat[0].platform}); pick batch_size as a multiple of {n_dev * tc.accum_steps}"
         )
     model = build(model_cfg, jax.random.key(seed))
-    optim = make_optimizer(tc, model)
-    state = TrainState.create(model, optim, seed)
+    optim = make_optimizer(tc, model, trainable=trainable, schedule=schedule)
+    state = TrainState.create(model, optim, seed, trainable)
     return Setup(mesh, optim, state, state_shardings(state, mesh, tc.fsdp), NamedSharding(mesh, P(None, "data")))

@@ -1,8 +1,9 @@
-"""The compiled steps: next-token loss, one optimizer step over a (micro-batched) global batch, and the exact
-held-out loss over a whole split."""
+"""The compiled steps: one optimizer step over a (micro-batched) global batch for any loss (``losses``), and the
+exact held-out next-token loss over a whole split."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -11,49 +12,50 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tchaikovsky.model import GPT, cast
+from tchaikovsky.model import GPT
+from tchaikovsky.training.losses import LossFn, next_token_loss, token_losses
 from tchaikovsky.training.state import TrainState, make_mesh
 
-
-def token_losses(model: GPT, tokens: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
-    """Per-target negative log-likelihood (nats, fp32). tokens (B, T+1) -> nll (B, T), and targets (B, T)."""
-    logits = jax.vmap(cast(model, dtype))(tokens[:, :-1])  # (B, T, V) fp32
-    targets = tokens[:, 1:]
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], targets
+# optax >= 0.2.5 names it optax.tree.norm (and deprecates global_norm); pyproject allows optax 0.2.3
+global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
 
 
-def make_train_step(optim, dtype, pad_id: int, shardings, batch_sharding):
-    """One optimizer step over a global batch laid out (accum, micro, T+1): gradients are summed over the
-    micro-batches with ``lax.scan`` so the global batch does not depend on device memory."""
+def make_train_step(optim, dtype, pad_id: int, shardings, batch_sharding, *, loss_fn: LossFn = next_token_loss):
+    """``step(state, batch) -> (state, metrics)``: one optimizer step of ``optim`` on ``loss_fn`` (the contract is in
+    ``tchaikovsky.training.losses``) over a global batch: a pytree whose leaves are laid out (accum, micro, ...), e.g.
+    token windows (accum, micro, T+1). Loss, metrics and gradients are averaged over the ``accum`` micro-batches
+    with ``lax.scan``, so the global batch does not depend on device memory; only the arrays the state marks
+    trainable are differentiated and updated. ``metrics`` holds ``loss``, ``grad_norm`` (global norm of the averaged
+    gradient, before clipping) and the loss's own metrics. The state and batch are donated, ``loss_fn`` is not."""
 
-    def micro_loss(model, tokens):
-        nll, targets = token_losses(model, tokens, dtype)
-        mask = (targets != pad_id).astype(jnp.float32)
-        return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    @eqx.filter_jit(donate="all-except-first")
+    def step(loss_fn, state: TrainState, batch):
+        batch = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), batch)
+        params, static = state.partition()
 
-    @eqx.filter_jit(donate="all")
-    def step(state: TrainState, batch: jax.Array):
-        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        params, static = eqx.partition(state.model, eqx.is_inexact_array)
-        grad_fn = jax.value_and_grad(lambda p, t: micro_loss(eqx.combine(p, static), t))
+        def micro_loss(p, b):
+            loss, metrics = loss_fn(eqx.combine(p, static), b, dtype, pad_id)
+            if {"loss", "grad_norm"} & set(metrics):
+                raise ValueError(f"a loss's metrics may not be named 'loss' or 'grad_norm': {sorted(metrics)}")
+            return loss, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
-        def accumulate(carry, tokens):
-            loss, grads = grad_fn(params, tokens)
-            return jax.tree.map(jnp.add, carry, (loss, grads)), None
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-        zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
-        (loss, grads), _ = jax.lax.scan(accumulate, zeros, batch)
-        k = batch.shape[0]
-        loss, grads = loss / k, jax.tree.map(lambda g: g / k, grads)
+        def accumulate(carry, b):
+            return jax.tree.map(jnp.add, carry, grad_fn(params, b)), None
+
+        first = jax.tree.map(lambda x: x[0], batch)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(grad_fn, params, first))
+        ((loss, metrics), grads), _ = jax.lax.scan(accumulate, zeros, batch)
+        k = jax.tree.leaves(batch)[0].shape[0]
+        loss, metrics, grads = jax.tree.map(lambda x: x / k, (loss, metrics, grads))
         updates, opt_state = optim.update(grads, state.opt_state, params)
         model = eqx.combine(optax.apply_updates(params, updates), static)
-        new = TrainState(state.step + 1, model, opt_state, state.key)
+        new = eqx.tree_at(lambda s: (s.step, s.model, s.opt_state), state, (state.step + 1, model, opt_state))
         new = eqx.filter_shard(new, shardings)
-        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-        return new, {"loss": loss, "grad_norm": grad_norm}
+        return new, {"loss": loss, "grad_norm": global_norm(grads), **metrics}
 
-    return step
+    return functools.partial(step, loss_fn)
 
 
 def make_eval_step(dtype, pad_id: int):

@@ -3,6 +3,9 @@
 import os
 import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +29,30 @@ def test_training_logs_to_wandb_offline_and_renders_samples_as_it_goes(bach, tmp
     mids = sorted((run / "samples").glob("train-step*.mid"))
     assert [m.name.split("-")[1] for m in mids] == ["step000005", "step000010"]
     assert all(m.with_suffix(".png").exists() for m in mids)
+
+
+JOIN_WANDB = """
+import sys
+from pathlib import Path
+import wandb
+from tchaikovsky.notebook import pipeline
+pipeline.wandb_logger("offline", Path(sys.argv[1]), {})
+wandb.log({"loss": 1.0}, step=1)
+wandb.finish()
+"""
+
+
+def test_a_resumed_run_rejoins_its_wandb_run(tmp_path):
+    """Two processes (a run and its resume in a later session) log to the same wandb run id."""
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for _ in range(2):  # each process gets its own hash() salt
+        subprocess.run([sys.executable, "-c", JOIN_WANDB, str(run)], env=env, check=True, timeout=300)
+    ids = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1, ids
+    assert ids == {pipeline.wandb_run_id(run).rsplit("-", 1)[-1]} and pipeline.wandb_run_id(run).startswith("run-")
 
 
 def test_online_wandb_without_a_key_fails_clearly(tmp_path, monkeypatch):

@@ -54,9 +54,12 @@ def test_interrupted_save_leaves_previous_checkpoint(states, small_config, tmp_p
     a, b = states
     good = checkpoint.save(tmp_path, a, meta_for(small_config))
 
-    def disk_full(path, tree, *args, **kwargs):  # writes part of the file, then fails like a full disk
-        with open(path, "wb") as f:
-            f.write(b"\x93NUMPY partial")
+    def disk_full(path_or_file, tree, *args, **kwargs):  # writes part of the file, then fails like a full disk
+        if hasattr(path_or_file, "write"):
+            path_or_file.write(b"\x93NUMPY partial")
+        else:
+            with open(path_or_file, "wb") as f:
+                f.write(b"\x93NUMPY partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(eqx, "tree_serialise_leaves", disk_full)
@@ -84,7 +87,7 @@ def test_leftovers_of_a_killed_save_are_ignored(states, small_config, tmp_path):
     # what a process killed mid-save leaves: a temp dir (newer step) with a truncated state and no meta,
     killed = tmp_path / ".tmp-step_00000030-99999"
     killed.mkdir()
-    (killed / "state.eqx").write_bytes((good / "state.eqx").read_bytes()[:100])
+    (killed / "opt_state.eqx").write_bytes((good / "opt_state.eqx").read_bytes()[:100])
     # a half-copied step directory without meta.json, and a stray temp file of the model export
     (tmp_path / "step_00000040").mkdir()
     (tmp_path / "step_00000040" / "state.eqx").write_bytes(b"")
@@ -153,3 +156,71 @@ def test_meta_records_what_rebuilds_the_model(states, small_config, tmp_path):
     meta = json.loads((path / "meta.json").read_text())
     assert meta["model_config"] == small_config.to_dict() and meta["preset"] == "test" and meta["step"] == 10
     assert type(small_config)(**meta["model_config"]) == small_config
+
+
+@pytest.fixture
+def no_optimizer(monkeypatch):
+    """Building an optimizer fails: loading weights must not need one."""
+    from tchaikovsky.training import state as train_state
+
+    def fail(*args, **kwargs):
+        raise AssertionError("loading weights built an optimizer")
+
+    monkeypatch.setattr(train_state, "make_optimizer", fail)
+
+
+def test_step_directory_holds_named_subtrees_and_the_weights_load_alone(states, small_config, tmp_path,
+                                                                        no_optimizer):
+    _, b = states
+    path = checkpoint.save(tmp_path, b, meta_for(small_config))
+    assert sorted(p.name for p in path.iterdir()) == ["meta.json", "model.eqx", "opt_state.eqx", "rest.eqx"]
+    # the step's weights are a model.eqx of their own, byte-identical to the run's latest export
+    assert (path / "model.eqx").read_bytes() == (tmp_path / "model.eqx").read_bytes()
+    for source in (path, path / "model.eqx", tmp_path):  # a step directory, its weights, checkpoints/
+        model, meta = checkpoint.load_model(source)
+        assert same(model, b.model) and meta["step"] == 20
+
+
+def test_checkpoint_module_imports_nothing_from_the_training_layer():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(checkpoint))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.startswith("tchaikovsky.training")], imported
+
+
+def write_old_layout(ckpt_dir, state, meta):
+    """A checkpoint as the code before named subtrees wrote it: the whole TrainState in step_*/state.eqx."""
+    step = int(state.step)
+    path = ckpt_dir / f"step_{step:08d}"
+    path.mkdir(parents=True)
+    eqx.tree_serialise_leaves(path / "state.eqx", state)
+    (path / "meta.json").write_text(json.dumps({**meta, "step": step}))
+    return path
+
+
+def test_old_layout_checkpoint_still_loads(states, small_config, tmp_path, request):
+    a, _ = states
+    path = write_old_layout(tmp_path, a, meta_for(small_config))
+    assert checkpoint.latest(tmp_path) == path
+    back = checkpoint.load(path, make_state(small_config, seed=7))  # for resume (the loop's test resumes one)
+    assert int(back.step) == 10 and same(back, a)
+    request.getfixturevalue("no_optimizer")
+    model, meta = checkpoint.load_model(path)  # weights alone, without building an optimizer
+    assert same(model, a.model) and meta["step"] == 10
+
+
+def test_frozen_arrays_change_the_state_structure_and_mismatches_are_value_errors(small_config, tmp_path):
+    from tchaikovsky.training.state import only
+
+    model = GPT(small_config, key=jax.random.key(0))
+    head_only = only(lambda m: m.head)
+    frozen = TrainState.create(model, make_optimizer(TrainConfig(), model, trainable=head_only), 0, head_only)
+    assert frozen.frozen() and ".head.weight" not in frozen.frozen() and ".embed.weight" in frozen.frozen()
+    path = checkpoint.save(tmp_path, frozen, meta_for(small_config))
+    like = TrainState.create(model, make_optimizer(TrainConfig(), model, trainable=head_only), 1, head_only)
+    assert same(checkpoint.load(path, like), frozen)
+    with pytest.raises(ValueError, match="does not match"):
+        checkpoint.load(path, make_state(small_config))

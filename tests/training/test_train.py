@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tchaikovsky.training import checkpoint
 from tchaikovsky.training import loop as train
 from tchaikovsky.training import state as train_state, step as train_step
+from tchaikovsky.training.schedule import lr_schedule
 from tchaikovsky.config import TrainConfig, preset
 from tchaikovsky.model import GPT
 from tchaikovsky.data.shards import Shards
@@ -146,6 +147,26 @@ def test_split_and_resumed_run_equals_straight_run(bach, straight, tmp_path):
     assert len(read_history(tmp_path)) == 8
 
 
+def test_resume_from_a_checkpoint_written_before_named_subtrees(bach, straight, tmp_path):
+    """A step directory holding the whole TrainState in state.eqx (and a meta.json without lr_plans or frozen), as
+    the code before model.eqx/opt_state.eqx wrote it, resumes exactly."""
+    p, straight_dir, full = straight
+    train.train(tmp_path, p.model, p.train, bach.shards, seed=3, until_step=20, progress=False)
+    ckpts = tmp_path / "checkpoints"
+    state = checkpoint.load(ckpts / "step_00000020", train_state.setup(p.model, p.train, seed=3).state)
+    meta = {k: v for k, v in checkpoint.read_meta(ckpts / "step_00000020").items() if k not in ("lr_plans", "frozen")}
+    shutil.rmtree(ckpts)
+    (ckpts / "step_00000020").mkdir(parents=True)
+    eqx.tree_serialise_leaves(ckpts / "step_00000020" / "state.eqx", state)
+    (ckpts / "step_00000020" / "meta.json").write_text(json.dumps(meta))
+
+    second = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, resume=True, progress=False)
+    want, got = read_history(straight_dir), read_history(tmp_path)
+    assert [{k: r.get(k) for k in HISTORY_KEYS} for r in got] == [{k: r.get(k) for k in HISTORY_KEYS} for r in want]
+    for x, y in zip(params_of(full.state), params_of(second.state), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_history_records(straight):
     p, run_dir, result = straight
     rows = read_history(run_dir)
@@ -156,7 +177,7 @@ def test_history_records(straight):
             assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (key, r)
         assert r["tokens_per_s"] > 0 and r["grad_norm"] > 0 and 0 < r["lr"] <= p.train.learning_rate
         assert ("eval_loss" in r) == (r["step"] % p.train.eval_every == 0)
-    schedule = train_state.lr_schedule(p.train)
+    schedule = lr_schedule(p.train)
     assert [r["lr"] for r in rows] == pytest.approx([float(schedule(r["step"] - 1)) for r in rows])
     assert rows[-1]["loss"] < rows[0]["loss"] - 1.0 and rows[-1]["eval_loss"] < rows[1]["eval_loss"]
     assert result.stopped == "max_steps"
@@ -292,7 +313,7 @@ def test_two_processes_train_like_one(bach, small_config, tmp_path):
     run_dir, port = tmp_path / "run", _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))  # the repository root
     procs = [
         subprocess.Popen([sys.executable, str(script), str(i), str(port), str(run_dir), str(bach.shards_dir),
                           str(tmp_path / f"out{i}.json"), json.dumps(small_config.to_dict()), json.dumps(tc.to_dict())],

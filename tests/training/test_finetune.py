@@ -1,0 +1,208 @@
+"""What the later stages reuse: any loss (a pytree batch, frozen inputs), weights from another run (init_from),
+frozen parts of the model, hooks. Real training of the tiny preset on real Bach shards, 8 simulated CPU devices."""
+
+import json
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from tchaikovsky.config import preset
+from tchaikovsky.model import GPT, build
+from tchaikovsky.training import checkpoint, loop, state as train_state, step as train_step
+from tchaikovsky.training.losses import next_token_loss, token_losses
+
+
+def arrays(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def same(a, b) -> bool:
+    xs, ys = arrays(a), arrays(b)
+    return len(xs) == len(ys) and all(np.array_equal(x, y) for x, y in zip(xs, ys))
+
+
+def history(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def numbers(rows) -> list[dict]:
+    """History rows without the wall-clock speed: what an exact resume must reproduce."""
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def tiny(bach):
+    return preset("tiny", vocab_size=len(bach.tok), max_steps=20, log_every=5, eval_every=10, checkpoint_every=10)
+
+
+# ---------------------------------------------------------------------------------------------------- losses
+
+
+def smoothed_loss(model, tokens, dtype, pad_id, eps=0.1):
+    """Label-smoothed next-token loss (a second loss under the same contract), reporting the plain NLL too."""
+    logits = jax.vmap(model)(tokens[:, :-1])
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    targets = tokens[:, 1:]
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    per_token = (1 - eps) * nll - eps * logp.mean(axis=-1)
+    mask = (targets != pad_id).astype(jnp.float32)
+    mean = lambda x: (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)  # noqa: E731
+    return mean(per_token), {"nll": mean(nll)}
+
+
+def test_a_second_loss_trains_for_real_and_logs_its_metrics(bach, tiny, tmp_path):
+    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, loss_fn=smoothed_loss, progress=False)
+    rows = history(tmp_path)
+    assert rows == result.history and [r["step"] for r in rows] == [5, 10, 15, 20]
+    assert all("nll" in r and r["loss"] > r["nll"] for r in rows)  # smoothing adds to the plain NLL
+    assert rows[-1]["nll"] < rows[0]["nll"] - 1.0 and rows[-1]["eval_loss"] < rows[1]["eval_loss"]
+    plain = loop.train(tmp_path / "plain", tiny.model, tiny.train, bach.shards, progress=False).history
+    assert plain[-1]["loss"] != pytest.approx(rows[-1]["loss"], rel=1e-3)  # the loss really is another one
+
+
+class WeightedAgainstReference(eqx.Module):
+    """Per-sequence weighted next-token loss over a dict batch, with a frozen reference model (as DPO will have):
+    reports how far the model's NLL has moved below the reference's."""
+
+    reference: GPT
+
+    def __call__(self, model, batch, dtype, pad_id):
+        nll, targets = token_losses(model, batch["tokens"], dtype)
+        ref_nll, _ = token_losses(self.reference, batch["tokens"], dtype)
+        mask = (targets != pad_id) * batch["weight"][:, None]
+        mean = lambda x: (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)  # noqa: E731
+        return mean(nll), {"gain_over_reference": mean(jax.lax.stop_gradient(ref_nll) - nll)}
+
+
+def test_a_loss_holding_a_frozen_model_and_a_pytree_batch(bach, small_config):
+    mesh = train_state.make_mesh()
+    tc = preset("tiny", vocab_size=len(bach.tok)).train
+    model = build(small_config, jax.random.key(0))
+    optim = train_state.make_optimizer(tc, model)
+    state = train_state.TrainState.create(model, optim, 0)
+    shardings = train_state.state_shardings(state, mesh, False)
+    state = eqx.filter_shard(state, shardings)
+    reference = eqx.filter_shard(build(small_config, jax.random.key(0)), NamedSharding(mesh, P()))
+    loss = WeightedAgainstReference(reference)
+    batch_sharding = NamedSharding(mesh, P(None, "data"))
+    step = train_step.make_train_step(optim, jnp.float32, bach.shards.pad_id, shardings, batch_sharding, loss_fn=loss)
+
+    def batch(i, garbage=False):
+        tokens = bach.shards.batch(i, 16, tc.seq_len, seed=0).reshape(2, 8, tc.seq_len + 1)
+        weight = np.tile(np.array([1.0] * 6 + [0.0] * 2, np.float32), (2, 1))  # the last 2 rows of each micro: 0
+        if garbage:  # what zero-weight rows hold does not matter
+            tokens[:, 6:] = np.random.default_rng(i).integers(0, len(bach.tok), tokens[:, 6:].shape)
+        return jax.device_put({"tokens": tokens, "weight": weight}, batch_sharding)
+
+    gains = []
+    for i in range(8):
+        twin, _ = step(jax.tree.map(jnp.copy, state), batch(i, garbage=True))
+        state, metrics = step(state, batch(i))
+        assert same(twin.model, state.model)
+        gains.append(float(metrics["gain_over_reference"]))
+    assert gains[0] == pytest.approx(0.0, abs=1e-6) and gains[-1] > 0.3
+    assert all(a < b for a, b in zip(gains[1:], gains[2:]))  # each update (after the lr-0 first) gains more  # the model moves below the reference
+    assert same(loss.reference, build(small_config, jax.random.key(0)))  # frozen, and not donated (still readable)
+
+
+def test_grad_norm_is_the_norm_of_the_averaged_gradient(bach, small_config):
+    mesh = train_state.make_mesh(jax.devices()[:1])
+    tc = preset("tiny", vocab_size=len(bach.tok), batch_size=8, accum_steps=2).train
+    model = build(small_config, jax.random.key(0))
+    optim = train_state.make_optimizer(tc, model)
+    state = train_state.TrainState.create(model, optim, 0)
+    shardings = train_state.state_shardings(state, mesh, False)
+    step = train_step.make_train_step(optim, jnp.float32, bach.shards.pad_id, shardings, NamedSharding(mesh, P()))
+    tokens = bach.shards.batch(0, 8, tc.seq_len, seed=0).reshape(2, 4, tc.seq_len + 1)
+    grad = eqx.filter_jit(eqx.filter_grad(lambda m, t: next_token_loss(m, t, jnp.float32, bach.shards.pad_id)[0]))
+    grads = [grad(model, t) for t in jnp.asarray(tokens)]
+    mean = jax.tree.map(lambda a, b: (a + b) / 2, *grads)
+    want = math.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2)) for g in jax.tree.leaves(mean)))
+    _, metrics = step(state, jnp.asarray(tokens))
+    assert float(metrics["grad_norm"]) == pytest.approx(want, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------- freezing
+
+
+def test_frozen_weights_stay_bit_identical(bach, tiny, tmp_path):
+    head_and_embed = train_state.only(lambda m: (m.head, m.embed))
+    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, trainable=head_and_embed, progress=False)
+    initial = build(tiny.model, jax.random.key(0))  # what setup() starts from with seed 0
+    trained = result.state.model
+    for part in ("pos", "blocks", "norm"):
+        assert same(getattr(trained, part), getattr(initial, part)), part
+    for part in ("head", "embed"):
+        for x, y in zip(arrays(getattr(trained, part)), arrays(getattr(initial, part))):
+            assert not np.array_equal(x, y), part
+    rows = history(tmp_path)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.5  # the head and embeddings alone still learn
+    adam = result.state.opt_state[1][0]
+    assert len(jax.tree.leaves(adam.mu)) == 3  # moments only for head.weight, head.bias, embed.weight
+    meta = checkpoint.read_meta(result.checkpoint)
+    assert ".blocks.qkv.weight" in meta["frozen"] and ".head.weight" not in meta["frozen"]
+
+    with pytest.raises(ValueError, match="froze"):  # resuming must freeze the same arrays
+        loop.train(tmp_path, tiny.model, tiny.train, bach.shards, progress=False)
+    with pytest.raises(ValueError, match="nothing would train"):
+        loop.train(tmp_path / "none", tiny.model, tiny.train, bach.shards, trainable=False, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------- init_from
+
+
+def test_init_from_accepts_a_run_its_checkpoints_a_step_or_weights(trained):
+    ckpts = trained.run_dir / "checkpoints"
+    for source in (trained.run_dir, ckpts, checkpoint.latest(ckpts), ckpts / "model.eqx"):
+        model, meta = checkpoint.load_model(source)
+        assert same(model, trained.model) and meta["step"] == 60, source
+
+
+def test_init_from_takes_weights_and_starts_everything_else_fresh(bach, trained, tiny, tmp_path):
+    run = tmp_path / "finetune"
+    full = loop.train(run, tiny.model, tiny.train, bach.shards, seed=1, init_from=trained.run_dir, progress=False)
+    fresh = loop.train(tmp_path / "fresh", tiny.model, tiny.train, bach.shards, seed=1, progress=False)
+    rows, base = history(run), fresh.history
+    assert rows[0]["loss"] < base[0]["loss"] - 1.0  # it starts where the other run ended
+    assert rows[-1]["eval_loss"] < base[-1]["eval_loss"]
+    assert [r["lr"] for r in rows] == [r["lr"] for r in base]  # a fresh schedule: warmup from step 0
+    meta = checkpoint.read_meta(full.checkpoint)
+    assert meta["init_from"] == {"path": str(trained.run_dir.resolve()), "step": 60} and meta["step"] == 20
+
+    # interrupted and resumed, the fine-tune continues from its own checkpoint, not from init_from again: the
+    # resume names another run as init_from, and the result is still the uninterrupted fine-tune, exactly
+    split = tmp_path / "split"
+    loop.train(split, tiny.model, tiny.train, bach.shards, seed=1, init_from=trained.run_dir, until_step=10,
+               progress=False)
+    again = loop.train(split, tiny.model, tiny.train, bach.shards, seed=1, init_from=tmp_path / "fresh",
+                       progress=False)
+    assert numbers(history(split)) == numbers(rows)
+    assert same(again.state.model, full.state.model)
+    assert checkpoint.read_meta(again.checkpoint)["init_from"]["path"] == str(trained.run_dir.resolve())
+
+
+def test_init_from_another_configuration_says_what_differs(bach, trained, tiny, tmp_path):
+    other = type(tiny.model)(**{**tiny.model.to_dict(), "n_heads": 4})  # same shapes, another model
+    with pytest.raises(ValueError, match="n_heads.*2, 4"):
+        loop.train(tmp_path / "a", other, tiny.train, bach.shards, init_from=trained.run_dir, progress=False)
+    with pytest.raises(FileNotFoundError, match="no model weights"):
+        loop.train(tmp_path / "b", tiny.model, tiny.train, bach.shards, init_from=tmp_path / "nothing.eqx",
+                   progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------- hooks
+
+
+def test_hooks_get_the_record_and_state_every_n_steps(bach, tiny, tmp_path):
+    calls = []
+    hooks = [loop.Hook(lambda r, s: calls.append(("a", r["step"], int(s.step), r["loss"])), every=10),
+             loop.Hook(lambda r, s: calls.append(("b", r["step"], int(s.step), r["loss"])))]
+    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, hooks=hooks, progress=False)
+    losses = {r["step"]: r["loss"] for r in result.history}
+    want = [("b", 5), ("a", 10), ("b", 10), ("b", 15), ("a", 20), ("b", 20)]
+    assert calls == [(name, s, s, losses[s]) for name, s in want]
