@@ -14,7 +14,6 @@ leaves its rows empty ("-") rather than failing.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import io
 import json
@@ -40,7 +39,8 @@ def check(training: str, sampling: str, notebooks: str) -> list[str]:
     """Everything wrong with these argument strings (empty when all three would start); see the module docstring."""
     from benchmarks.__main__ import parser
     from tchaikovsky.config import preset
-    from tchaikovsky.notebook.params import SPECS
+    from tchaikovsky.notebook import runner
+    from tchaikovsky.notebook.params import SPECS, problem
 
     errors = []
     for name, argv in (("training", training), ("sampling", sampling)):
@@ -57,25 +57,10 @@ def check(training: str, sampling: str, notebooks: str) -> list[str]:
                 errors.append(f"sampling: --prompt-len {a.prompt_len} outside 1..{context}")
         except ValueError as e:
             errors.append(f"{name}: {e}")
-    # the options of ``python -m tchaikovsky.notebook`` (tchaikovsky.notebook.runner.main)
-    nb = argparse.ArgumentParser(prog="python -m tchaikovsky.notebook")
-    for opt in ("--run-dir", "--data-dir", "--preset"):
-        nb.add_argument(opt)
-    for opt in ("--max-files", "--max-steps", "--num-tokens"):
-        nb.add_argument(opt, type=int)
-    nb.add_argument("--only", nargs="*", default=list(SPECS))
-    nb.add_argument("-p", "--param", action="append", default=[])
-    a, error = _parse(nb, shlex.split(notebooks))
+    a, error = _parse(runner.parser(), shlex.split(notebooks))
     if error:
         return errors + [f"notebooks: {error}"]
-    values = {"preset": a.preset or "demo"}
-    values.update({k: getattr(a, k) for k in ("max_files", "max_steps", "num_tokens") if getattr(a, k) is not None})
-    for item in a.param:
-        name, _, text = item.partition("=")
-        try:
-            values[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            values[name] = text
+    values = runner.parameters(a)
     for nb_name in a.only:
         if nb_name not in SPECS:
             errors.append(f"notebooks: no notebook {nb_name!r}")
@@ -85,11 +70,8 @@ def check(training: str, sampling: str, notebooks: str) -> list[str]:
         if not rules:
             errors.append(f"notebooks: no notebook of {a.only} takes {name!r}")
         for rule in rules:
-            # as params.check: a bool is no integer here
-            is_bool = isinstance(value, bool) and rule.kind in (int, (int, float))
-            bad_kind = is_bool or not isinstance(value, rule.kind)
-            if not (value is None and rule.optional) and (bad_kind or not rule.test(value)):
-                errors.append(f"notebooks: {name}={value!r}: expected {rule.expect}")
+            if (why := problem(rule, value)) is not None:
+                errors.append(f"notebooks: {name}={value!r}: {why}")
     try:
         preset(values["preset"], vocab_size=values.get("vocab_size"), max_steps=values.get("max_steps"))
     except ValueError as e:

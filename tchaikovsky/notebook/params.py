@@ -95,6 +95,16 @@ SPECS: dict[str, dict[str, Rule]] = {
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "display"}
 
 
+def problem(rule: Rule, value) -> str | None:
+    """What is wrong with ``value`` under ``rule`` ("expected ..."), or None when it passes (a bool is no number)."""
+    if value is None and rule.optional:
+        return None
+    kind_ok = isinstance(value, rule.kind) and not (isinstance(value, bool) and rule.kind in (int, (int, float)))
+    if kind_ok and rule.test(value):
+        return None
+    return f"expected {rule.expect}" + (" or None" if rule.optional else "")
+
+
 def check(notebook: str, namespace: dict) -> None:
     """Validate the parameters of ``notebook`` found in ``namespace`` (the notebook's ``globals()``)."""
     spec = SPECS[notebook]
@@ -103,12 +113,8 @@ def check(notebook: str, namespace: dict) -> None:
         if name not in namespace:
             errors.append(f"parameter `{name}` is missing from the parameters cell")
             continue
-        value = namespace[name]
-        if value is None and rule.optional:
-            continue
-        kind_ok = isinstance(value, rule.kind) and not (isinstance(value, bool) and rule.kind in (int, (int, float)))
-        if not kind_ok or not rule.test(value):
-            errors.append(f"parameter `{name}` = {value!r}: expected {rule.expect}" + (" or None" if rule.optional else ""))
+        if (why := problem(rule, namespace[name])) is not None:
+            errors.append(f"parameter `{name}` = {namespace[name]!r}: {why}")
     unknown = sorted(
         k for k, v in namespace.items()
         if not k.startswith("_") and k not in spec and k not in _KERNEL_NAMES

@@ -56,8 +56,9 @@ def run_all(run_dir: str | Path, *, notebooks=NOTEBOOKS, **params) -> dict[str, 
     return times
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tchaikovsky.notebook``."""
+    ap = argparse.ArgumentParser(prog="python -m tchaikovsky.notebook", description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", default="runs/demo")
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--preset", default="demo")
@@ -67,7 +68,12 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", default=list(NOTEBOOKS), help="notebooks to run, in order")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="any notebook parameter (Python literal or plain string), e.g. -p transpose_range=2")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def parameters(args: argparse.Namespace) -> dict:
+    """The notebook parameters a parsed command line asks for: -p NAME=VALUE (a Python literal, else the plain
+    string) and the shortcut options."""
     params = {"data_dir": args.data_dir, "preset": args.preset}
     for item in args.param:
         name, _, value = item.partition("=")
@@ -78,7 +84,12 @@ def main(argv=None):
     for key in ("max_files", "max_steps", "num_tokens"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    times = run_all(args.run_dir, notebooks=args.only, **params)
+    return params
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    times = run_all(args.run_dir, notebooks=args.only, **parameters(args))
     print(f"total: {sum(times.values()):.0f} s")
 
 

@@ -159,8 +159,16 @@ def test_sampling(capsys):
                 "bandwidth_bound_tokens_per_s", "bandwidth_fraction"):
         assert key in r, key
     assert r["context"] == 64 and r["recompute_tokens_timed"] == 16 and r["batch"] == 2
-    assert all(_positive(r[k]) for k in ("cached_tokens_per_s", "recompute_tokens_per_s", "speedup", "flatness",
-                                         "batch_tokens_per_s", "first100_ms_per_token", "last100_ms_per_token"))
+    assert all(_positive(r[k]) for k in ("cached_tokens_per_s", "recompute_tokens_per_s", "speedup",
+                                         "batch_tokens_per_s"))
+    # flatness and the per-token costs are differences of two timed runs: on a loaded machine one repeat can come
+    # out negative, so the test asks only for finite numbers and their stated relation (timings are benchmarks')
+    first, last = r["first100_ms_per_token"], r["last100_ms_per_token"]
+    assert all(isinstance(x, float) and math.isfinite(x) for x in (first, last))
+    if first > 0:
+        assert _ratio_ok(r["flatness"], last, first, rel=0.05)
+    else:  # no meaningful ratio: reported as null, not as a number
+        assert r["flatness"] is None
     assert _ratio_ok(r["speedup"], r["cached_tokens_per_s"], r["recompute_tokens_per_s"])
     assert _ratio_ok(r["speedup_vs_scan"], r["cached_tokens_per_s"], r["recompute_scan_tokens_per_s"])
     assert r["batch64_tokens_per_s"] is None  # batch 2 here
