@@ -43,11 +43,12 @@ def _clock(seconds: float) -> str:
     return f"{m}:{s:02d}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Preview:
     """Encoded audio of a piece's opening. ``data``: the file's bytes; ``mimetype``: "audio/mpeg" or "audio/wav";
     ``seconds``: the length of that audio; ``full_seconds``: the whole piece's (score end + release tail).
-    Displays itself as an HTML ``<audio>`` player (no autoplay) with a caption when it is cut."""
+    Displays itself as an HTML ``<audio>`` player (no autoplay) with a caption when it is cut; its repr (a
+    notebook's text/plain copy of every output) names it without the bytes."""
 
     data: bytes
     mimetype: str
@@ -69,6 +70,9 @@ class Preview:
         if self.cut:
             return f"preview: the first {_clock(self.seconds)} of {_clock(self.full_seconds)}"
         return f"{_clock(self.full_seconds)}"
+
+    def __repr__(self) -> str:  # also the notebook's text/plain output: never the bytes themselves
+        return f"Preview({self.format}, {self.caption}, {len(self.data) / 1000:.0f} kB)"
 
     def data_uri(self) -> str:
         return f"data:{self.mimetype};base64,{base64.b64encode(self.data).decode()}"

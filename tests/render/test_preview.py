@@ -93,6 +93,7 @@ def test_players_embed_exactly_the_preview():
     html = p._repr_html_()
     assert html.count("<audio") == 1 and "autoplay" not in html
     assert 'src="data:audio/mpeg;base64,' in html and "the first 0:05 of 1:02" in html
+    assert repr(p) == f"Preview(mp3, preview: the first 0:05 of 1:02, {len(p.data) / 1000:.0f} kB)"  # no bytes
     w = p.widget()
     assert w.value == p.data and w.format == "mp3" and not w.autoplay and not w.loop
 
