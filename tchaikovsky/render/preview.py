@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import html
+import inspect
 import io as _io
 import wave
 from dataclasses import dataclass
@@ -97,6 +98,11 @@ def _soundfile():
     return soundfile if "MP3" in soundfile.available_formats() else None
 
 
+def _takes_level(sf) -> bool:
+    """Whether this soundfile (>= 0.13) accepts ``compression_level``."""
+    return "compression_level" in inspect.signature(sf.SoundFile.__init__).parameters
+
+
 def mp3_available() -> bool:
     """Whether previews are MP3 here (else they fall back to 16 kHz mono WAV)."""
     return _soundfile() is not None
@@ -110,7 +116,9 @@ def encode(samples: np.ndarray, sample_rate: int, encoding: str = "mp3") -> byte
         sf = _soundfile()
         if sf is None:
             raise RuntimeError("MP3 needs soundfile >= 0.12 (pip install soundfile): its wheels bundle libsndfile")
-        with sf.SoundFile(buf, "w", sample_rate, 1, format="MP3", compression_level=_MP3_QUALITY) as f:
+        # soundfile 0.12 cannot set the level: libsndfile's default then gives ~6.9 kB/s instead of ~5.3
+        level = {"compression_level": _MP3_QUALITY} if _takes_level(sf) else {}
+        with sf.SoundFile(buf, "w", sample_rate, 1, format="MP3", **level) as f:
             for i in range(0, len(samples), 1 << 16):  # in blocks: libsndfile's encoders dislike huge single writes
                 f.write(samples[i:i + (1 << 16)])
     elif encoding == "wav":

@@ -56,7 +56,7 @@ def _embedded_audio(path: Path) -> list[bytes]:
     state = json.loads(path.read_text())["metadata"].get("widgets", {})
     for model in state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {}).values():
         if model["model_name"] == "AudioModel":
-            found += [base64.b64decode(b["data"]) for b in model["state"].get("buffers", [])]
+            found += [base64.b64decode(b["data"]) for b in model.get("buffers", [])]
     return found
 
 
@@ -101,8 +101,8 @@ def test_all_four_notebooks_run_on_the_embedded_corpus(tmp_path, corpus_cache, m
     kinds = {k for o in _outputs(executed) for k in o.get("data", {})}
     assert "image/png" in kinds and "text/html" in kinds  # piano rolls and <audio> players inline
     # interactive=True by default: the widget grid and the sampler panel are saved as widget views
-    views = [o["data"]["text/plain"] for o in _outputs(executed) if "application/vnd.jupyter.widget-view+json"
-             in o.get("data", {})]
+    views = ["".join(o["data"]["text/plain"]) for o in _outputs(executed)
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert any(v.startswith("GridBox(") for v in views) and any(v.startswith("SamplerPanel(") for v in views)
     clips = _embedded_audio(executed)
     assert len(clips) == 2 + 2  # show_sample's players, then the grid's (widget state)
