@@ -26,7 +26,8 @@ run_dir = ""  # folder for everything this run writes; "": runs/default
 seed = 0  # which pieces we listen to
 max_files = 40  # keep at most this many pieces (None: all)
 composers = "bach"  # embedded corpus only: music21 composers, comma-separated ("bach,mozart,palestrina")
-n_listen = 3  # pieces to render and play below
+n_listen = 3  # pieces to play below
+preview_seconds = 30.0  # each player plays this many seconds from the start (the MIDI file is linked)
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
 
 # %% [markdown]
@@ -76,11 +77,11 @@ display.counts_chart(stats["time_signatures"], title="time signatures")
 
 # %% [markdown]
 # ## Listen
-# A few pieces chosen at random (by `seed`), each with its piano roll and a player.
+# A few pieces chosen at random (by `seed`), each with its piano roll, a player of its first `preview_seconds`
+# (a long performance would make the notebook too heavy to open) and a link to the whole MIDI file.
 
 # %%
-for midi, wav in samples.listen_to(corpus, run / "listen", n=n_listen, seed=seed):
-    display.show_sample(midi, wav_path=wav, title=midi.stem)
+samples.listen_to(corpus, n=n_listen, seed=seed, preview_seconds=preview_seconds);
 
 # %% [markdown]
 # ## Next

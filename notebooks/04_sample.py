@@ -42,7 +42,8 @@ repetition_penalty = 1.0  # > 1 discourages tokens already in the window (1: off
 max_bars = None  # stop each piece after this many new bars (None: only num_tokens and EOS)
 max_seconds = None  # cut each piece at this length in seconds (None: no cut)
 evaluate = True  # compare fresh samples with real held-out pieces and two baselines (metrics, plots)
-interactive = False  # True: sliders and a Generate button (Papermill runs keep this False)
+interactive = True  # the sampler panel (sliders, a Generate button) and a widget grid; False: static HTML
+preview_seconds = 30.0  # each player plays this many seconds from the start (the full .wav is linked)
 soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
 
@@ -85,21 +86,23 @@ print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt o
 # ## Generate
 # Every piece is saved to `run_dir/samples/` as `.mid`, `.wav` and a piano-roll `.png` (prompt in blue,
 # continuation in orange). A piece stops at `num_tokens`, or earlier where the model ends it (never before
-# `min_tokens` new tokens), after `max_bars` new bars, or at `max_seconds`.
+# `min_tokens` new tokens), after `max_bars` new bars, or at `max_seconds`. The players below play the first
+# `preview_seconds` of each; the whole piece is one download link away.
 
 # %%
 cells = samples.write_samples(run, model, tok, prompt, config, seeds=seeds, temperatures=temperatures,
                               soundfont=soundfont)
 for c in cells:
     display.show_sample(c["midi_path"], wav_path=c["wav_path"], png_path=c["png_path"], prompt_end=c["prompt_end"],
-                        title=f"seed {c['seed']}, temperature {c['temperature']:g}")
+                        title=f"seed {c['seed']}, temperature {c['temperature']:g}",
+                        preview_seconds=preview_seconds, soundfont=soundfont or None)
 
 # %% [markdown]
 # ## Side by side
 # The showcase grid: rows are seeds, columns temperatures.
 
 # %%
-display.sample_grid(cells, widgets=interactive)
+display.sample_grid(cells, widgets=interactive, preview_seconds=preview_seconds, soundfont=soundfont or None)
 
 # %% [markdown]
 # ## Sheet music
@@ -129,10 +132,11 @@ if evaluate:
 
 # %% [markdown]
 # ## Try it yourself
-# With `interactive=True` (Jupyter, Kaggle or Colab; Papermill runs keep it False): pick a prompt (nothing, a chord
+# The sampler panel (Jupyter, Kaggle or Colab; `interactive=False` leaves it out): pick a prompt (nothing, a chord
 # progression such as `Dm7 G7 Cmaj7`, the opening bars of a corpus piece, or a MIDI file you upload), set
 # temperature, top-p, length and the least length before the piece may end, and press **Generate**. Each piece
-# appears below the panel with its piano roll and player, and is saved to `run_dir/samples/`.
+# appears below the panel with its piano roll and player, and is saved to `run_dir/samples/`. A headless run
+# (Papermill) saves the panel as a static picture of its controls.
 
 # %%
 if interactive:
@@ -142,7 +146,7 @@ if interactive:
 
     picker = pipeline.load_data(data_dir, max_files=max_files, composers=composers, progress=False)
     show(widgets.sampler_panel(model, tok, run, pieces=[p.path for p in picker.pieces], soundfont=soundfont or None,
-                               config=config))
+                               config=config, preview_seconds=preview_seconds))
 
 # %% [markdown]
 # ## Next

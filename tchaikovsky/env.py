@@ -31,6 +31,7 @@ REQUIRED = {
     "matplotlib": "matplotlib",
     "ipywidgets": "ipywidgets>=8.1",
     "fluidsynth": "pyfluidsynth>=1.3.3",
+    "soundfile": "soundfile>=0.12.1",  # MP3 previews; Kaggle and Colab ship it (librosa)
 }
 OPTIONAL = {"wandb": "wandb>=0.17"}
 _HELD = ("jax", "jaxlib", "libtpu", "libtpu-nightly", "jax-cuda12-plugin", "jax-cuda12-pjrt", "numpy")

@@ -51,9 +51,10 @@ BOOL = Rule(bool, expect="True or False")
 COMMON = {"data_dir": PATH_OR_EMPTY, "run_dir": PATH_OR_EMPTY, "seed": _int(0), "max_files": _int(1, optional=True),
           "composers": Rule(str, lambda v: all(c.strip() for c in v.split(",")), 'comma-separated names, e.g. "bach,mozart"'),
           "repo_url": STR}
+PREVIEW = _float(0.0, 600.0, open_lo=True)  # seconds each inline player plays: bounds what a notebook embeds
 
 SPECS: dict[str, dict[str, Rule]] = {
-    "01_explore_data": {**COMMON, "n_listen": _int(0, 20)},
+    "01_explore_data": {**COMMON, "n_listen": _int(0, 20), "preview_seconds": PREVIEW},
     "02_train_tokenizer": {**COMMON, "vocab_size": _int(600, 65535), "val_fraction": _float(0.0, 0.5, open_lo=True),
                            "transpose_range": _int(0, 12)},
     "03_train": {
@@ -87,6 +88,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "max_seconds": _float(0.0, open_lo=True, optional=True),
         "evaluate": BOOL,
         "interactive": BOOL,
+        "preview_seconds": PREVIEW,
         "soundfont": PATH_OR_EMPTY,
     },
 }

@@ -136,7 +136,9 @@ def _synthesize(score, fs, soundfont: Path, sample_rate: int, n_frames: int, gai
         chunks, done = [], 0
         held: dict[tuple[int, int], int] = {}  # overlapping notes of the same pitch: release on the last note-off
         for t, kind, ch, a, b in _events(score, channels):
-            frame = min(int(round(t * sample_rate)), n_frames)
+            frame = int(round(t * sample_rate))
+            if frame >= n_frames:  # the rest of the piece lies past the end we were asked for: never synthesized
+                break
             if frame > done:
                 chunks.append(synth.get_samples(frame - done))
                 done = frame
@@ -166,19 +168,25 @@ def render_array(
     sample_rate: int = 44100,
     tail_s: float = 1.0,
     gain: float = 0.5,
+    seconds: float | None = None,
 ) -> np.ndarray:
     """Synthesize ``midi`` to float32 stereo samples of shape (n, 2), peak-normalised to 0.9 unless silent
     (only dither noise, which normalising would blow up to full scale).
 
-    The length is the score's end time plus ``tail_s`` of release/reverb. ``gain`` is FluidSynth's master gain; the
-    synth writes int16, so if a dense passage clips we re-render quieter (normalisation restores the level).
+    The length is the score's end time plus ``tail_s`` of release/reverb, or at most ``seconds``: then only the
+    first ``seconds`` are synthesized (events after them are never sent, so a 30-minute piece costs what its opening
+    costs). ``gain`` is FluidSynth's master gain; the synth writes int16, so if a dense passage clips we re-render
+    quieter (normalisation restores the level).
     """
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"seconds must be > 0 (or None for the whole piece), got {seconds!r}")
     ok, message = audio_available(soundfont)
     if not ok:
         raise RuntimeError(message)
     fs, path = _fluidsynth(), find_soundfont(soundfont)
     score = io.load_score(midi, "second")
-    n_frames = int(round((max(score.end(), 0.0) + tail_s) * sample_rate))
+    length = max(score.end(), 0.0) + tail_s
+    n_frames = int(round((length if seconds is None else min(length, seconds)) * sample_rate))
     for _ in range(4):
         pcm = _synthesize(score, fs, path, sample_rate, n_frames, gain)
         peak = int(np.abs(pcm.astype(np.int32)).max(initial=0))

@@ -1,5 +1,8 @@
 """Pictures and players for notebooks: piano rolls, loss curves, audio players, download links, sample grids.
 
+Every player is a bounded preview (``preview.preview``: the first seconds, compactly encoded); whole pieces are
+download links.
+
 Figures are built as bare ``matplotlib.figure.Figure`` objects, not through pyplot, so nothing is shown twice and
 nothing piles up in pyplot's figure registry when we draw dozens of rolls: a figure appears when it is the cell's
 value or is passed to ``display``. We never choose a matplotlib backend (notebooks keep ``inline``).
@@ -19,6 +22,8 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from tchaikovsky import io
+from tchaikovsky.render import audio
+from tchaikovsky.render import preview as preview_lib
 
 _NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 PROMPT_COLOR, CONTINUATION_COLOR, DRUM_COLOR = "#4c72b0", "#ff7f0e", "#7f7f7f"
@@ -166,11 +171,18 @@ def loss_curve(history: str | Path | list[dict], *, ax=None, logy: bool = False,
     return fig
 
 
-def audio_player(wav_path: str | Path):
-    """An inline audio player for a WAV file (embedded, no autoplay, no loop)."""
-    from IPython.display import Audio
+def audio_player(midi: str | Path | symusic.Score, seconds: float = preview_lib.SECONDS, *,
+                 soundfont: str | Path | None = None):
+    """An inline player of the first ``seconds`` of ``midi`` (a ``preview.Preview``: compact, bounded, no
+    autoplay), or a Markdown note saying why there is none (FluidSynth or a soundfont missing, no notes)."""
+    from IPython.display import Markdown
 
-    return Audio(filename=str(wav_path), autoplay=False)
+    ok, why = audio.audio_available(soundfont)
+    if not ok:
+        return Markdown(f"*no audio: {why.splitlines()[0]}*")
+    if io.load_score(midi).note_num() == 0:
+        return Markdown("*no notes: nothing to play*")
+    return preview_lib.preview(midi, seconds, soundfont=soundfont)
 
 
 def _relative(path: str | Path) -> str:
@@ -201,9 +213,13 @@ def show_sample(
     png_path: str | Path | None = None,
     prompt_end: float | None = None,
     title: str | None = None,
+    preview_seconds: float = preview_lib.SECONDS,
+    soundfont: str | Path | None = None,
 ) -> None:
-    """Display one generated piece: title, piano roll, audio player (if the WAV exists) and download links.
+    """Display one piece: title, piano roll, a player of its first ``preview_seconds`` (``audio_player``) and
+    download links to the MIDI and, when it exists, the full-length WAV (default: next to the MIDI).
 
+    The player never needs the whole piece rendered: what the notebook embeds is bounded by ``preview_seconds``.
     An existing ``png_path`` (written by ``samples.write_samples``) is shown as is; otherwise the roll is drawn and,
     when ``png_path`` is given, saved there."""
     from IPython.display import Image, Markdown, display
@@ -219,10 +235,7 @@ def show_sample(
             Path(png_path).parent.mkdir(parents=True, exist_ok=True)
             Path(png_path).write_bytes(png)
     display(Image(data=png, format="png"))
-    if wav_path.is_file():
-        display(audio_player(wav_path))
-    else:
-        display(Markdown(f"*no audio yet ({wav_path.name} not rendered)*"))
+    display(audio_player(midi_path, preview_seconds, soundfont=soundfont))
     display(download_links(midi_path, wav_path))
 
 
@@ -238,12 +251,14 @@ def _thumbnail(midi_path: str | Path) -> bytes:
     return _png_bytes(fig, dpi=90)
 
 
-def sample_grid(cells: list[dict], *, rows_key: str = "seed", cols_key: str = "temperature", widgets: bool = True):
-    """A rows x cols showcase (by default seed x temperature), each cell a small piano roll and an audio player.
+def sample_grid(cells: list[dict], *, rows_key: str = "seed", cols_key: str = "temperature", widgets: bool = True,
+                preview_seconds: float = preview_lib.SECONDS, soundfont: str | Path | None = None):
+    """A rows x cols showcase (by default seed x temperature), each cell a small piano roll and a player of the
+    piece's first ``preview_seconds`` (``preview.preview``; none when FluidSynth is missing).
 
-    ``cells``: dicts with ``seed``, ``temperature``, ``midi_path`` and optionally ``wav_path``. Returns an ipywidgets
-    GridBox (audio embedded in the widget); with ``widgets=False`` or without ipywidgets, a static HTML table whose
-    images are inline and whose players point at the WAV files by relative path (small notebooks, static viewers).
+    ``cells``: dicts with ``seed``, ``temperature`` and ``midi_path``. Returns an ipywidgets GridBox (players as
+    ``ipywidgets.Audio``); with ``widgets=False`` or without ipywidgets, a static HTML table (images and players
+    inline, for static viewers). Either way what is embedded is bounded by ``preview_seconds`` per cell.
     """
     rows = sorted({c[rows_key] for c in cells})
     cols = sorted({c[cols_key] for c in cells})
@@ -252,10 +267,10 @@ def sample_grid(cells: list[dict], *, rows_key: str = "seed", cols_key: str = "t
         import ipywidgets as W
     except ImportError:
         widgets = False
+    playable = audio.audio_available(soundfont)[0]
 
-    def wav_of(cell: dict) -> Path | None:
-        wav = cell.get("wav_path") or Path(cell["midi_path"]).with_suffix(".wav")
-        return Path(wav) if Path(wav).is_file() else None
+    def player(cell: dict) -> preview_lib.Preview | None:
+        return preview_lib.preview(cell["midi_path"], preview_seconds, soundfont=soundfont) if playable else None
 
     if not widgets:
         import base64
@@ -272,9 +287,8 @@ def sample_grid(cells: list[dict], *, rows_key: str = "seed", cols_key: str = "t
                     tds.append("<td></td>")
                     continue
                 img = base64.b64encode(_thumbnail(cell["midi_path"])).decode()
-                wav = wav_of(cell)
-                player = f'<br><audio controls src="{html.escape(_relative(wav))}"></audio>' if wav else ""
-                tds.append(f'<td><img src="data:image/png;base64,{img}">{player}</td>')
+                p = player(cell)
+                tds.append(f'<td><img src="data:image/png;base64,{img}">{p._repr_html_() if p else ""}</td>')
             body.append("<tr>" + "".join(tds) + "</tr>")
         return HTML(f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>")
 
@@ -287,9 +301,9 @@ def sample_grid(cells: list[dict], *, rows_key: str = "seed", cols_key: str = "t
                 items.append(W.Label(""))
                 continue
             parts = [W.Image(value=_thumbnail(cell["midi_path"]), format="png", layout=W.Layout(width="288px"))]
-            wav = wav_of(cell)
-            if wav is not None:
-                parts.append(W.Audio(value=wav.read_bytes(), format="wav", autoplay=False, loop=False))
+            p = player(cell)
+            if p is not None:
+                parts += [p.widget(), W.HTML(f"<small>{html.escape(p.caption)}</small>")]
             items.append(W.VBox(parts))
     layout = W.Layout(grid_template_columns=f"auto repeat({len(cols)}, 300px)", grid_gap="6px")
     return W.GridBox(items, layout=layout)

@@ -2,7 +2,7 @@
 
 ``write_samples`` generates a batch of continuations of one prompt in one call and writes, per piece, the ``.mid``,
 the piano roll (prompt in blue, continuation in orange) and, when FluidSynth is available, the ``.wav`` into
-``run_dir/samples``.
+``run_dir/samples``: the full-length files a user keeps. Notebooks play only previews of them (``preview``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tchaikovsky.data import corpus as corpus_lib
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.generate.prompts import cut_score
 from tchaikovsky.generate.sampling import generate, kept_prompt
-from tchaikovsky.render import audio, display
+from tchaikovsky.render import audio, display, preview
 
 
 def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, seeds=(0,), temperatures=(1.0,),
@@ -58,20 +58,17 @@ def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, se
     return cells
 
 
-def listen_to(corpus: corpus_lib.Corpus, out_dir: Path, *, n: int = 3, seed: int = 0,
-              soundfont: str | None = None) -> list[tuple[Path, Path | None]]:
-    """Render ``n`` pieces of the corpus picked at random (by ``seed``) to WAV; returns (midi, wav or None) pairs."""
+def listen_to(corpus: corpus_lib.Corpus, *, n: int = 3, seed: int = 0, preview_seconds: float = preview.SECONDS,
+              soundfont: str | None = None) -> list[Path]:
+    """Show ``n`` pieces of the corpus picked at random (by ``seed``) with ``display.show_sample``: piano roll, a
+    player of the first ``preview_seconds`` and a link to the MIDI file. Nothing is rendered beyond the previews
+    (a 30-minute performance costs what its first seconds cost) and nothing is written. Returns the MIDI paths."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(corpus.pieces), size=min(n, len(corpus.pieces)), replace=False) if corpus.pieces else []
-    ok, why = audio.audio_available(soundfont)
-    if not ok:
-        print(why)
-    out = []
-    for i in sorted(int(i) for i in picks):
-        midi = corpus.pieces[i].path
-        wav = audio.render(midi, Path(out_dir) / f"{midi.stem}.wav", soundfont=soundfont) if ok else None
-        out.append((midi, wav))
-    return out
+    paths = [corpus.pieces[int(i)].path for i in sorted(picks)]
+    for midi in paths:
+        display.show_sample(midi, title=midi.stem, preview_seconds=preview_seconds, soundfont=soundfont)
+    return paths
 
 
 def to_musicxml(midi_path: str | Path, out: str | Path | None = None, *, divisions: tuple[int, ...] = (4, 3)) -> Path:

@@ -5,8 +5,9 @@
     panel.generate()           # what the Generate button does, callable without a browser (tests, scripts)
 
 Each press samples one piece with ``samples.write_samples`` (written to ``run_dir/samples``: .mid, piano-roll .png,
-and .wav when FluidSynth is available) and appends it to the panel's output area as ``display.show_sample`` shows
-it (title, piano roll with the prompt in blue, audio player, download links). A bad chord text, a missing or
+and the full-length .wav when FluidSynth is available) and appends it to the panel's output area as
+``display.show_sample`` shows it (title, piano roll with the prompt in blue, a player of the first
+``preview_seconds``, download links: the panel's output stays small however long the piece). A bad chord text, a missing or
 corrupt upload, or any other failure is written into the output area as a message: a widget callback never
 raises into the event loop, where the error would vanish.
 """
@@ -25,7 +26,7 @@ from symusic import Score
 
 from tchaikovsky.config import SampleConfig
 from tchaikovsky.generate import prompts
-from tchaikovsky.render import audio, samples
+from tchaikovsky.render import audio, preview, samples
 from tchaikovsky.render import display as display_lib
 
 UNCONDITIONAL = "unconditional"
@@ -81,12 +82,14 @@ class SamplerPanel(W.VBox):
 
     def __init__(self, model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
                  config: SampleConfig = DEFAULT_CONFIG, temperature: float = 1.0, seed: int = 0,
-                 chords: str = "C G Am F", prompt_bars: int = 4):
+                 chords: str = "C G Am F", prompt_bars: int = 4, preview_seconds: float = preview.SECONDS):
+        if not preview_seconds > 0:
+            raise ValueError(f"preview_seconds must be > 0, got {preview_seconds!r}")
         self.model, self.tok, self.run_dir, self.config = model, tok, Path(run_dir), config
+        self.preview_seconds = float(preview_seconds)
         self.soundfont = str(soundfont) if soundfont else None
         self.results: list[dict] = []
         self._count = 0
-        self._audio_note_shown = False
         style = {"description_width": "110px"}
         wide = lambda: W.Layout(width="420px")  # noqa: E731 - one Layout per widget: display is toggled per widget
         pieces = [Path(p) for p in pieces]
@@ -165,7 +168,7 @@ class SamplerPanel(W.VBox):
         _shell()
         with capture_output(stdout=False, stderr=False, display=True) as captured:
             display_lib.show_sample(cell["midi_path"], wav_path=cell["wav_path"], prompt_end=cell["prompt_end"],
-                                    title=title)
+                                    title=title, preview_seconds=self.preview_seconds, soundfont=self.soundfont)
         self.output.outputs += tuple(
             {"output_type": "display_data", "data": o.data, "metadata": o.metadata or {}} for o in captured.outputs
         )
@@ -199,19 +202,14 @@ class SamplerPanel(W.VBox):
         cell = samples.write_samples(self.run_dir, self.model, self.tok, prompt, config, seeds=[seed],
                                      temperatures=[temp], render_audio=False, name=name)[0]
         self._step(2)
-        ok, why = audio.audio_available(self.soundfont)
         piece = Score(str(cell["midi_path"])).to("second")
-        if not ok:
-            if not self._audio_note_shown:
-                self._audio_note_shown = True
-                self.output.append_stdout(f"No audio: {why}\n")
-        elif piece.note_num() == 0:
-            self.output.append_stdout("The sample has no notes: nothing to play.\n")
-        elif piece.end() > MAX_AUDIO_SECONDS:
-            self.output.append_stdout(f"The sample lasts {piece.end() / 60:.0f} min: not rendered to audio "
-                                      f"(limit {MAX_AUDIO_SECONDS / 60:.0f} min).\n")
-        else:
-            cell["wav_path"] = audio.render(cell["midi_path"], soundfont=self.soundfont)
+        if audio.audio_available(self.soundfont)[0] and piece.note_num() > 0:  # the full-length file kept on disk
+            if piece.end() <= MAX_AUDIO_SECONDS:
+                cell["wav_path"] = audio.render(cell["midi_path"], soundfont=self.soundfont)
+            else:
+                self.output.append_stdout(f"The sample lasts {piece.end() / 60:.0f} min: no full-length WAV "
+                                          f"written (limit {MAX_AUDIO_SECONDS / 60:.0f} min); the player below "
+                                          f"plays its opening.\n")
         self._append_sample(cell, f"{label}: seed {seed}, temperature {temp:g}, top-p {top_p:g} "
                                   f"({cell['n_tokens']} tokens)")
         self._step(3, "success")
@@ -228,6 +226,7 @@ def sampler_panel(model, tok, run_dir, *, pieces: Iterable[str | Path] = (), sou
     for temperature (0-2), top-p (0.5-1), length (64-4096 new tokens) and the least number of new tokens before the
     piece may end (0-length), a seed, the Generate button and a progress bar (prompt -> generating -> rendering ->
     done). ``panel.generate()`` runs the button's callback directly. ``config`` (a ``SampleConfig``) sets every other
-    sampling control and the sliders' initial values; ``defaults`` the rest: temperature, seed, chords, prompt_bars.
+    sampling control and the sliders' initial values; ``defaults`` the rest: temperature, seed, chords, prompt_bars,
+    preview_seconds (the length of each player; the full WAV is a download link).
     """
     return SamplerPanel(model, tok, run_dir, pieces=pieces, soundfont=soundfont, config=config, **defaults)

@@ -1,5 +1,6 @@
 """The notebooks themselves: paired with their .py sources, stripped, and executable headless with Papermill."""
 
+import base64
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import symusic
 from tchaikovsky.notebook import params
 from tchaikovsky.data import tokenizer
 from tchaikovsky.notebook.runner import NOTEBOOK_DIR, NOTEBOOKS, run_all, run_notebook
+from tchaikovsky.render import audio, preview
 
 TINY = {"max_files": 10, "vocab_size": 700, "preset": "tiny", "max_steps": 20, "num_tokens": 80,
         "n_listen": 1, "seeds": [0, 1], "temperatures": [1.0]}
@@ -44,6 +46,39 @@ def _outputs(path: Path) -> list[dict]:
     return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
 
 
+def _embedded_audio(path: Path) -> list[bytes]:
+    """Every audio file an executed notebook carries: <audio> data URIs in HTML outputs and the values of
+    ipywidgets Audio models in the saved widget state."""
+    found = []
+    for o in _outputs(path):
+        for part in "".join(o.get("data", {}).get("text/html", "")).split("data:audio/")[1:]:
+            found.append(base64.b64decode(part.split(";base64,", 1)[1].split('"', 1)[0]))
+    state = json.loads(path.read_text())["metadata"].get("widgets", {})
+    for model in state.get("application/vnd.jupyter.widget-state+json", {}).get("state", {}).values():
+        if model["model_name"] == "AudioModel":
+            found += [base64.b64decode(b["data"]) for b in model.get("buffers", [])]
+    return found
+
+
+def _long_performance(sources: list[Path], minutes: float, path: Path) -> Path:
+    """Real chorales played one after another, as one piece of at least ``minutes`` (a MAESTRO-length file)."""
+    out, offset, voices = symusic.Score(480), 0, {}
+    out.tempos.append(symusic.Tempo(0, 90.0))  # 90 quarters a minute
+    while offset < minutes * 90 * 480:
+        for src in sources:
+            score = symusic.Score(str(src)).resample(480, min_dur=1)
+            for i, track in enumerate(score.tracks):
+                voice = voices.setdefault(i, symusic.Track(f"voice {i}", 0, False))
+                for n in track.notes:
+                    voice.notes.append(symusic.Note(n.time + offset, n.duration, n.pitch, n.velocity))
+            offset += score.end() + 480
+            if offset >= minutes * 90 * 480:
+                break
+    out.tracks.extend(voices.values())
+    out.dump_midi(str(path))
+    return path
+
+
 @pytest.mark.slow
 def test_all_four_notebooks_run_on_the_embedded_corpus(tmp_path, corpus_cache, monkeypatch):
     monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))
@@ -62,8 +97,16 @@ def test_all_four_notebooks_run_on_the_embedded_corpus(tmp_path, corpus_cache, m
         score = symusic.Score(str(mid))
         assert score.note_num() > 0
         assert mid.with_suffix(".wav").stat().st_size > 44 and mid.with_suffix(".png").exists()
-    kinds = {k for o in _outputs(run / "notebooks" / "04_sample.ipynb") for k in o.get("data", {})}
+    executed = run / "notebooks" / "04_sample.ipynb"
+    kinds = {k for o in _outputs(executed) for k in o.get("data", {})}
     assert "image/png" in kinds and "text/html" in kinds  # piano rolls and <audio> players inline
+    # interactive=True by default: the widget grid and the sampler panel are saved as widget views
+    views = ["".join(o["data"]["text/plain"]) for o in _outputs(executed)
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert any(v.startswith("GridBox(") for v in views) and any(v.startswith("SamplerPanel(") for v in views)
+    clips = _embedded_audio(executed)
+    assert len(clips) == 2 + 2  # show_sample's players, then the grid's (widget state)
+    assert all(0 < preview.duration(c) <= preview.SECONDS + 0.05 for c in clips)
 
 
 @pytest.mark.slow
@@ -105,6 +148,34 @@ def test_notebooks_run_on_a_users_folder_with_other_parameters(tmp_path, corpus_
         # the MIDI re-encodes to about the tokens generated
         n = len(tokenizer.encode_file(tok, mid))
         assert 0.6 * 240 <= n <= 1.4 * 242, n
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not audio.audio_available()[0], reason="FluidSynth not installed")
+def test_notebook_01_on_long_performances_stays_small(tmp_path, corpus_cache, monkeypatch):
+    """Issue 14: a folder of 20-30 minute pieces made notebook 01 embed a 291 MB WAV. Now every player is a preview
+    of ``preview_seconds``, nothing is rendered in full, and the executed notebook stays small."""
+    from tchaikovsky.data import embedded
+
+    monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))
+    chorales = sorted(embedded.embedded_corpus(max_files=12, cache_dir=corpus_cache, progress=False).rglob("*.mid"))
+    data = tmp_path / "performances"
+    data.mkdir()
+    _long_performance(chorales, 25, data / "long one.mid")
+    _long_performance(chorales[::-1], 20, data / "long two.mid")
+    shutil.copy(chorales[0], data / "short.mid")
+    lengths = sorted(symusic.Score(str(f)).to("second").end() / 60 for f in data.iterdir())
+    assert lengths[0] < 2 and 20 <= lengths[1] < lengths[2] < 30
+    run = tmp_path / "run"
+    out = run_notebook("01_explore_data", run, data_dir=str(data), max_files=None, n_listen=3, preview_seconds=20)
+    size = out.stat().st_size
+    assert size < 1_500_000, f"executed notebook is {size / 1e6:.1f} MB"  # 3 players, 3 rolls, 4 charts
+    clips = _embedded_audio(out)
+    assert len(clips) == 3  # one player per piece
+    assert [round(preview.duration(c), 1) for c in clips] == [20.0] * 3  # every piece lasts over 20 s: all cut
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in _outputs(out))  # str or lines
+    assert html.count("preview: the first 0:20 of ") == 3 and 'download="long one.mid"' in html
+    assert not list(run.rglob("*.wav"))  # no full-length render happened just to show a player
 
 
 def test_bad_parameter_fails_at_once_naming_it(tmp_path):

@@ -44,7 +44,7 @@ def test_lists_accept_papermill_strings():
           "checkpoint": "", "prompt_midi": "", "prompt_chords": "", "prompt_tokens": 64, "num_tokens": 100,
           "min_tokens": 0, "temperatures": "0.8,1.1", "seeds": [0, 1], "top_k": 0, "top_p": 0.9, "min_p": 0.0,
           "grammar": True, "repetition_penalty": 1.0, "max_bars": None, "max_seconds": None, "evaluate": True,
-          "interactive": False, "soundfont": ""}
+          "interactive": True, "preview_seconds": 30.0, "soundfont": ""}
     params.check("04_sample", ns)
     with pytest.raises(ValueError, match="`temperatures`"):
         params.check("04_sample", {**ns, "temperatures": "hot"})
@@ -52,5 +52,9 @@ def test_lists_accept_papermill_strings():
         params.check("04_sample", {**ns, "top_p": 0.0})
     with pytest.raises(ValueError, match="`min_tokens`"):
         params.check("04_sample", {**ns, "min_tokens": -1})
+    params.check("04_sample", {**ns, "preview_seconds": 45})  # an integer number of seconds is fine
+    for bad in (0, -1.0, 601.0, "30"):  # a player must play something, and stay bounded
+        with pytest.raises(ValueError, match="`preview_seconds`"):
+            params.check("04_sample", {**ns, "preview_seconds": bad})
     with pytest.raises(ValueError, match="`min_tokens` is missing"):
         params.check("04_sample", {k: v for k, v in ns.items() if k != "min_tokens"})

@@ -1,5 +1,6 @@
 """Figures, players and widgets, exercised in a plain (non-notebook) process."""
 
+import base64
 import json
 
 import numpy as np
@@ -15,11 +16,12 @@ TPQ = 480
 
 
 def write_midi(path, n_notes=8, drums=0):
-    """n_notes consecutive quarter notes from C4 upwards at 120 bpm (0.5 s each), plus optional drum hits."""
+    """n_notes consecutive quarter notes from C4 upwards (two octaves, then again) at 120 bpm (0.5 s each), plus
+    optional drum hits."""
     score = sm.Score(TPQ)
     track = sm.Track("piano", 0, False)
     for i in range(n_notes):
-        track.notes.append(sm.Note(i * TPQ, TPQ, 60 + i, 90))
+        track.notes.append(sm.Note(i * TPQ, TPQ, 60 + i % 24, 90))
     score.tracks.append(track)
     if drums:
         kit = sm.Track("drums", 0, True)
@@ -100,25 +102,51 @@ def test_show_sample_plain_process(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not audio.audio_available()[0], reason="FluidSynth not installed")
-def test_players_and_grid(tmp_path):
+def test_players_and_grid_embed_bounded_previews(tmp_path):
     import ipywidgets as W
-    from IPython.display import Audio
+
+    from tchaikovsky.render import preview
 
     cells = []
     for seed in (0, 1):
-        for temp in (0.8, 1.0):
-            midi = write_midi(tmp_path / f"s{seed}_t{temp}.mid", n_notes=2 + seed)
-            wav = audio.render(midi, tail_s=0.2, sample_rate=22050)
-            cells.append({"seed": seed, "temperature": temp, "midi_path": midi, "wav_path": wav})
-    assert isinstance(display.audio_player(cells[0]["wav_path"]), Audio)
-    grid = display.sample_grid(cells)
+        for temp in (0.8, 1.0):  # 2 s and 20 s pieces: the longer ones are cut to the 3 s preview
+            midi = write_midi(tmp_path / f"s{seed}_t{temp}.mid", n_notes=4 + 36 * seed)
+            cells.append({"seed": seed, "temperature": temp, "midi_path": midi})
+    player = display.audio_player(cells[2]["midi_path"], 3)
+    assert isinstance(player, preview.Preview) and player.seconds == pytest.approx(3.0) and player.cut
+    grid = display.sample_grid(cells, preview_seconds=3)
     assert isinstance(grid, W.GridBox)
     assert len(grid.children) == 3 * 3  # header row + 2 rows, header column + 2 columns
     players = [w for box in grid.children for w in getattr(box, "children", ()) if isinstance(w, W.Audio)]
     assert len(players) == 4 and not players[0].autoplay and not players[0].loop
-    assert players[0].value[:4] == b"RIFF"
-    static = display.sample_grid(cells, widgets=False).data
+    assert {p.format for p in players} == {"mp3"}
+    assert sorted(round(preview.duration(p.value), 1) for p in players) == [3.0, 3.0, 3.0, 3.0]
+    static = display.sample_grid(cells, widgets=False, preview_seconds=3).data
     assert static.count("<audio") == 4 and static.count("data:image/png") == 4
+    assert static.count("data:audio/mpeg;base64,") == 4  # embedded, so static viewers play them too
+
+
+def test_show_sample_of_a_long_piece_embeds_a_preview_and_links_the_whole(tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from tchaikovsky.render import preview
+
+    InteractiveShell.instance()
+    midi = write_midi(tmp_path / "long.mid", n_notes=600)  # 5 minutes
+    wav = tmp_path / "long.wav"
+    wav.write_bytes(b"RIFF")  # a full-length file written elsewhere: linked, never read or embedded
+    with capture_output() as captured:
+        display.show_sample(midi, preview_seconds=2, title="long")
+    html = "".join(o.data.get("text/html", "") for o in captured.outputs)
+    if audio.audio_available()[0]:
+        assert html.count("<audio") == 1 and "the first 0:02 of 5:01" in html
+        b64 = html.split("data:audio/mpeg;base64,")[1].split('"')[0]
+        assert preview.duration(base64.b64decode(b64)) == pytest.approx(2.0, abs=0.05)
+    else:
+        assert "<audio" not in html
+    assert 'download="long.mid"' in html and 'download="long.wav"' in html
+    assert len(html) < 200_000
 
 
 def test_corpus_and_shard_pictures(bach):
