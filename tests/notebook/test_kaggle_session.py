@@ -29,7 +29,7 @@ import pytest
 
 from tchaikovsky.notebook import kaggle
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.kaggle_session]
 KERNEL = "kaggle-emulated"
 
 
