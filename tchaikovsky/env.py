@@ -13,6 +13,7 @@ import ctypes.util
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ REQUIRED = {
     "music21": "music21>=9.1",
     "tqdm": "tqdm",
     "matplotlib": "matplotlib",
-    "ipywidgets": "ipywidgets>=8.1",
+    "ipywidgets": "ipywidgets>=7.7",
     "fluidsynth": "pyfluidsynth>=1.3.3",
     "soundfile": "soundfile>=0.12.1",  # MP3 previews; Kaggle and Colab ship it (librosa)
 }
@@ -52,15 +53,38 @@ def _held_versions() -> list[str]:
     return held
 
 
+class NoInternet(RuntimeError):
+    """pip could not reach the package index (on Kaggle: the notebook's Internet setting is off)."""
+
+
+# What pip prints when it cannot reach the index (no DNS, no route, refused, timed out, a proxy in the way).
+_OFFLINE = re.compile(r"NewConnectionError|Failed to establish a new connection|name resolution|Name or service not "
+                      r"known|Network is unreachable|ConnectTimeout|Connection refused|ProxyError|Max retries exceeded")
+
+
 def install_packages(requirements: list[str], quiet: bool = True) -> None:
-    """pip-install ``requirements`` without touching the installed jax/jaxlib/libtpu/numpy."""
+    """pip-install ``requirements`` without touching the installed jax/jaxlib/libtpu/numpy.
+
+    Raises ``NoInternet`` (one sentence: switch on Kaggle's Internet setting) when pip cannot reach the package
+    index, and RuntimeError with the end of pip's output for any other failure.
+    """
     if not requirements:
         return
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(_held_versions()))
-    cmd = [sys.executable, "-m", "pip", "install", *(["-q"] if quiet else []), "-c", f.name, *requirements]
+    cmd = [sys.executable, "-m", "pip", "install", *(["-q"] if quiet else []), "--retries", "2", "-c", f.name,
+           *requirements]
     print("installing:", " ".join(requirements))
-    subprocess.run(cmd, check=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        out = done.stdout + done.stderr
+        if _OFFLINE.search(out):
+            raise NoInternet(f"pip could not reach the package index to install {' '.join(requirements)}: on Kaggle, "
+                             "switch on Internet in the notebook's Settings (it needs a phone-verified account), "
+                             "or on any machine connect it to the internet, then run this cell again.") from None
+        raise RuntimeError(f"pip install {' '.join(requirements)} failed:\n" + "\n".join(out.splitlines()[-15:]))
+    if not quiet:
+        print(done.stdout)
     importlib.invalidate_caches()
 
 
@@ -82,7 +106,9 @@ def install_fluidsynth() -> str:
 
 
 def ensure(*, audio: bool = True, wandb: bool = False) -> None:
-    """Install whatever this notebook needs and is missing (a no-op on a machine set up by ``make demo``)."""
+    """Install whatever this notebook needs and is missing (a no-op on a machine set up by ``make demo``);
+    ``wandb=True`` (notebook 03 with a ``wandb_mode`` other than "disabled") adds wandb. Raises ``NoInternet`` when
+    something is missing and pip cannot reach the package index."""
     install_packages(missing_packages(with_wandb=wandb))
     if audio:
         msg = install_fluidsynth()

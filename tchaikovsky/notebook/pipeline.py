@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 
 from tchaikovsky.data import corpus as corpus_lib
@@ -21,20 +22,37 @@ from tchaikovsky.render import samples
 
 
 def resolve_run_dir(run_dir: str = "") -> Path:
-    """``""`` -> ``runs/default`` at the project root when run from the repo's notebooks/, else under the cwd
-    (``/kaggle/working`` on Kaggle). A read-only run_dir (another Kaggle notebook's output attached under
-    /kaggle/input) is copied to ``runs/<name>`` under the cwd first, so this notebook can add to it."""
+    """The run directory a notebook works in, always writable.
+
+    ``""`` -> ``runs/default`` at the project root when run from the repo's notebooks/, else under the cwd
+    (``/kaggle/working`` on Kaggle); on Kaggle, when that does not exist yet and exactly one attached input (another
+    kernel's output, e.g. 04 attaching 03's) holds ``runs/default``, that run. A read-only run (one under
+    ``/kaggle/input``, which Kaggle mounts read-only, or one this process cannot write) is copied to
+    ``runs/<name>`` under the project root first, so the notebook can add to it; a copy made earlier is reused.
+    Raises ValueError if several attached inputs hold a default run (set ``run_dir`` to one of them).
+    """
+    from tchaikovsky.notebook import kaggle
+
     cwd = Path.cwd()
     root = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "tchaikovsky").is_dir() else cwd
-    if not run_dir:
-        return root / "runs" / "default"
-    path = Path(run_dir).expanduser().resolve()
-    if path.is_dir() and not os.access(path, os.W_OK):
+    if run_dir:
+        path = Path(run_dir).expanduser().resolve()
+    else:
+        path = root / "runs" / "default"
+        attached = kaggle.attached_runs("default") if not path.exists() else []
+        if len(attached) > 1:
+            raise ValueError(f"several attached inputs hold a run: {[str(p) for p in attached]}; set run_dir to one")
+        if not attached:
+            return path
+        path = attached[0]
+    if path.is_dir() and (kaggle.is_kaggle_input(path) or not os.access(path, os.W_OK)):
         import shutil
 
         copy = root / "runs" / path.name
         if not copy.exists():
             shutil.copytree(path, copy)
+            for item in (copy, *copy.rglob("*")):  # the copy keeps the source's read-only modes: lift them
+                item.chmod(item.stat().st_mode | stat.S_IWUSR)
         print(f"{path} is read-only: working on a copy in {copy}")
         return copy
     return path

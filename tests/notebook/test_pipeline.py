@@ -114,3 +114,48 @@ def test_musicxml_export_keeps_the_notes(bach, tmp_path):
     # notation splits notes across bar lines into tied notes: count each tied chain once
     heads = [n for n in parsed.recurse().notes if n.tie is None or n.tie.type == "start"]
     assert sum(len(n.pitches) for n in heads) == source.note_num()
+
+
+def _kaggle(tmp_path, monkeypatch, inputs: dict[str, dict[str, str]]) -> Path:
+    """An emulated /kaggle: inputs[slug] = {relative path: text}, cwd = <root>/working."""
+    root = tmp_path / "kaggle"
+    for slug, files in inputs.items():
+        for rel, text in files.items():
+            (root / "input" / slug / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / "input" / slug / rel).write_text(text)
+    (root / "working").mkdir(parents=True)
+    monkeypatch.setenv("TCHAIKOVSKY_KAGGLE_ROOT", str(root))
+    monkeypatch.chdir(root / "working")
+    return root
+
+
+def test_a_run_under_kaggle_input_is_copied_even_when_writable(tmp_path, monkeypatch):
+    """Kaggle mounts /kaggle/input read-only; as root os.access says writable, so the location decides."""
+    root = _kaggle(tmp_path, monkeypatch, {"my-train": {"runs/default/tokenizer.json": "{}"}})
+    src = root / "input" / "my-train" / "runs" / "default"
+    for p in (src / "tokenizer.json", src):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    run = pipeline.resolve_run_dir(str(src))
+    assert run == root / "working" / "runs" / "default" and (run / "tokenizer.json").read_text() == "{}"
+    (run / "more.json").write_text("{}")  # the copy is writable (its modes were lifted)
+    (run / "tokenizer.json").write_text("[]")
+    assert pipeline.resolve_run_dir(str(src)) == run and (run / "tokenizer.json").read_text() == "[]"  # reused
+
+
+def test_default_run_dir_on_kaggle_is_the_attached_kernels_run(tmp_path, monkeypatch):
+    root = _kaggle(tmp_path, monkeypatch, {"tchaikovsky-03-train": {"runs/default/history.jsonl": "{}"},
+                                           "giantmidi-piano": {"a.mid": ""}})
+    run = pipeline.resolve_run_dir("")
+    assert run == root / "working" / "runs" / "default" and (run / "history.jsonl").exists()
+
+
+def test_default_run_dir_without_attached_run_is_a_fresh_one(tmp_path, monkeypatch):
+    root = _kaggle(tmp_path, monkeypatch, {"giantmidi-piano": {"a.mid": ""}})
+    run = pipeline.resolve_run_dir("")
+    assert run == root / "working" / "runs" / "default" and not run.exists()
+
+
+def test_two_attached_runs_ask_for_run_dir(tmp_path, monkeypatch):
+    _kaggle(tmp_path, monkeypatch, {"a-train": {"runs/default/x": ""}, "b-train": {"deep/runs/default/x": ""}})
+    with pytest.raises(ValueError, match="set run_dir"):
+        pipeline.resolve_run_dir("")
