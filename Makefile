@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle bench gpu-check reference clean
+.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,6 @@ test-floor: system-deps
 
 # The core suite, and kernels 02-04 in an emulated Kaggle session, on what Colab and Kaggle's TPU image run
 # (constraints-platforms.txt: jax 0.7.2, numpy 2.1.3, ipywidgets 7.7.1, ...), on this machine's Python.
-# Two widget tests set FileUpload.value, which ipywidgets 7 makes read-only: deselected until they simulate 7's upload.
 PLATFORMS_VENV ?= .venv-platforms
 test-platforms: system-deps
 	$(PYTHON) -m venv $(PLATFORMS_VENV)
@@ -63,9 +62,7 @@ test-platforms: system-deps
 	$(PLATFORMS_VENV)/bin/python -m pip install -q --no-deps -e .
 	$(PLATFORMS_VENV)/bin/python -m pytest -q tests/model tests/training tests/generate tests/render tests/test_env.py \
 	    tests/data/test_tokenizer.py tests/data/test_shards.py tests/notebook/test_kaggle_session.py \
-	    -m "not slow or kaggle_session" \
-	    --deselect tests/render/test_widgets.py::test_generate_writes_samples_and_appends_them \
-	    --deselect tests/render/test_widgets.py::test_errors_are_shown_in_the_output_not_raised
+	    -m "not slow or kaggle_session"
 
 # Keep every .ipynb in step with its .py source (edit the .py files only).
 sync: setup
@@ -73,7 +70,12 @@ sync: setup
 
 # One folder per notebook for `kaggle kernels push -p kaggle/<name>`, plus the package as a Kaggle dataset.
 kaggle: setup
-	$(PY) -m tchaikovsky.notebook.kaggle --out kaggle $(if $(KAGGLE_USER),--user $(KAGGLE_USER))
+	$(PY) -m tchaikovsky.notebook.kaggle --out kaggle $(if $(KAGGLE_USER),--user $(KAGGLE_USER)) \
+	    $(if $(KAGGLE_DATA),--data $(KAGGLE_DATA))
+
+# "Open in Colab" links and the repo_url to set in them, for this repo's GitHub URL (git remote, or REPO_URL=...).
+colab: setup
+	@$(PY) -m tchaikovsky.notebook.kaggle --colab $(REPO_URL)
 
 bench: setup
 	$(PY) -m benchmarks training --preset $(PRESET)

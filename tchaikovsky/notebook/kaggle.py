@@ -35,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "YOUR_KAGGLE_USERNAME"
+DEFAULT_DATA = f"{PLACEHOLDER}/giantmidi-piano"  # the MIDI dataset kaggle-metadata.json attaches
 ROOT_ENV = "TCHAIKOVSKY_KAGGLE_ROOT"
 
 # Kaggle's dataset licence names (the CLI's docs/datasets_metadata.md); the server rejects any other. MIT is not one.
@@ -185,9 +186,26 @@ def set_parameters(nb: dict, values: dict) -> dict:
     return nb
 
 
-def build(out_dir: Path, root: Path = ROOT, user: str | None = None) -> list[Path]:
-    """Write the kernel folders and the package dataset, each checked; ``user`` replaces the placeholder owner."""
+def with_data(meta: dict, data: str) -> dict:
+    """``meta`` attaching the MIDI dataset ``data`` ("owner/slug") instead of ``DEFAULT_DATA``, with every kernel's
+    ``data_dir`` pointing at its mount, ``/kaggle/input/<slug>``."""
+    _check_ref(data, "MIDI dataset (KAGGLE_DATA)", versioned=False)
+    old, new = f"/kaggle/input/{DEFAULT_DATA.split('/')[1]}", f"/kaggle/input/{data.split('/')[1]}"
+    meta = json.loads(json.dumps(meta))
+    meta["defaults"]["dataset_sources"] = [data if s == DEFAULT_DATA else s for s in meta["defaults"]["dataset_sources"]]
+    for kernel in meta["kernels"]:
+        params = kernel.get("parameters", {})
+        if params.get("data_dir") == old:
+            params["data_dir"] = new
+    return meta
+
+
+def build(out_dir: Path, root: Path = ROOT, user: str | None = None, data: str | None = None) -> list[Path]:
+    """Write the kernel folders and the package dataset, each checked; ``user`` replaces the placeholder owner and
+    ``data`` ("owner/slug") the MIDI dataset the kernels attach and read."""
     meta = json.loads((root / "kaggle-metadata.json").read_text())
+    if data:
+        meta = with_data(meta, data)
     if user:
         meta = _with_user(meta, user)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,14 +230,57 @@ def build(out_dir: Path, root: Path = ROOT, user: str | None = None) -> list[Pat
     return written
 
 
+def repo_url(explicit: str | None = None, root: Path = ROOT) -> str | None:
+    """This repository's URL: ``explicit``, else $REPO_URL, else ``git remote get-url origin``; None if unknown."""
+    import subprocess
+
+    if explicit or os.environ.get("REPO_URL"):
+        return explicit or os.environ["REPO_URL"]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def colab_links(url: str, notebooks: list[str], branch: str = "main") -> tuple[str, list[str]]:
+    """(the ``repo_url`` parameter that pip-installs the package, one "Open in Colab" link per notebook) for a
+    GitHub repository URL (https or ssh form). Raises ValueError for a URL Colab cannot open (not GitHub)."""
+    m = re.fullmatch(r"(?:https://github\.com/|git@github\.com:)([\w.-]+)/([\w.-]+?)(?:\.git)?/?", url.strip())
+    if m is None:
+        raise ValueError(f"{url!r} is not a GitHub repository URL: Colab opens notebooks from GitHub only")
+    owner, repo = m.groups()
+    links = [f"https://colab.research.google.com/github/{owner}/{repo}/blob/{branch}/notebooks/{nb}.ipynb"
+             for nb in notebooks]
+    return f"git+https://github.com/{owner}/{repo}", links
+
+
+def print_colab(url: str | None) -> None:
+    from tchaikovsky.notebook.params import SPECS
+
+    if url is None:
+        raise SystemExit("no repository URL: pass REPO_URL=https://github.com/OWNER/REPO (git remote has no origin)")
+    pip_url, links = colab_links(url, list(SPECS))
+    print("Open a notebook in Colab, set this in its parameters cell, then Run all:")
+    print(f'  repo_url = "{pip_url}"')
+    for link in links:
+        print(f"  {link}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="kaggle")
     ap.add_argument("--user", default=None,
                     help="Kaggle user name (default: $KAGGLE_USERNAME or ~/.kaggle/kaggle.json)")
+    ap.add_argument("--data", default=os.environ.get("KAGGLE_DATA") or None,
+                    help=f"the Kaggle MIDI dataset the kernels attach, owner/slug (default: {DEFAULT_DATA})")
+    ap.add_argument("--colab", nargs="?", const="", default=None, metavar="REPO_URL",
+                    help="print Colab links and the repo_url parameter instead (default URL: git remote origin)")
     args = ap.parse_args(argv)
+    if args.colab is not None:
+        return print_colab(repo_url(args.colab or None))
     user = kaggle_user(args.user)
-    written = build(Path(args.out), user=user)
+    written = build(Path(args.out), user=user, data=args.data)
     print("Upload the package once (and `datasets version ... --dir-mode zip -m MSG` after changes), then push the"
           " kernels in order, each after the one before has finished:")
     print(f"  kaggle datasets create -p {written[-1]} --dir-mode zip")

@@ -126,3 +126,33 @@ def test_pushed_notebooks_default_to_kaggle_inputs_and_chain_their_outputs(tmp_p
     assert by_name["04_sample.ipynb"][1]["kernel_sources"][0].endswith("/tchaikovsky-03-train")
     with pytest.raises(ValueError, match="no single line"):
         kaggle.set_parameters(json.loads((written[0] / "01_explore_data.ipynb").read_text()), {"nope": 1})
+
+
+def test_kaggle_data_names_the_midi_dataset_every_kernel_attaches_and_reads(tmp_path, capsys):
+    import papermill as pm
+
+    kaggle.main(["--out", str(tmp_path / "k"), "--user", "ann", "--data", "bob/maestro-v3-midi"])
+    folders = [p for p in sorted((tmp_path / "k").iterdir()) if p.name != "tchaikovsky-src"]
+    assert len(folders) == len(NOTEBOOKS)
+    for folder in folders:
+        meta = json.loads((folder / "kernel-metadata.json").read_text())
+        assert "bob/maestro-v3-midi" in meta["dataset_sources"]
+        assert not any("giantmidi" in d for d in meta["dataset_sources"])
+        defaults = pm.inspect_notebook(str(folder / meta["code_file"]))
+        assert defaults["data_dir"]["default"] == "'/kaggle/input/maestro-v3-midi'"
+    with pytest.raises(ValueError, match="KAGGLE_DATA"):
+        kaggle.build(tmp_path / "bad", user="ann", data="no-owner-here")
+
+
+def test_colab_links_come_from_the_github_url(capsys):
+    pip_url, links = kaggle.colab_links("git@github.com:ann/tchaikovsky.git", ["01_explore_data", "04_sample"])
+    assert pip_url == "git+https://github.com/ann/tchaikovsky"
+    assert links == ["https://colab.research.google.com/github/ann/tchaikovsky/blob/main/notebooks/01_explore_data.ipynb",
+                     "https://colab.research.google.com/github/ann/tchaikovsky/blob/main/notebooks/04_sample.ipynb"]
+    assert kaggle.colab_links("https://github.com/ann/tchaikovsky/", ["x"])[0] == pip_url
+    with pytest.raises(ValueError, match="not a GitHub repository URL"):
+        kaggle.colab_links("https://gitlab.com/ann/tchaikovsky", ["x"])
+    kaggle.main(["--colab", "https://github.com/ann/tchaikovsky.git"])
+    out = capsys.readouterr().out
+    assert 'repo_url = "git+https://github.com/ann/tchaikovsky"' in out
+    assert out.count("colab.research.google.com/github/ann/tchaikovsky/blob/main/notebooks/") == len(NOTEBOOKS)

@@ -23,10 +23,16 @@ def model(bach):
                key=jax.random.key(0))
 
 
-def upload_value(name: str, data: bytes) -> tuple[dict]:
-    """A FileUpload value as ipywidgets 8 holds it after a browser upload."""
-    return ({"name": name, "type": "audio/midi", "size": len(data), "content": memoryview(data),
-             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+def upload(widget, name: str, data: bytes) -> None:
+    """Put a file into a FileUpload as a browser upload does: ipywidgets 8 sets ``value`` (a tuple of dicts);
+    ipywidgets 7 (Colab) sets ``metadata`` and ``data`` and bumps ``_counter``, which makes its read-only ``value``."""
+    if int(W.__version__.split(".")[0]) >= 8:
+        widget.value = ({"name": name, "type": "audio/midi", "size": len(data), "content": memoryview(data),
+                         "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    else:
+        widget.metadata = [{"name": name, "type": "audio/midi", "size": len(data), "lastModified": 0}]
+        widget.data = [data]
+        widget._counter += 1
 
 
 def displayed(panel) -> list[dict]:
@@ -67,9 +73,9 @@ def test_generate_writes_samples_and_appends_them(model, bach, tmp_path):
     c = panel.controls
     c["length"].value = 64
     c["prompt_bars"].value = 2
-    upload = tmp_path / "upload.mid"
-    scores.motif(["C4", "E4", "G4", "C5"], 1, repeat=2).dump_midi(str(upload))
-    c["upload"].value = upload_value("upload.mid", upload.read_bytes())
+    midi = tmp_path / "upload.mid"
+    scores.motif(["C4", "E4", "G4", "C5"], 1, repeat=2).dump_midi(str(midi))
+    upload(c["upload"], "upload.mid", midi.read_bytes())
     has_audio = audio.audio_available()[0]
     cells = []
     for kind in (widgets.UNCONDITIONAL, widgets.CHORDS, widgets.UPLOAD, bach.pieces[0].path):
@@ -104,10 +110,10 @@ def test_errors_are_shown_in_the_output_not_raised(model, bach, tmp_path):
     c["prompt"].value = widgets.UPLOAD
     panel.button.click()  # the button's own path: no exception escapes
     assert "no MIDI file uploaded" in errors(panel)
-    c["upload"].value = upload_value("broken.mid", b"MThd this is not a MIDI file")
+    upload(c["upload"], "broken.mid", b"MThd this is not a MIDI file")
     assert panel.generate() is None
     assert "broken.mid is not a readable MIDI file" in errors(panel)
-    c["upload"].value = upload_value("notes.txt", b"hello")
+    upload(c["upload"], "notes.txt", b"hello")
     assert panel.generate() is None
     assert "notes.txt is not a MIDI file" in errors(panel)
     assert not panel.button.disabled and not (tmp_path / "samples").exists()
