@@ -132,3 +132,12 @@ def test_judge_errors_are_clear(tmp_path):
     assert judge.info["n_train"] == 6
     with pytest.raises(ValueError, match="not among the judge's classes"):
         judge.confusion(pieces, labels=["mozart"] * 3)
+
+
+def test_confusion_picture(tmp_path):
+    from tchaikovsky.evaluation.plots import plot_confusion
+
+    fig = plot_confusion([[3, 1], [0, 4]], ["voices", "keyboard"], title="instrumentation", path=tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert fig.axes[0].get_title() == "instrumentation (accuracy 88%)"
+    assert [t.get_text() for t in fig.axes[0].texts] == ["3", "1", "0", "4"]
