@@ -122,7 +122,7 @@ def instrumentation_of(score) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- works
 
-_BWV = re.compile(r"(bwv\d+)[.\d]*$", re.I)  # bach/bwv1.6: chorale 6 of cantata BWV 1
+_BWV = re.compile(r"(bwv\d+)", re.I)  # bach/bwv1.6: chorale 6 of cantata BWV 1
 _MASS = re.compile(r"^[A-Za-z]+(?:_[IV]+)?_(\d+)")  # palestrina/Credo_06_c: part c of the Credo of mass 06
 
 
