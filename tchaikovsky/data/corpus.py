@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from tchaikovsky import io
 from tchaikovsky.data.embedded import export_embedded, read_export_meta
-from tchaikovsky.data.labels import period_of
+from tchaikovsky.data.labels import instrumentation_of, music21_work, period_of, read_labels_csv
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,10 @@ _GIANTMIDI_ID = re.compile(r"[A-Za-z0-9_-]{6,16}")  # the YouTube id that ends a
 
 @dataclass(frozen=True)
 class Piece:
-    """One usable MIDI file and what is known about it."""
+    """One usable MIDI file and what is known about it (None = unknown). ``instrumentation`` is one of
+    ``labels.INSTRUMENTATIONS`` unless a labels.csv says otherwise; ``work`` names the work the piece belongs to
+    (pieces of one work, such as the movements of a quartet or two performances of a sonata, share it), for
+    splitting by work."""
 
     path: Path
     rel_path: str
@@ -47,6 +50,8 @@ class Piece:
     period: str | None = None
     n_parts: int | None = None
     split: str | None = None
+    instrumentation: str | None = None
+    work: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-able fields; the location is given only as ``rel_path`` so the dict is portable between machines."""
@@ -67,14 +72,22 @@ class Corpus:
         return len(self.pieces)
 
     def summary(self) -> dict:
-        """Counts of kept and skipped files, the skips grouped by kind of reason ("unreadable", "duplicate", ...)."""
+        """Counts of kept and skipped files, the skips grouped by kind of reason ("unreadable", "duplicate", ...),
+        and ``labels``: for composer, period and instrumentation, the kept pieces per value ("unknown" for None),
+        most common first."""
         reasons = Counter(_reason_kind(r["reason"]) for r in self.report if r["status"] == "skipped")
-        return {"kept": len(self.pieces), "skipped": sum(reasons.values()), "by_reason": dict(reasons.most_common())}
+        return {"kept": len(self.pieces), "skipped": sum(reasons.values()), "by_reason": dict(reasons.most_common()),
+                "labels": label_counts(self.pieces)}
 
     def write_report(self, path: str | Path) -> Path:
         """Write the summary and the per-file report as JSON; returns the path written."""
         return io.atomic_write(path, json.dumps({"root": str(self.root), **self.summary(), "files": self.report},
                                                 indent=1, ensure_ascii=False))
+
+
+def label_counts(pieces: Sequence[Piece], labels: Sequence[str] = ("composer", "period", "instrumentation")) -> dict:
+    """{label: {value: number of pieces}} over ``pieces``, "unknown" for None, most common first."""
+    return {k: dict(Counter(getattr(p, k) or "unknown" for p in pieces).most_common()) for k in labels}
 
 
 def _reason_kind(reason: str) -> str:
@@ -109,27 +122,28 @@ def _content_hash(score: symusic.Score) -> str:
     return hashlib.sha1(x.tobytes()).hexdigest()
 
 
-def _check(path: Path, min_notes: int, max_duration_s: float) -> tuple[str | None, str | None, int]:
-    """(reason to skip or None, content hash, number of tracks with notes) for one candidate file."""
+def _check(path: Path, min_notes: int, max_duration_s: float) -> tuple[str | None, str | None, dict]:
+    """(reason to skip or None, content hash, facts read from the MIDI: n_parts = tracks with notes, and
+    instrumentation) for one candidate file."""
     if not path.is_file():
-        return ("not a file (directory)" if path.is_dir() else "not a file"), None, 0
+        return ("not a file (directory)" if path.is_dir() else "not a file"), None, {}
     if path.stat().st_size == 0:
-        return "empty", None, 0
+        return "empty", None, {}
     try:
         score = symusic.Score(str(path), fmt="midi")
     except Exception as e:  # corrupt, truncated, or not MIDI at all
-        return f"unreadable: {io.short_error(e)}", None, 0
+        return f"unreadable: {io.short_error(e)}", None, {}
     tracks = [t for t in score.tracks if t.note_num() > 0]
     n_notes = sum(t.note_num() for t in tracks)
     if n_notes == 0:
-        return "no notes", None, 0
+        return "no notes", None, {}
     if all(t.is_drum for t in tracks):
-        return "drums only", None, len(tracks)
+        return "drums only", None, {}
     if n_notes < min_notes:
-        return f"too few notes ({n_notes} < {min_notes})", None, len(tracks)
+        return f"too few notes ({n_notes} < {min_notes})", None, {}
     if (duration := score.to("second").end()) > max_duration_s:
-        return f"too long ({duration:.0f} s > {max_duration_s:g} s)", None, len(tracks)
-    return None, _content_hash(score), len(tracks)
+        return f"too long ({duration:.0f} s > {max_duration_s:g} s)", None, {}
+    return None, _content_hash(score), {"n_parts": len(tracks), "instrumentation": instrumentation_of(score)}
 
 
 def _folder_metadata(root: Path) -> dict[str, dict]:
@@ -160,12 +174,28 @@ def _giantmidi(name: str) -> dict | None:
             "collection": "giantmidi"}
 
 
-def _make_piece(root: Path, rel: str, info: dict[str, dict], n_tracks: int) -> Piece:
+def _work(rel: str, meta: dict, composer: str | None) -> str:
+    """The work key: from a music21 source, from composer and title in MAESTRO / GiantMIDI (performances of one
+    piece share it), else the file's path without its suffix (every file its own work)."""
+    if meta.get("source"):
+        return music21_work(meta["source"])
+    if meta.get("collection") in ("maestro", "giantmidi") and meta.get("title"):
+        return f"{composer or 'unknown'}: {meta['title']}"
+    return rel.rsplit(".", 1)[0]
+
+
+def _make_piece(root: Path, rel: str, info: dict[str, dict], facts: dict, user: dict) -> Piece:
+    """A kept file's Piece: its metadata (``info``, else a GiantMIDI file name), the facts read from its MIDI
+    (instrumentation when the metadata lacks it, as in exports made before it was recorded), then the user's
+    labels.csv row ``user``, which wins over everything."""
     meta = info.get(rel) or _giantmidi(Path(rel).name) or {}
-    composer = meta.get("composer")
+    composer = user.get("composer", meta.get("composer"))
+    period = user["period"] if "period" in user else (meta.get("period") or period_of(composer))
+    instrumentation = user.get("instrumentation", meta.get("instrumentation") or facts.get("instrumentation"))
     return Piece(path=root / rel, rel_path=rel, composer=composer, title=meta.get("title") or Path(rel).stem,
-                 collection=meta.get("collection"), period=meta.get("period") or period_of(composer),
-                 n_parts=meta.get("n_parts") or n_tracks, split=meta.get("split"))
+                 collection=meta.get("collection"), period=period, n_parts=meta.get("n_parts") or facts["n_parts"],
+                 split=meta.get("split"), instrumentation=instrumentation,
+                 work=user.get("work") or _work(rel, meta, composer))
 
 
 def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, composers: Sequence[str] = ("bach",),
@@ -178,7 +208,9 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
     lasts more than ``max_duration_s`` seconds, or repeats the music of a file earlier in sorted order. At most
     ``max_files`` pieces are kept, the first in sorted order; scanning stops there. Metadata comes from the embedded
     export's metadata.json, a MAESTRO csv, or GiantMIDI-Piano file names; otherwise the title is the file stem.
-    Raises ValueError if data_dir does not exist or holds no usable MIDI file.
+    The instrumentation is read from the MIDI tracks (``labels.instrumentation_of``) unless metadata gives it. A
+    ``labels.csv`` at the root (``labels.read_labels_csv``) wins over all of these.
+    Raises ValueError if data_dir does not exist, holds no usable MIDI file, or has a malformed labels.csv.
     """
     report: list[dict] = []
     if data_dir in ("", None):
@@ -192,20 +224,21 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
             raise ValueError(f"data_dir {str(data_dir)!r} does not exist or is not a directory")
         files, n_other = _scan(root)
     info = _folder_metadata(root)
+    user = read_labels_csv(root, set(files))
 
     pieces: list[Piece] = []
     first_of: dict[str, str] = {}  # content hash -> rel_path of the kept piece with that music
     for rel in tqdm(files, desc="checking MIDI files", unit="file", disable=not progress):
         if max_files is not None and len(pieces) >= max_files:
             break
-        reason, digest, n_tracks = _check(root / rel, min_notes, max_duration_s)
+        reason, digest, facts = _check(root / rel, min_notes, max_duration_s)
         if reason is None and digest in first_of:
             reason = f"duplicate of {first_of[digest]}"
         if reason is not None:
             report.append({"path": rel, "status": "skipped", "reason": reason})
             continue
         first_of[digest] = rel
-        pieces.append(_make_piece(root, rel, info, n_tracks))
+        pieces.append(_make_piece(root, rel, info, facts, user.get(rel, {})))
         report.append({"path": rel, "status": "kept"})
     report.sort(key=lambda r: r["path"])
     corpus = Corpus(root=root, pieces=pieces, report=report)

@@ -1,7 +1,8 @@
 """The embedded corpus: music21's bundled scores exported to MIDI, lazily, in parallel, cached.
 
 ``embedded_corpus()`` exports only as many scores as a run asks for into ``<cache>/music21/<composer>/`` and
-remembers what it did in ``metadata.json`` (each file's source, composer, title, collection, period and parts; and
+remembers what it did in ``metadata.json`` (each file's source, composer, title, collection, period, parts and
+instrumentation (``labels.instrumentation_of`` on the exported MIDI, whose tracks carry music21's part names); and
 the sources that failed, for the music21 version that failed them), so a repeated call converts nothing.
 """
 
@@ -24,7 +25,7 @@ import symusic
 from tqdm.auto import tqdm
 
 from tchaikovsky import io
-from tchaikovsky.data.labels import MUSIC21, period_of, person
+from tchaikovsky.data.labels import MUSIC21, instrumentation_of, period_of, person
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,13 @@ def _export_one(src: str, dst: str) -> dict:
             except repeat.ExpanderException:  # repeats music21 cannot unfold (a few quartets): play them once
                 _drop_repeats(score)
                 score.write("midi", fp=str(tmp))
-            n_notes = symusic.Score(str(tmp), fmt="midi").note_num()
+            midi = symusic.Score(str(tmp), fmt="midi")
+            n_notes = midi.note_num()
             if n_notes == 0:
                 raise ValueError("exported MIDI has no notes")
         composer = score.metadata.composer if score.metadata is not None else None
         return {"title": _m21_title(score, Path(src)), "composer": composer, "n_parts": len(score.parts) or 1,
-                "n_notes": n_notes}
+                "n_notes": n_notes, "instrumentation": instrumentation_of(midi)}
     except Exception as e:  # any failure of one score is reported, never raised
         return {"error": f"{type(e).__name__}: {io.short_error(e)}"}
 
@@ -207,7 +209,7 @@ def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None, p
             composer = name or person(res["composer"])
             meta["pieces"][s.dest] = {"source": s.key, "composer": composer, "title": res["title"],
                                       "collection": s.composer, "period": period or period_of(composer),
-                                      "n_parts": res["n_parts"]}
+                                      "n_parts": res["n_parts"], "instrumentation": res["instrumentation"]}
         del pending[s.dest]
         bar.update()
         nonlocal last_saved
@@ -271,6 +273,7 @@ def embedded_corpus(*, composers: Sequence[str] = ("bach",), max_files: int | No
     composers), and files already exported are reused, so a repeated call converts nothing. Conversion is slow
     (music21 parsing, ~0.15 s a chorale) and runs on ``workers`` processes (default: every core). A score that fails
     to convert, or converts to no notes, is logged, remembered in metadata.json and replaced by the next one.
-    metadata.json maps each exported file to its source, composer, title, collection, period and n_parts.
+    metadata.json maps each exported file to its source, composer, title, collection, period, n_parts and
+    instrumentation (files exported before instrumentation was recorded get it from their MIDI when loaded).
     """
     return export_embedded(composers, max_files, cache_dir, workers, progress)[0]

@@ -6,8 +6,10 @@ T. Berg-Kirkpatrick, "MusPy: A Toolkit for Symbolic Music Generation", ISMIR 202
 directly on note arrays. Five equal MusPy's exactly; ``empty_beat_rate`` and ``groove_consistency`` deliberately
 differ where MusPy counts one time unit past the end of the piece, as each function's docstring states. Note
 density, mean inter-onset interval and the note-length histogram follow the feature set of mgeval (L.-C. Yang,
-A. Lerch, "On the evaluation of generative models in music", Neural Computing and Applications, 2018). A piece
-without pitched notes gives NaN for every measure; nothing here raises on an empty piece.
+A. Lerch, "On the evaluation of generative models in music", Neural Computing and Applications, 2018). The tonal and
+melodic measures the judge adds (``estimate_key``: Krumhansl-Schmuckler; pitch-class transitions, interval and
+inter-onset histograms of the top line) take the same inputs. A piece without pitched notes gives NaN for every
+scalar measure; nothing here raises on an empty piece.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tchaikovsky import io
 __all__ = [
     "FEATURES", "SCALAR_FEATURES", "DURATION_BINS", "DURATION_LABELS", "piece_metrics", "pitch_range",
     "n_pitch_classes", "pitch_class_entropy", "scale_consistency", "polyphony", "empty_beat_rate",
-    "groove_consistency", "measure_resolution", "note_density", "mean_ioi", "duration_histogram",
+    "groove_consistency", "measure_resolution", "note_density", "mean_ioi", "duration_histogram", "estimate_key",
+    "top_line", "pitch_class_transitions", "interval_histogram", "ioi_histogram", "Notes",
 ]
 
 RESOLUTION = 24  # time steps per quarter note for onset grids (MusPy's default resolution)
@@ -86,6 +89,9 @@ class _Notes:
             dur = np.concatenate([a["duration"] for a in arrays]).astype(np.float64) if arrays else np.zeros(0)
             self._seconds = (on, on + np.maximum(dur, 0.0))
         return self._seconds
+
+
+Notes = _Notes  # public name: the judge and other note-level readers build one Notes per piece and reuse it
 
 
 def _nan_if_empty(fn):
@@ -240,6 +246,63 @@ def duration_histogram(score_or_path) -> list[float]:
         return [math.nan] * (len(DURATION_BINS) - 1)
     counts, _ = np.histogram(notes.duration / notes.tpq, bins=DURATION_BINS)
     return (counts / counts.sum()).tolist()
+
+
+# ---------------------------------------------------------------------------------------------------- tonality
+
+# Krumhansl-Kessler key profiles (C. L. Krumhansl, "Cognitive Foundations of Musical Pitch", 1990), C major / minor.
+_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def estimate_key(score_or_path) -> tuple[int, str, float]:
+    """(tonic pitch class 0-11, "major" or "minor", correlation) of the best of the 24 keys by the
+    Krumhansl-Schmuckler method: Pearson correlation of the duration-weighted pitch-class histogram with each
+    rotated Krumhansl-Kessler profile. (0, "major", nan) without notes or with one pitch class only."""
+    notes = _Notes(score_or_path)
+    hist = np.bincount(notes.pitch % 12, weights=np.maximum(notes.duration, 1), minlength=12)
+    if np.count_nonzero(hist) < 2:
+        return 0, "major", math.nan
+    profiles = np.stack([np.roll(p, t) for p in (_KK_MAJOR, _KK_MINOR) for t in range(12)])  # (24, 12)
+    r = np.array([np.corrcoef(hist, q)[0, 1] for q in profiles])
+    best = int(np.argmax(r))
+    return best % 12, ("major", "minor")[best // 12], float(r[best])
+
+
+def top_line(score_or_path) -> np.ndarray:
+    """The highest pitch at each distinct onset, in time order (the melody as a listener hears it on top, whatever
+    the tracks): int64 pitches, shape (n_onsets,)."""
+    notes = _Notes(score_or_path)
+    order = np.lexsort((-notes.pitch, notes.time))
+    t, p = notes.time[order], notes.pitch[order]
+    return p[np.r_[True, t[1:] != t[:-1]]] if len(t) else p
+
+
+def pitch_class_transitions(score_or_path, tonic: int = 0) -> np.ndarray:
+    """(12, 12) share of transitions between consecutive notes of ``top_line`` from pitch class i to j, pitch
+    classes counted from ``tonic`` (so a piece in D, given tonic 2, reads as if in C). Sums to 1; zeros with
+    fewer than two onsets."""
+    pc = (top_line(score_or_path) - tonic) % 12
+    m = np.zeros((12, 12))
+    np.add.at(m, (pc[:-1], pc[1:]), 1.0)
+    return m / m.sum() if m.sum() else m
+
+
+def interval_histogram(score_or_path, max_interval: int = 12) -> np.ndarray:
+    """Share of the melodic intervals of ``top_line`` in semitones -max_interval..max_interval (wider leaps
+    count in the end bins), shape (2 * max_interval + 1,). Zeros with fewer than two onsets."""
+    steps = np.clip(np.diff(top_line(score_or_path)), -max_interval, max_interval) + max_interval
+    h = np.bincount(steps, minlength=2 * max_interval + 1).astype(np.float64)
+    return h / h.sum() if h.sum() else h
+
+
+def ioi_histogram(score_or_path) -> np.ndarray:
+    """Share of the intervals between consecutive distinct onsets, in beats, over ``DURATION_BINS`` (7 bins, as
+    the note-length histogram). Zeros with fewer than two onsets."""
+    notes = _Notes(score_or_path)
+    gaps = np.diff(np.unique(notes.time)) / notes.tpq
+    h = np.histogram(gaps, bins=DURATION_BINS)[0].astype(np.float64)
+    return h / h.sum() if h.sum() else h
 
 
 def piece_metrics(score_or_path, *, resolution: int = RESOLUTION) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 
 from tchaikovsky.evaluation.features import DURATION_LABELS, SCALAR_FEATURES
 
-__all__ = ["SETS", "LABELS", "COLORS", "plot_evaluation"]
+__all__ = ["SETS", "LABELS", "COLORS", "plot_evaluation", "plot_confusion"]
 
 SETS = ("train", "heldout", "model", "bigram", "random")
 LABELS = {"train": "train (reference)", "heldout": "real held-out", "model": "model", "bigram": "bigram",
@@ -94,3 +94,30 @@ def plot_evaluation(evaluation: dict, out_dir: str | Path) -> list[Path]:
     paths.append(out_dir / "evaluation_originality.png")
     fig.savefig(paths[-1], dpi=90)
     return paths
+
+
+def plot_confusion(matrix, classes, *, title: str = "", path: str | Path | None = None):
+    """A confusion matrix (rows: true or requested label, columns: the judge's prediction, as ``Judge.confusion``
+    returns) as a ``matplotlib.figure.Figure``, each cell its count, shaded by its share of the row. Saved to
+    ``path`` as well when given. Returns the figure."""
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix, np.float64)
+    share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    fig = Figure(figsize=(2.0 + 0.7 * n, 1.5 + 0.6 * n), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", color="white" if share[i, j] > 0.6 else "k")
+    short = [str(c)[:18] for c in classes]
+    ax.set_xticks(range(n), short, rotation=45, ha="right")
+    ax.set_yticks(range(n), short)
+    ax.set_xlabel("judge's prediction")
+    ax.set_ylabel("label")
+    acc = np.trace(m) / m.sum() if m.sum() else math.nan
+    ax.set_title(f"{title} (accuracy {acc:.0%})".strip())
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig

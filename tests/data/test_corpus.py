@@ -287,4 +287,4 @@ def test_piece_is_frozen():
     with pytest.raises(AttributeError):
         piece.composer = "B"  # type: ignore[misc]
     assert piece.to_dict() == {"rel_path": "a.mid", "composer": "A", "title": None, "collection": None,
-                               "period": None, "n_parts": None, "split": None}
+                               "period": None, "n_parts": None, "split": None, "instrumentation": None, "work": None}

@@ -1,0 +1,143 @@
+"""Tests for tchaikovsky.evaluation.judge on real MIDI files whose answers are known by construction."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symusic
+
+from tchaikovsky.data.corpus import Piece
+from tchaikovsky.evaluation import features as F
+from tchaikovsky.evaluation.judge import FEATURE_NAMES, Judge, judge_features, split_by_work
+
+MAJOR = [0, 2, 4, 5, 7, 9, 11]
+
+
+def score_of(voices, *, tpq=480) -> symusic.Score:
+    """One track per voice; a voice is a list of (onset_beats, beats, pitch)."""
+    score = symusic.Score(tpq)
+    for v in voices:
+        track = symusic.Track(name="", program=0)
+        for on, dur, p in v:
+            track.notes.append(symusic.Note(int(on * tpq), max(1, int(dur * tpq)), int(p), 80))
+        score.tracks.append(track)
+    score.tempos.append(symusic.Tempo(0, 120.0))
+    return score
+
+
+def scale_runs(rng) -> symusic.Score:
+    """"Composer" A: eighth-note runs up and down a major scale in a random key."""
+    tonic, steps = rng.integers(0, 12), np.cumsum(rng.choice([-1, 1], 48))
+    pitches = [60 + tonic + 12 * (s // 7) + MAJOR[s % 7] for s in steps % 14]
+    return score_of([[(i / 2, 0.5, p) for i, p in enumerate(pitches)]])
+
+
+def clusters(rng) -> symusic.Score:
+    """"Composer" B: chromatic clusters of 3-5 adjacent semitones, one every half note, at random heights."""
+    return score_of([[(2 * i, 2, low + k) for i, low in enumerate(rng.integers(40, 80, 12))
+                      for k in range(rng.integers(3, 6))]])
+
+
+def chorale(rng) -> symusic.Score:
+    """Voices: four close parts in long notes within their ranges, moving by step."""
+    return score_of([[(2 * i, 2, base + int(s)) for i, s in enumerate(np.cumsum(rng.choice([-2, -1, 0, 1, 2], 16)))]
+                     for base in (67, 60, 55, 48)])
+
+
+def piano(rng) -> symusic.Score:
+    """Keyboard: a fast right-hand line over wide left-hand broken chords, spanning five octaves."""
+    right = [(i / 4, 0.25, 72 + int(p)) for i, p in enumerate(rng.integers(0, 24, 64))]
+    left = [(i / 2, 0.5, 28 + int(p)) for i, p in enumerate(rng.choice([0, 7, 12, 16, 19], 32))]
+    return score_of([right, left])
+
+
+def make_pieces(tmp_path: Path, makers: dict, n: int, label: str, seed: int = 0) -> list[Piece]:
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for name, make in makers.items():
+        for i in range(n):
+            path = tmp_path / f"{name}_{i:02d}.mid"
+            make(rng).dump_midi(str(path))
+            pieces.append(Piece(path=path, rel_path=path.name, work=f"{name}-work{i // 2}", **{label: name}))
+    return pieces
+
+
+def test_features_are_transposition_invariant_and_see_the_key(tmp_path):
+    line = [(i / 2, 0.5, 60 + p) for i, p in enumerate([0, 4, 7, 4, 0, 2, 4, 5, 7, 9, 11, 12, 7, 4, 0] * 2)]
+    c = score_of([line])
+    d = score_of([[(o, b, p + 2) for o, b, p in line]])
+    assert F.estimate_key(c)[:2] == (0, "major") and F.estimate_key(d)[:2] == (2, "major")
+    xc, xd = judge_features(c), judge_features(d)
+    assert xc.shape == (len(FEATURE_NAMES),)
+    hist = dict(zip(FEATURE_NAMES, xc))
+    assert hist["pc_hist_0"] > hist["pc_hist_1"] == 0  # tonic present, no C# in C major
+    pc = [i for i, n in enumerate(FEATURE_NAMES) if n.startswith(("pc_", "interval_"))]
+    np.testing.assert_allclose(xc[pc], xd[pc])  # transposed up a tone: the same tonal features
+    assert F.pitch_class_transitions(c).sum() == pytest.approx(1.0)
+    assert F.interval_histogram(c)[12 + 4] > 0  # a major third up (C -> E)
+
+
+@pytest.mark.parametrize("label, makers", [
+    ("composer", {"scales": scale_runs, "clusters": clusters}),
+    ("instrumentation", {"voices": chorale, "keyboard": piano}),
+])
+def test_judge_tells_obvious_classes_apart(tmp_path, label, makers):
+    pieces = make_pieces(tmp_path, makers, 16, label)
+    train, test = split_by_work(pieces, 0.5, seed=1, stratify=label)
+    judge = Judge.fit(train, label)
+    assert judge.classes == sorted(makers)
+    assert judge.accuracy(test) >= 0.95
+    m = judge.confusion(test)
+    assert m.sum() == len(test) and np.trace(m) >= 0.95 * len(test)
+    # controllability on "generated" pieces: asked for the other class, so the judge must disagree
+    wrong = [sorted(makers)[1 - judge.classes.index(getattr(p, label))] for p in test]
+    assert judge.accuracy(test, labels=wrong) <= 0.05
+
+
+def test_split_by_work_is_disjoint_deterministic_and_stratified(tmp_path):
+    pieces = [Piece(path=Path(f"/x/{c}{i}.mid"), rel_path=f"{c}{i}.mid", composer=c, work=f"{c}-w{i // 3}")
+              for c in "ab" for i in range(12)]
+    rest, chosen = split_by_work(pieces, 0.25, seed=3, stratify="composer")
+    assert not {p.work for p in rest} & {p.work for p in chosen}
+    assert len(rest) + len(chosen) == len(pieces) and set(rest).isdisjoint(chosen)
+    assert {p.composer for p in chosen} == {p.composer for p in rest} == {"a", "b"}
+    assert len(chosen) == 6  # one work of three pieces from each composer: 25% of 12
+    assert split_by_work(pieces, 0.25, seed=3, stratify="composer") == (rest, chosen)
+    assert split_by_work(pieces, 0.25, seed=4, stratify="composer") != (rest, chosen)
+    with pytest.raises(ValueError, match="fraction"):
+        split_by_work(pieces, 1.5)
+
+
+def test_saved_judge_reloads_to_identical_predictions(tmp_path):
+    pieces = make_pieces(tmp_path, {"scales": scale_runs, "clusters": clusters}, 6, "composer")
+    judge = Judge.fit(pieces, "composer", steps=200)
+    path = judge.save(tmp_path / "run")
+    assert path.name == "judge_composer.json" and path.with_suffix(".npz").is_file()
+    again = Judge.load(path)
+    assert again.classes == judge.classes and again.label == "composer"
+    np.testing.assert_array_equal(again.predict_proba(pieces), judge.predict_proba(pieces))
+    assert again.info["train_counts"] == {"clusters": 6, "scales": 6}
+    assert not list((tmp_path / "run").glob(".tmp-*"))
+
+
+def test_judge_errors_are_clear(tmp_path):
+    pieces = make_pieces(tmp_path, {"scales": scale_runs}, 3, "composer")
+    with pytest.raises(ValueError, match="at least two values"):
+        Judge.fit(pieces, "composer")
+    with pytest.raises(ValueError, match="pitched notes"):
+        judge_features(symusic.Score(480))
+    unknown = [Piece(path=p.path, rel_path=p.rel_path) for p in pieces]  # composer None: left out, not guessed
+    judge = Judge.fit(pieces + make_pieces(tmp_path, {"clusters": clusters}, 3, "composer") + unknown, "composer",
+                      steps=50)
+    assert judge.info["n_train"] == 6
+    with pytest.raises(ValueError, match="not among the judge's classes"):
+        judge.confusion(pieces, labels=["mozart"] * 3)
+
+
+def test_confusion_picture(tmp_path):
+    from tchaikovsky.evaluation.plots import plot_confusion
+
+    fig = plot_confusion([[3, 1], [0, 4]], ["voices", "keyboard"], title="instrumentation", path=tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert fig.axes[0].get_title() == "instrumentation (accuracy 88%)"
+    assert [t.get_text() for t in fig.axes[0].texts] == ["3", "1", "0", "4"]
