@@ -72,10 +72,23 @@ stats = corpus_stats(corpus)
 display.corpus_overview(stats)
 
 # %%
-display.counts_chart(stats["composers"], title="pieces per composer")
+display.counts_chart(stats["time_signatures"], title="time signatures")
+
+# %% [markdown]
+# ## Labels
+# Composer, period and instrumentation of every piece, as far as they can be known: music21's folders, MAESTRO's
+# table, GiantMIDI-Piano file names, track names and programs, or a `labels.csv` of your own at the folder's root
+# (`path,composer,period,instrumentation`; it wins over guesses). The counts are in `data_report.json` too.
 
 # %%
-display.counts_chart(stats["time_signatures"], title="time signatures")
+labels = corpus.summary()["labels"]
+display.counts_chart(labels["composer"], title="pieces per composer")
+
+# %%
+display.counts_chart(labels["period"], title="pieces per period")
+
+# %%
+display.counts_chart(labels["instrumentation"], title="pieces per instrumentation")
 
 # %% [markdown]
 # ## Listen

@@ -40,7 +40,7 @@ def piece_stats(path_or_score: str | Path | Piece | symusic.Score) -> dict:
 def corpus_stats(corpus: Corpus, max_pieces: int | None = None) -> dict:
     """piece_stats aggregated over the first ``max_pieces`` pieces (all if None): piece and note counts, total
     duration, per-piece note counts and durations, every note's pitch / velocity / duration in beats, all tempos,
-    and counts of time signatures, composers ("unknown" for None) and programs."""
+    and counts of time signatures and programs (label counts: ``Corpus.summary()["labels"]``)."""
     pieces = corpus.pieces[:max_pieces]
     stats = [piece_stats(p.path) for p in pieces]
 
@@ -58,6 +58,5 @@ def corpus_stats(corpus: Corpus, max_pieces: int | None = None) -> dict:
         "durations_beats": cat("durations_beats", np.float64),
         "tempos": [t for s in stats for t in s["tempos"]],
         "time_signatures": dict(Counter(ts for s in stats for ts in s["time_signatures"]).most_common()),
-        "composers": dict(Counter(p.composer or "unknown" for p in pieces).most_common()),
         "programs": dict(Counter(prog for s in stats for prog in s["programs"]).most_common()),
     }
