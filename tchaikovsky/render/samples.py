@@ -44,15 +44,15 @@ def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, se
         print(why)
     cells = []
     for s, t, ids in zip(grid_s, grid_t, seqs):
-        stem = out_dir / f"{name}-{stamp}-seed{s}-temp{t:g}"
-        midi = tok_lib.save_midi(tok, ids, stem.with_suffix(".mid"))
+        stem = f"{name}-{stamp}-seed{s}-temp{t:g}"  # "temp0.9": never Path.with_suffix, which would eat ".9"
+        midi = tok_lib.save_midi(tok, ids, out_dir / f"{stem}.mid")
         if config.max_seconds is not None:
             cut_score(symusic.Score(str(midi)), seconds=config.max_seconds).dump_midi(str(midi))
-        png = display.save_piano_roll(midi, stem.with_suffix(".png"), prompt_end=prompt_end,
+        png = display.save_piano_roll(midi, out_dir / f"{stem}.png", prompt_end=prompt_end,
                                       title=f"seed {s}, temperature {t:g}")
         wav = None
         if render_audio and can_render:
-            wav = audio.render(midi, stem.with_suffix(".wav"), soundfont=soundfont or None)
+            wav = audio.render(midi, out_dir / f"{stem}.wav", soundfont=soundfont or None)
         cells.append({"seed": s, "temperature": t, "ids": ids, "n_tokens": int(len(ids)), "midi_path": midi,
                       "png_path": png, "wav_path": wav, "prompt_end": prompt_end})
     return cells

@@ -159,3 +159,14 @@ def test_two_attached_runs_ask_for_run_dir(tmp_path, monkeypatch):
     _kaggle(tmp_path, monkeypatch, {"a-train": {"runs/default/x": ""}, "b-train": {"deep/runs/default/x": ""}})
     with pytest.raises(ValueError, match="set run_dir"):
         pipeline.resolve_run_dir("")
+
+
+def test_write_samples_keeps_every_temperature_in_its_own_files(bach, trained, tmp_path):
+    """Temperatures 0.8 and 0.9 of one seed once both became "...-temp0.mid" (``with_suffix`` took ".8" and ".9" for
+    suffixes), so the second piece overwrote the first."""
+    cells = samples.write_samples(tmp_path, trained.model, bach.tok, make_prompt(bach.tok), SampleConfig(num_tokens=32),
+                                  seeds=[0], temperatures=[0.8, 0.9], render_audio=False)
+    names = sorted(p.name for p in tmp_path.glob("samples/*.mid"))
+    assert len(names) == 2 and names[0].endswith("-seed0-temp0.8.mid") and names[1].endswith("-seed0-temp0.9.mid")
+    assert {c["midi_path"].name for c in cells} == set(names)
+    assert {c["png_path"].name for c in cells} == {n[:-4] + ".png" for n in names}
