@@ -36,8 +36,10 @@ demo: setup
 	$(PY) -m tchaikovsky.notebook --run-dir $(RUN) --preset $(PRESET) --max-files $(DEMO_FILES) $(DEMO_PARAMS)
 	@echo; echo "Listen: $(RUN)/samples/*.wav  (executed notebooks: $(RUN)/notebooks/*.ipynb)"
 
+# The whole suite, then the core suite again on the versions Colab and Kaggle's TPU image run (test-platforms).
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) test-platforms
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
