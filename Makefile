@@ -44,27 +44,25 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# $(call suite,VENV,CONSTRAINTS,PYTEST ARGUMENTS): a venv of requirements.txt held to CONSTRAINTS, then pytest in it.
+define suite
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q -r requirements.txt -c $(2)
+	$(1)/bin/python -m pip install -q --no-deps -e .
+	$(1)/bin/python -m pytest -q $(3)
+endef
+CORE_TESTS := tests/model tests/training tests/generate tests/data/test_tokenizer.py tests/data/test_shards.py
+
 # The core suite on the oldest jax/equinox/optax/miditok that requirements.txt admits (what Kaggle may ship).
-FLOOR_VENV ?= .venv-floor
 test-floor: system-deps
-	$(PYTHON) -m venv $(FLOOR_VENV)
-	$(FLOOR_VENV)/bin/python -m pip install -q --upgrade pip
-	$(FLOOR_VENV)/bin/python -m pip install -q -r requirements.txt -c constraints-floor.txt
-	$(FLOOR_VENV)/bin/python -m pip install -q --no-deps -e .
-	$(FLOOR_VENV)/bin/python -m pytest -q -m "not slow" tests/model tests/training tests/generate \
-	    tests/data/test_tokenizer.py tests/data/test_shards.py
+	$(call suite,.venv-floor,constraints-floor.txt,-m "not slow" $(CORE_TESTS))
 
 # The core suite, and kernels 02-04 in an emulated Kaggle session, on what Colab and Kaggle's TPU image run
 # (constraints-platforms.txt: jax 0.7.2, numpy 2.1.3, ipywidgets 7.7.1, ...), on this machine's Python.
-PLATFORMS_VENV ?= .venv-platforms
 test-platforms: system-deps
-	$(PYTHON) -m venv $(PLATFORMS_VENV)
-	$(PLATFORMS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(PLATFORMS_VENV)/bin/python -m pip install -q -r requirements.txt -c constraints-platforms.txt
-	$(PLATFORMS_VENV)/bin/python -m pip install -q --no-deps -e .
-	$(PLATFORMS_VENV)/bin/python -m pytest -q tests/model tests/training tests/generate tests/render tests/test_env.py \
-	    tests/data/test_tokenizer.py tests/data/test_shards.py tests/notebook/test_kaggle_session.py \
-	    -m "not slow or kaggle_session"
+	$(call suite,.venv-platforms,constraints-platforms.txt,-m "not slow or kaggle_session" $(CORE_TESTS) \
+	    tests/render tests/test_env.py tests/notebook/test_kaggle_session.py)
 
 # Keep every .ipynb in step with its .py source (edit the .py files only).
 sync: setup
