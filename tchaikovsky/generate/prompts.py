@@ -44,6 +44,20 @@ def _tick_at_seconds(score: Score, seconds: float) -> int:
     raise AssertionError("unreachable")
 
 
+def bar_lines(score: Score) -> np.ndarray:
+    """Ticks (int64) of the bar lines of a tick-time score up to its end, from its time signatures (4/4 until the
+    first, and when it has none): what ``symusic.Score.get_downbeats`` gives, on every admitted symusic version."""
+    tpq, end = score.ticks_per_quarter, max(int(score.end()), 1)
+    sigs = sorted(((int(t.time), t.numerator, t.denominator) for t in score.time_signatures), key=lambda s: s[0])
+    if not sigs or sigs[0][0] > 0:
+        sigs.insert(0, (0, 4, 4))
+    lines = []
+    for (start, num, den), nxt in zip(sigs, [s[0] for s in sigs[1:]] + [end]):
+        bar = max(1, round(tpq * 4 * num / den))
+        lines.extend(range(start, min(nxt, end), bar))
+    return np.asarray(lines, np.int64)
+
+
 def cut_score(score: Score, *, bars: int | None = None, seconds: float | None = None) -> Score:
     """The first ``bars`` bars (bar lines from the score's time signatures; 4/4 if it has none) or the first
     ``seconds`` seconds of a tick-time score. Notes sounding across the cut are shortened to end at it."""
@@ -51,7 +65,7 @@ def cut_score(score: Score, *, bars: int | None = None, seconds: float | None = 
     if bars is not None:
         _check(isinstance(bars, int) and not isinstance(bars, bool) and bars >= 1,
                f"bars={bars!r} must be an integer >= 1")
-        downbeats = score.get_downbeats()
+        downbeats = bar_lines(score)
         if bars >= len(downbeats):
             return score.copy()
         end = int(downbeats[bars])

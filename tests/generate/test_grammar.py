@@ -104,10 +104,12 @@ def test_mask_removes_invalid_successions(bach, rules, untrained):
 def test_max_bars_stops_each_sequence(bach, rules, untrained):
     bos = tokenizer.special_ids(bach.tok)["bos"]
     for grammar_on in (True, False):  # the bar counts come from the tokenizer, with or without the mask
-        cfg = SampleConfig(num_tokens=300, max_bars=2, grammar=grammar_on)
-        seqs = generate(untrained, [bos], cfg, seeds=[0, 1, 2, 3], tok=bach.tok)
+        # an untrained model writes few bar lines (4 of 600 ids hold one): one bar and eight sequences make it
+        # certain, whatever the platform's random streams, that some sequence reaches a second bar line and stops
+        cfg = SampleConfig(num_tokens=300, max_bars=1, grammar=grammar_on)
+        seqs = generate(untrained, [bos], cfg, seeds=list(range(8)), tok=bach.tok)
         for seq in seqs:
-            assert rules.bars[seq[1:]].sum() <= 2
+            assert rules.bars[seq[1:]].sum() <= 1
         assert any(len(seq) < 301 for seq in seqs)
 
 

@@ -6,6 +6,7 @@ import symusic as sm
 
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.generate import scores
+from tchaikovsky.generate import prompts
 from tchaikovsky.generate.prompts import make_prompt
 
 
@@ -91,3 +92,18 @@ def test_prompt_errors(bach, tmp_path):
         make_prompt(bach.tok, midi=late, bars=1, seconds=2)
     with pytest.raises(ValueError, match="tokens"):
         make_prompt(bach.tok, midi=late, tokens=-1)
+
+
+def test_bar_lines_follow_time_signature_changes_on_every_symusic():
+    from symusic import Note, Score, TimeSignature, Track
+
+    score = Score(480)
+    score.time_signatures.append(TimeSignature(0, 3, 4))
+    score.time_signatures.append(TimeSignature(1440 * 2, 6, 8))  # after two bars of 3/4
+    track = Track("piano", 0, False)
+    track.notes.append(Note(0, 480 * 12, 60, 80))  # 12 beats long: 2 bars of 3/4, then 6/8 bars of 3 beats
+    score.tracks.append(track)
+    np.testing.assert_array_equal(prompts.bar_lines(score), [0, 1440, 2880, 4320])
+    if hasattr(score, "get_downbeats"):  # symusic >= 0.5.x: ours agrees with its own
+        np.testing.assert_array_equal(prompts.bar_lines(score), np.asarray(score.get_downbeats(), np.int64))
+    assert prompts.bar_lines(Score(480)).tolist() == [0]  # no notes, no signature: 4/4 from 0
