@@ -69,6 +69,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     compute_dtype: str = "auto"  # "auto": bf16 on accelerators, fp32 on CPU; or "float32" / "bfloat16"
     fsdp: bool = False  # also shard parameters and optimizer state over the data axis
+    condition_dropout: float = 0.0  # each condition token becomes its kind's "unknown" with this probability
 
     @property
     def micro_batch(self) -> int:

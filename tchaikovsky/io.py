@@ -9,6 +9,7 @@ the one reader of ``history.jsonl``-style logs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import symusic
 
 
@@ -123,3 +125,22 @@ def short_error(e: BaseException, limit: int = 120) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     msg = msg.removeprefix("MiniMidi: ").removesuffix(": iostream error")
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def jsonable(x):
+    """NaN / inf -> None, numpy scalars and arrays -> Python, recursively (strict JSON)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, np.bool_):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, Path):
+        return str(x)
+    return x

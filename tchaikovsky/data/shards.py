@@ -30,6 +30,7 @@ from miditok.data_augmentation import augment_score
 from symusic import Score
 
 from tchaikovsky import io
+from tchaikovsky.data.conditions import Conditions
 from tchaikovsky.data.tokenizer import encode_with_notes, load_tokenizer, save_tokenizer, special_ids, tokenizer_hash
 
 INDEX_FILE = "index.json"
@@ -45,10 +46,40 @@ def _piece_dict(piece: Any) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(piece).items() if k != "path"}
 
 
-def assign_splits(pieces: Sequence[Any], val_fraction: float, seed: int) -> dict[str, list[Any]]:
-    """Pieces -> {"train", "val"[, "test"]}, by piece, sorted by rel_path.
+def held_out_by_work(pieces: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """(rest, held out): about ``fraction`` of each composer's pieces, as whole works (``piece.work``, else its
+    rel_path), shuffled with ``seed``; a composer with a single work stays out of it (it could not be on both
+    sides). No work has pieces on both sides."""
+    works: dict[str, list[Any]] = {}
+    for p in pieces:
+        works.setdefault(getattr(p, "work", None) or p.rel_path, []).append(p)
+    by_composer: dict[str, list[str]] = {}
+    for w, ps in works.items():
+        by_composer.setdefault(str(getattr(ps[0], "composer", None)), []).append(w)
+    rng = np.random.default_rng([seed, 7])
+    chosen: set[str] = set()
+    for composer in sorted(by_composer):
+        names = sorted(by_composer[composer])
+        if len(names) < 2:
+            continue
+        names = [names[i] for i in rng.permutation(len(names))]
+        total, taken = sum(len(works[w]) for w in names), 0
+        for w in names[:-1]:  # the last work always stays on the training side
+            if taken >= fraction * total:
+                break
+            chosen.add(w)
+            taken += len(works[w])
+    held = [p for w in sorted(chosen) for p in works[w]]
+    return [p for w, ps in works.items() if w not in chosen for p in ps], held
 
-    A piece's own ``split`` (e.g. MAESTRO's train/validation/test) is honoured; the others are shuffled with
+
+def assign_splits(pieces: Sequence[Any], val_fraction: float, seed: int,
+                  held_out: dict[str, float] | None = None) -> dict[str, list[Any]]:
+    """Pieces -> {"train", "val"[, "test"], *held_out}, by piece, sorted by rel_path.
+
+    ``held_out`` (e.g. ``{"judge": 0.2}``) first sets aside, per name, that fraction of each composer's pieces as
+    whole works (``held_out_by_work``): pieces the generator never trains or validates on, for a judge or a reward
+    model. A piece's own ``split`` (e.g. MAESTRO's train/validation/test) is honoured; the others are shuffled with
     ``seed`` (after sorting by rel_path, so input order does not matter) and ``val_fraction`` of them go to val.
     With >= 2 pieces, val gets at least one piece (taken from train if the dataset's split has no validation).
     """
@@ -57,6 +88,11 @@ def assign_splits(pieces: Sequence[Any], val_fraction: float, seed: int) -> dict
         seen.setdefault(p.rel_path, p)
     ordered = [seen[k] for k in sorted(seen)]
     out: dict[str, list[Any]] = {"train": [], "val": []}
+    for i, (name, fraction) in enumerate(sorted((held_out or {}).items())):
+        if name in ("train", "val", "test") or not 0.0 < fraction < 1.0:
+            raise ValueError(f"held_out {name!r}: a new split name and a fraction in (0, 1), got {fraction!r}")
+        ordered, out[name] = held_out_by_work(ordered, fraction, seed + 1000 * (i + 1))
+        ordered = sorted(ordered, key=lambda p: p.rel_path)
     free = []
     for p in ordered:
         own = _SPLIT_NAMES.get(str(getattr(p, "split", None) or "").lower())
@@ -190,6 +226,8 @@ def build_shards(
     workers: int | None = None,
     progress: bool = True,
     augment: Augment | None = None,
+    conditions: Conditions | None = None,
+    held_out: dict[str, float] | None = None,
 ) -> Path:
     """Tokenize ``pieces`` into ``out_dir/{split}.bin`` + ``index.json`` (+ ``tokenizer.json``); return ``out_dir``.
 
@@ -199,13 +237,21 @@ def build_shards(
     ``index.json["stats"]`` says how many pieces were encoded vs cached. Pieces that fail to load, or have no notes,
     are listed in ``index.json["skipped"]`` with the reason. ``workers=None``: all cores when there is enough MIDI
     to repay starting them, else in-process; an explicit ``workers > 1`` always uses a process pool.
+
+    ``conditions``: every piece is stored as ``[its condition ids..., BOS, ..., EOS]`` (``data.conditions``), the
+    vocabulary is written beside the tokenizer (``conditions.json``) and into the index. ``held_out``: splits of
+    whole works set aside from training and validation (``assign_splits``), tokenized like the others.
     """
     out = Path(out_dir)
     cache = out / "pieces"
     cache.mkdir(parents=True, exist_ok=True)
     tok_path = save_tokenizer(tok, out / "tokenizer.json")
     tok_hash = tokenizer_hash(tok)
-    splits = assign_splits(pieces, val_fraction, seed)
+    splits = assign_splits(pieces, val_fraction, seed, held_out)
+    if conditions is not None:
+        if conditions.base != len(tok):
+            raise ValueError(f"conditions made for a vocabulary of {conditions.base} ids, the tokenizer has {len(tok)}")
+        conditions.save(out / "conditions.json")
 
     keys = {p.rel_path: _cache_key(p.rel_path, tok_hash) for ps in splits.values() for p in ps}
     variants = augment.variants() if augment else []
@@ -215,13 +261,14 @@ def build_shards(
     todo = [job for job in jobs if not (cache / f"{job[0]}.json").is_file()]
     _tokenize(tok, tok_path, todo, cache, workers or _auto_workers(todo), progress)
 
-    dtype = np.uint16 if len(tok) <= 2**16 else np.uint32
+    dtype = np.uint16 if (conditions.vocab_size if conditions else len(tok)) <= 2**16 else np.uint32
     index: dict[str, Any] = {
-        "tokenizer_hash": tok_hash, "vocab_size": len(tok), "dtype": np.dtype(dtype).name, "seed": seed,
+        "tokenizer_hash": tok_hash, "vocab_size": conditions.vocab_size if conditions else len(tok), "dtype": np.dtype(dtype).name, "seed": seed,
         "val_fraction": val_fraction, "special_ids": special_ids(tok), "splits": {}, "skipped": [],
         "stats": {"pieces": len(keys), "encoded": len(todo), "cached": len(jobs) - len(todo),
                   "augmented_copies": len(extra)},
         "augment": dataclasses.asdict(augment) if augment else None,
+        "conditions": conditions.to_dict() if conditions else None, "held_out": held_out or {},
     }
     for name, ps in splits.items():
         metas = [(p, keys[p.rel_path], json.loads((cache / f"{keys[p.rel_path]}.json").read_text()), None)
@@ -232,14 +279,15 @@ def build_shards(
             metas += [(p, extra[(p.rel_path, v)], json.loads((cache / f"{extra[(p.rel_path, v)]}.json").read_text()), v)
                       for p in ps if p.rel_path not in bad for v in variants]
         kept = [(p, key, m, v) for p, key, m, v in metas if "error" not in m]
-        offsets = np.cumsum([0] + [m["n_tokens"] for _, _, m, _ in kept]).tolist()
-        entries = [{**_piece_dict(p), "offset": o, "length": m["n_tokens"], "n_notes": m["n_notes"],
-                    **({"augment": list(v)} if v else {})}
-                   for (p, _, m, v), o in zip(kept, offsets)]
+        prefixes = [conditions.encode(p) if conditions else [] for p, _, _, _ in kept]
+        offsets = np.cumsum([0] + [m["n_tokens"] + len(c) for (_, _, m, _), c in zip(kept, prefixes)]).tolist()
+        entries = [{**_piece_dict(p), "offset": o, "length": m["n_tokens"] + len(c), "n_notes": m["n_notes"],
+                    **({"conditions": c} if c else {}), **({"augment": list(v)} if v else {})}
+                   for (p, _, m, v), o, c in zip(kept, offsets, prefixes)]
 
-        def write(f, kept=kept):  # streamed piece by piece: the split never has to fit in memory at once
-            for _, key, _, _ in kept:
-                f.write(np.load(cache / f"{key}.npy").astype(dtype).tobytes())
+        def write(f, kept=kept, prefixes=prefixes):  # streamed piece by piece: a split never has to fit in memory
+            for (_, key, _, _), c in zip(kept, prefixes):
+                f.write(np.asarray(c, dtype).tobytes() + np.load(cache / f"{key}.npy").astype(dtype).tobytes())
 
         io.atomic_write(out / f"{name}.bin", write)
         index["splits"][name] = {"n_tokens": offsets[-1], "pieces": entries}
@@ -259,6 +307,8 @@ class Shards:
         self.vocab_size: int = self.index["vocab_size"]
         self.tokenizer_hash: str = self.index["tokenizer_hash"]
         self.pad_id: int = self.index.get("special_ids", {}).get("pad", 0)
+        cond = self.index.get("conditions")
+        self.conditions: Conditions | None = Conditions.from_dict(cond) if cond else None
         dtype = np.dtype(self.index["dtype"])
         self._data: dict[str, np.ndarray] = {}
         for name, split in self.index["splits"].items():
@@ -303,12 +353,15 @@ class Shards:
         split: str = "train",
         process_index: int = 0,
         process_count: int = 1,
+        condition_dropout: float = 0.0,
     ) -> np.ndarray:
         """This process's rows of the global batch for ``step``: int32 ``(batch_size // process_count, seq_len + 1)``.
 
         All ``batch_size`` window starts come from ``default_rng([seed, step])``, uniform over every start whose
         window fits in the split; process ``i`` takes rows ``[i*b, (i+1)*b)``. Inputs are ``[:, :-1]``, targets
         ``[:, 1:]``. If the split is shorter than ``seq_len + 1`` every row is the whole split, right-padded with PAD.
+        ``condition_dropout``: each condition token of the global batch is replaced by its kind's ``unknown`` token
+        with this probability (drawn from ``default_rng([seed, step, 1])``, so resuming reproduces it too).
         """
         if batch_size % process_count:
             raise ValueError(f"batch_size={batch_size} is not divisible by process_count={process_count}")
@@ -321,6 +374,10 @@ class Shards:
         for r, s in enumerate(starts[process_index * rows : (process_index + 1) * rows]):
             window = data[s : s + width]
             out[r, : len(window)] = window
+        if condition_dropout > 0 and self.conditions is not None:
+            drop = np.random.default_rng([seed, step, 1]).random((batch_size, width)) < condition_dropout
+            drop = drop[process_index * rows : (process_index + 1) * rows] & self.conditions.is_condition(out)
+            out[drop] = self.conditions.dropout_targets()[out[drop]]
         return out
 
     def n_eval_batches(self, batch_size: int, seq_len: int, *, split: str = "val") -> int:
@@ -336,7 +393,7 @@ class Shards:
         Window k holds tokens ``[k*T, k*T + T]`` (stride T, one token of overlap for the shifted targets), so targets
         1..n-1 are each predicted once, with as much left context as the window allows. The tail is padded with
         PAD and whole PAD rows, mask 0, so every batch has the same shape (one jit trace) and
-        ``sum(mask) == n_tokens - 1``.
+        ``sum(mask) == n_tokens - 1``, less the condition tokens, which are given, not predicted (mask 0 as targets).
         """
         data, T = self._split(split), seq_len
         for b in range(self.n_eval_batches(batch_size, seq_len, split=split)):
@@ -348,4 +405,6 @@ class Shards:
                 if len(window) >= 2:
                     tokens[r, : len(window)] = window
                     mask[r, : len(window) - 1] = 1.0
+            if self.conditions is not None:
+                mask[self.conditions.is_condition(tokens[:, 1:])] = 0.0
             yield tokens, mask

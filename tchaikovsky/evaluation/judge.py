@@ -63,11 +63,12 @@ def _file_features(path: str, mtime_ns: int, size: int) -> np.ndarray:
 
 
 def feature_matrix(pieces: Sequence) -> np.ndarray:
-    """(n_pieces, n_features) judge features of pieces (Piece objects, MIDI paths or symusic Scores); a file's
+    """(n_pieces, n_features) judge features of pieces (Piece objects, objects with a ``score``, MIDI paths or
+    symusic Scores); a file's
     features are computed once per process (cached by path, modification time and size)."""
     rows = []
     for p in pieces:
-        src = getattr(p, "path", p)
+        src = p.score if hasattr(p, "score") else getattr(p, "path", p)  # decoded pieces carry their Score
         if isinstance(src, (str, os.PathLike)):
             st = os.stat(src)
             rows.append(_file_features(str(src), st.st_mtime_ns, st.st_size))

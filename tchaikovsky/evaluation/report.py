@@ -58,25 +58,6 @@ def _split_pieces(shards, split: str) -> list[np.ndarray]:
     return [shards.piece_ids(split, i) for i in range(len(shards.pieces(split)))]
 
 
-def _jsonable(x):
-    """NaN / inf -> None, numpy scalars and arrays -> Python, recursively (strict JSON)."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
 def _mean(values) -> float:
     v = np.asarray([_nan(x) for x in values], np.float64)
     v = v[np.isfinite(v)]
@@ -103,6 +84,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     from tchaikovsky.config import TrainConfig
     from tchaikovsky.config import SampleConfig
     from tchaikovsky.generate.sampling import generate
+    from tchaikovsky.data.conditions import load_conditions
     from tchaikovsky.data.shards import Shards
     from tchaikovsky.data.tokenizer import decode_ids, special_ids, tokenizer_hash
     from tchaikovsky.config import compute_dtype
@@ -116,7 +98,9 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     if shards.tokenizer_hash != tokenizer_hash(tok):
         raise ValueError(f"{run_dir / 'shards'} was built with another tokenizer than {run_dir / 'tokenizer.json'}")
     sp = special_ids(tok)
-    V = len(tok)
+    V = model.config.vocab_size  # the tokenizer's ids, then any condition tokens
+    cond = load_conditions(run_dir, tok)
+    start = np.array((cond.prefix() if cond else []) + [sp["bos"]], np.int32)  # conditioned runs: "any" of each
     rng = np.random.default_rng(seed)
 
     train_pieces = _split_pieces(shards, "train")
@@ -133,13 +117,14 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         seqs["heldout"] = pick(val_pieces)
     say(f"generating {n_samples} samples of {num_tokens} tokens ...", flush=True)
     seqs["model"] = [np.asarray(s, np.int32) for s in generate(
-        model, np.array([sp["bos"]], np.int32), SampleConfig(num_tokens=num_tokens, top_p=top_p, grammar=False),
+        model, start, SampleConfig(num_tokens=num_tokens, top_p=top_p, grammar=False),
         seeds=list(range(seed, seed + n_samples)), temperatures=temperature, tok=tok)]
     train_flat = np.concatenate(train_pieces)
     bigram = BigramModel(train_flat, V)
     if baselines:
         seqs["bigram"] = bigram.sample(n_samples, num_tokens, bos=sp["bos"], eos=sp["eos"], seed=seed)
-        seqs["random"] = random_tokens(n_samples, num_tokens, V, bos=sp["bos"], exclude=sp.values(), seed=seed)
+        seqs["random"] = random_tokens(n_samples, num_tokens, len(tok), bos=sp["bos"], exclude=sp.values(),
+                                       seed=seed)
 
     # decode, score, and keep the generated ones as MIDI to listen to
     midi_dir = run_dir / "samples" / "evaluation"
@@ -168,7 +153,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
 
     def music(ids):
         ids = np.asarray(ids)
-        return ids[~np.isin(ids, specials)]
+        return ids[~np.isin(ids, specials) & (ids < len(tok))]  # condition ids are not music either
 
     say(f"originality against {len(train_flat)} training tokens ...", flush=True)
     index = NgramIndex([music(p) for p in train_pieces], seed=seed)
@@ -229,7 +214,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         "originality": originality,
         "sets": sets,
     }
-    evaluation = _jsonable(evaluation)
+    evaluation = io.jsonable(evaluation)
     if write:
         evaluation["plots"] = [str(p) for p in plot_evaluation(evaluation, run_dir)]
         evaluation["midi"] = [str(p) for p in midi]

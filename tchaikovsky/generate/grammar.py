@@ -7,6 +7,7 @@ wherever a new bar could begin. A BPE token stands for a run of base tokens, so 
 kind of its LAST base token, and what it may follow on the kind of its FIRST. The training data obeys the table (a
 test checks); a sampled token that breaks it decodes to nothing useful (miditok drops it).
 
+Condition tokens (``data.conditions``) have rows too: ``[Period, Composer, Instrumentation, BOS, ...]``.
 Every kind in the vocabulary needs a row: ``Grammar`` raises on a kind the table does not know (a new kind of
 condition token, say), so admitting one is an explicit decision made in :func:`successions`, never a silent
 "anything goes".
@@ -17,6 +18,8 @@ from __future__ import annotations
 import miditok
 import numpy as np
 
+from tchaikovsky.data.conditions import KINDS, token_name
+
 EMPTY = "Empty"  # the kind of BPE's word-boundary marker, which stands for no base token
 
 
@@ -25,7 +28,7 @@ def kind(token: str) -> str:
     return token.split("_", 1)[0]
 
 
-def successions(tok: miditok.MusicTokenizer) -> dict[str, set[str]]:
+def successions(tok: miditok.MusicTokenizer, conditions=None) -> dict[str, set[str]]:
     """kind -> the kinds that may come next, for this tokenizer (REMI).
 
     The musical rows are miditok's ``tokens_types_graph`` without its special-token entries (miditok lets any kind
@@ -42,7 +45,12 @@ def successions(tok: miditok.MusicTokenizer) -> dict[str, set[str]]:
     opens = set().union(*(graph[k] for k in ends))  # what may begin one
     for k in ends:
         graph[k] |= {"EOS", EMPTY}
-    return {**graph, "BOS": {"Bar", EMPTY}, "EOS": {"PAD"}, "PAD": {"PAD"}, EMPTY: opens}
+    rows = {**graph, "BOS": {"Bar", EMPTY}, "EOS": {"PAD"}, "PAD": {"PAD"}, EMPTY: opens}
+    if conditions is not None:  # [Period, Composer, Instrumentation, BOS ...]; in the data, a piece follows an EOS
+        kinds = [token_name(k, "").rstrip("_") for k in KINDS]
+        rows.update({a: {b} for a, b in zip(kinds, kinds[1:] + ["BOS"])})
+        rows["EOS"] = {"PAD", kinds[0]}
+    return rows
 
 
 def base_tokens(tok: miditok.MusicTokenizer) -> list[list[str]]:
@@ -64,17 +72,18 @@ class Grammar:
 
     Attributes: ``kinds`` (K names), ``table`` (K, K) bool (row: previous kind, column: next kind), ``first`` and
     ``last`` (V,) int32 kind indices of each id's first and last base token, ``bars`` (V,) int32 Bar tokens per id.
-    ``allowed(prev_id)`` is ``table[last[prev_id], first]``. Raises ValueError naming any kind of the vocabulary
-    that has no row in :func:`successions`."""
+    ``allowed(prev_id)`` is ``table[last[prev_id], first]``. With ``conditions`` (``data.conditions``), their ids
+    follow the tokenizer's (V grows by their number): each kind may follow only the one before it, and BOS only the
+    last. Raises ValueError naming any kind of the vocabulary that has no row in :func:`successions`."""
 
-    def __init__(self, tok: miditok.MusicTokenizer):
-        rows = successions(tok)
+    def __init__(self, tok: miditok.MusicTokenizer, conditions=None):
+        rows = successions(tok, conditions)
         self.kinds = sorted(rows)
         index = {k: i for i, k in enumerate(self.kinds)}
         self.table = np.zeros((len(self.kinds), len(self.kinds)), bool)
         for a, nexts in rows.items():
             self.table[index[a], [index[b] for b in nexts if b in index]] = True
-        base = base_tokens(tok)
+        base = base_tokens(tok) + [[t] for t in (conditions.tokens if conditions is not None else ())]
         unknown = sorted({kind(t) for run in base for t in run} - set(index))
         if unknown:
             raise ValueError(f"token kind(s) {unknown} of the tokenizer have no row in the grammar: decide what "

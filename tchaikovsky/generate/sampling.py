@@ -193,7 +193,7 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
 
 
 def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=1.0, tok=None,
-             dtype=None) -> list[np.ndarray]:
+             dtype=None, conditions=None) -> list[np.ndarray]:
     """Continue ``prompt`` by up to ``config.num_tokens`` new tokens, one sequence per (seed, temperature) pair.
 
     Arguments:
@@ -208,6 +208,8 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
             ``config.grammar`` and ``config.max_bars`` are available (both raise ValueError without it). Without
             it, every sequence runs ``num_tokens`` tokens.
         dtype: compute dtype (default: ``compute_dtype("auto")``, bf16 on accelerators).
+        conditions: the run's condition vocabulary (``data.conditions``), when its model has one: the grammar then
+            covers the condition ids too (a conditioned prompt is ``conditions.prefix(...) + [BOS, ...]``).
 
     Returns one int32 array per sequence: the kept prompt, then the new tokens (the EOS included, when one ended it).
     Changing a config value recompiles only as ``SampleConfig`` says; so does switching between needing the
@@ -231,7 +233,10 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
     ctrl = dict(top_k=np.int32(config.top_k), top_p=np.float32(config.top_p), min_p=np.float32(config.min_p),
                 eos=np.int32(special["eos"]), pad=np.int32(special["pad"]), min_tokens=np.int32(config.min_tokens))
     if config.grammar or config.max_bars is not None:
-        rules = Grammar(tok)
+        rules = Grammar(tok, conditions)
+        if len(rules.first) != model.config.vocab_size:
+            what = "tokenizer and conditions" if conditions is not None else "tokenizer (pass the run's conditions=)"
+            raise ValueError(f"the model has {model.config.vocab_size} ids, the {what} {len(rules.first)}")
         ctrl.update(first=rules.first, last=rules.last, table=rules.table, grammar=np.bool_(config.grammar),
                     bars=rules.bars, max_bars=np.int32(NO_LIMIT if config.max_bars is None else config.max_bars))
     if config.repetition_penalty != 1.0:

@@ -8,9 +8,12 @@ so compile time does not grow with depth. ``model(tokens)`` works on ONE sequenc
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from tchaikovsky.config import ModelConfig
@@ -131,6 +134,28 @@ def decay_mask(model: GPT) -> GPT:
 
     arrays = eqx.filter(model, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))  # skeletons too
     return jax.tree.map(mark, arrays, is_leaf=is_linear)
+
+
+def resize_vocab(model: GPT, vocab_size: int, sources) -> GPT:
+    """The model with ``vocab_size - V`` ids added to its vocabulary (V the current one): new embedding rows, output
+    rows and output biases copied, per new id, from the existing id ``sources[i]``, or the mean over existing ids
+    where it is -1. Tokens that start as copies of a related token ("unknown composer" for a new composer) behave
+    like it at first, so a fine-tune starts from the pretrained model's predictions instead of noise."""
+    V = model.config.vocab_size
+    sources = np.asarray(sources, np.int64)
+    if vocab_size < V or len(sources) != vocab_size - V or np.any(sources >= V) or np.any(sources < -1):
+        raise ValueError(f"resize_vocab grows a vocabulary of {V} to {vocab_size}: one source id in -1..{V - 1} "
+                         f"per new id ({vocab_size - V}), got {len(sources)}")
+
+    def grow(a):  # (V, ...) -> (vocab_size, ...)
+        picked = a[np.maximum(sources, 0)]
+        mean = jnp.broadcast_to(a.mean(axis=0), picked.shape)
+        return jnp.concatenate([a, jnp.where((sources < 0).reshape(-1, *[1] * (a.ndim - 1)), mean, picked)])
+
+    model = eqx.tree_at(lambda m: (m.embed.weight, m.head.weight, m.head.bias), model,
+                        (grow(model.embed.weight), grow(model.head.weight), grow(model.head.bias)))
+    like = skeleton(dataclasses.replace(model.config, vocab_size=int(vocab_size)))  # the config is static
+    return jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(model))
 
 
 def count_params(model: GPT) -> int:

@@ -16,6 +16,8 @@ import re
 import stat
 from pathlib import Path
 
+import numpy as np
+
 from tchaikovsky.data import corpus as corpus_lib
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.render import samples
@@ -70,36 +72,72 @@ def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach", ru
 
 
 def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, *, vocab_size: int, val_fraction: float = 0.1,
-                 seed: int = 0, transpose_range: int = 0, progress: bool = True) -> dict:
-    """Train the tokenizer on the corpus, save it, and write the shards (with ``transpose_range`` = N, each training
-    piece also transposed by -N..-1 and 1..N semitones). Returns a summary for the notebook."""
+                 seed: int = 0, transpose_range: int = 0, progress: bool = True, conditions: bool = False,
+                 judge_fraction: float = 0.0, tokenizer_from: str | Path | None = None) -> dict:
+    """Train the tokenizer on the corpus (or take ``tokenizer_from``'s: another run, for a fine-tune), save it,
+    and write the shards (with ``transpose_range`` = N, each training piece also transposed by -N..-1 and 1..N
+    semitones). ``conditions``: pieces start with their period, composer and instrumentation tokens
+    (``data.conditions``; with ``tokenizer_from``, that run's condition vocabulary extended by this corpus's
+    values). ``judge_fraction``: that share of each composer's works becomes the ``judge`` split, never trained
+    on. Returns a summary for the notebook."""
     from tchaikovsky.data import shards as shards_lib
+    from tchaikovsky.data.conditions import Conditions, load_conditions
 
     shifts = tuple(t for t in range(-transpose_range, transpose_range + 1) if t)
     augment = shards_lib.Augment(transpose=shifts) if shifts else None
 
-    files = [p.path for p in corpus.pieces]
-    tok = tok_lib.train_tokenizer(files, vocab_size, progress=progress)
+    if tokenizer_from:
+        source = find_run_dir(tokenizer_from)
+        tok = tok_lib.load_tokenizer(source / "tokenizer.json")
+        old = load_conditions(source, tok)
+    else:
+        tok, old = tok_lib.train_tokenizer([p.path for p in corpus.pieces], vocab_size, progress=progress), None
     tok_lib.save_tokenizer(tok, run_dir / "tokenizer.json")
+    cond = (old or Conditions(len(tok))).extended(corpus.pieces) if conditions else None
+    if cond is not None:
+        cond.save(run_dir)
     shards_lib.build_shards(tok, corpus.pieces, run_dir / "shards", val_fraction=val_fraction, seed=seed,
-                            progress=progress, augment=augment)
+                            progress=progress, augment=augment, conditions=cond,
+                            held_out={"judge": judge_fraction} if judge_fraction else None)
     sh = shards_lib.Shards(run_dir / "shards")
     return {
-        "vocab_size": len(tok),
+        "vocab_size": sh.vocab_size,
         "pieces": {s: len(sh.pieces(s)) for s in sh.splits},
         "tokens": {s: sh.n_tokens(s) for s in sh.splits},
+        **({"conditions": {k: len(cond.known(k)) for k in ("period", "composer", "instrumentation")}} if cond else {}),
         "skipped": sh.index.get("skipped", []),
     }
 
 
+def find_run_dir(path: str | Path) -> Path:
+    """The run directory of ``path`` (a run directory, its ``checkpoints/``, a ``step_*`` directory or a
+    ``model.eqx`` file): the nearest of it and its parents holding ``tokenizer.json``."""
+    path = Path(path).expanduser().resolve()
+    for d in [path if path.is_dir() else path.parent, *path.parents][:4]:
+        if (d / "tokenizer.json").is_file():
+            return d
+    raise FileNotFoundError(f"no run directory (with tokenizer.json) at or above {path}")
+
+
+def load_conditions(run_dir: Path):
+    """The run's condition vocabulary (``data.conditions.Conditions``), or None for a run trained without."""
+    from tchaikovsky.data.conditions import load_conditions as load
+
+    return load(run_dir, tok_lib.load_tokenizer(run_dir / "tokenizer.json"))
+
+
 def ensure_data(run_dir: Path, data_dir: str, *, vocab_size: int, max_files, composers: str, seed: int,
-                progress: bool = True):
-    """The run's shards, built first (corpus -> tokenizer -> shards) if notebook 02 has not run for this run_dir."""
+                progress: bool = True, init_from: str = "", conditions: bool = False, judge_fraction: float = 0.0,
+                transpose_range: int = 0):
+    """The run's shards, built first (corpus -> tokenizer -> shards) if notebook 02 has not run for this run_dir. A
+    fine-tune (``init_from``) builds them with the pretrained run's tokenizer and conditions (always on)."""
     from tchaikovsky.data import shards as shards_lib
 
     if not (run_dir / "shards" / "index.json").exists():
         corpus = load_data(data_dir, max_files=max_files, composers=composers, run_dir=run_dir, progress=progress)
-        prepare_data(run_dir, corpus, vocab_size=vocab_size, seed=seed, progress=progress)
+        prepare_data(run_dir, corpus, vocab_size=vocab_size, seed=seed, progress=progress,
+                     conditions=conditions or bool(init_from), judge_fraction=judge_fraction,
+                     tokenizer_from=init_from or None, transpose_range=transpose_range)
     return shards_lib.Shards(run_dir / "shards")
 
 
@@ -146,19 +184,34 @@ def wandb_logger(mode: str, run_dir: Path, config: dict):
 
 def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=None, max_minutes=None,
               batch_size=None, learning_rate=None, resume: bool = True, wandb_mode: str = "disabled",
-              sample_every: int = 0, progress: bool = True):
+              sample_every: int = 0, progress: bool = True, init_from: str = "", condition_dropout=None):
     """Train the named preset on the run's shards (see ``training.loop.train``). With ``sample_every`` > 0, a short
-    unconditional sample is written, rendered and shown (and logged to wandb) every that many steps."""
+    unconditional sample is written, rendered and shown (and logged to wandb) every that many steps.
+
+    ``init_from`` (another run, or one of its checkpoints): fine-tune its weights on these shards with a fresh
+    optimizer and schedule; the learning rate defaults to a tenth of the preset's; the embedding and output layer
+    grow when these shards' conditions extend the pretrained run's. ``condition_dropout``: see ``TrainConfig``."""
     from tchaikovsky.config import preset as get_preset
     from tchaikovsky.training.loop import train
 
+    if init_from:
+        source = find_run_dir(init_from)
+        here_tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
+        their_tok = tok_lib.load_tokenizer(source / "tokenizer.json")
+        if tok_lib.tokenizer_hash(here_tok) != tok_lib.tokenizer_hash(their_tok):
+            raise ValueError(f"{run_dir} was tokenized with another tokenizer ({len(here_tok)} ids) than the run "
+                             f"to fine-tune, {source} ({len(their_tok)} ids): use a new run_dir, and its data will "
+                             "be tokenized with the pretrained run's tokenizer")
+        if learning_rate is None:
+            learning_rate = get_preset(preset).train.learning_rate / 10
     p = get_preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
-                   learning_rate=learning_rate)
+                   learning_rate=learning_rate, condition_dropout=condition_dropout)
     hooks = [wandb_logger(wandb_mode, run_dir, {"preset": preset, **p.model.to_dict(), **p.train.to_dict()})]
     if sample_every > 0:
         hooks.append(_sampler_hook(run_dir, sample_every, wandb_mode != "disabled"))
     return train(run_dir, p.model, p.train, shards, seed=seed, resume=resume, max_minutes=max_minutes,
-                 progress=progress, hooks=[h for h in hooks if h is not None], extra_meta={"preset": preset})
+                 progress=progress, hooks=[h for h in hooks if h is not None], extra_meta={"preset": preset},
+                 init_from=init_from or None)
 
 
 def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 256):
@@ -169,12 +222,15 @@ def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 2
     from tchaikovsky.training.loop import Hook
 
     tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
+    cond = load_conditions(run_dir)
+    prompt = np.concatenate([np.asarray(cond.prefix() if cond else [], np.int32), make_prompt(tok)])
     ok, _ = audio.audio_available()
 
     def sample(record: dict, state) -> None:
         step = record["step"]
-        cell = samples.write_samples(run_dir, state.model, tok, make_prompt(tok), SampleConfig(num_tokens=num_tokens),
-                                     seeds=[step], temperatures=[1.0], render_audio=ok, name=f"train-step{step:06d}")[0]
+        cell = samples.write_samples(run_dir, state.model, tok, prompt, SampleConfig(num_tokens=num_tokens),
+                                     seeds=[step], temperatures=[1.0], render_audio=ok, name=f"train-step{step:06d}",
+                                     conditions=cond)[0]
         display.show_sample(cell["midi_path"], wav_path=cell["wav_path"], png_path=cell["png_path"],
                             title=f"sample at step {step}")
         if to_wandb and cell["wav_path"] is not None:
@@ -190,3 +246,21 @@ def load_model(run_dir: Path, checkpoint: str = ""):
     from tchaikovsky.training.checkpoint import load_run_model
 
     return load_run_model(run_dir, checkpoint)
+
+
+def conditioned_prompt(run_dir: Path, prompt, *, period: str = "", composer: str = "", instrumentation: str = ""):
+    """``(prompt with the run's condition tokens in front, conditions or None)``; a value "" is "any". Raises
+    ValueError for a value the run does not know (listing the known ones) or when the run has no conditions but
+    one is asked for; warns when the values were never seen together in training."""
+    import warnings
+
+    cond, asked = load_conditions(run_dir), {"period": period, "composer": composer, "instrumentation": instrumentation}
+    if cond is None:
+        if any(asked.values()):
+            given = ", ".join(f"{k}={v!r}" for k, v in asked.items() if v)
+            raise ValueError(f"{run_dir} was trained without conditions, so it cannot follow {given}: fine-tune it "
+                             "with conditions (notebook 03 with init_from) or leave them empty")
+        return np.asarray(prompt, np.int32), None
+    if note := cond.unseen(**asked):
+        warnings.warn(note, stacklevel=2)
+    return np.concatenate([np.asarray(cond.prefix(**asked), np.int32), np.asarray(prompt, np.int32)]), cond

@@ -22,9 +22,10 @@ from tchaikovsky.render import audio, display, preview
 
 
 def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, seeds=(0,), temperatures=(1.0,),
-                  render_audio: bool = True, soundfont: str | None = None, name: str = "sample") -> list[dict]:
+                  render_audio: bool = True, soundfont: str | None = None, name: str = "sample",
+                  conditions=None) -> list[dict]:
     """Generate one piece per (seed, temperature) pair of the grid ``seeds`` x ``temperatures`` in one batched call
-    (``sampling.generate`` with ``config`` and ``tok``) and write, for each, the ``.mid``, a piano-roll ``.png`` and
+    (``sampling.generate`` with ``config``, ``tok`` and the run's ``conditions``, if any) and write, for each, the ``.mid``, a piano-roll ``.png`` and
     (with ``render_audio``, when FluidSynth is available) the ``.wav`` into ``run_dir/samples``; a piece is cut at
     ``config.max_seconds`` seconds. ``seeds`` and ``temperatures`` are lists or Papermill strings ("0, 1").
 
@@ -33,12 +34,12 @@ def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, se
     seeds = parse_list(seeds, int)
     temps = parse_list(temperatures, float)
     grid_s, grid_t = [s for s in seeds for _ in temps], [t for _ in seeds for t in temps]
-    seqs = generate(model, prompt, config, seeds=grid_s, temperatures=grid_t, tok=tok)
+    seqs = generate(model, prompt, config, seeds=grid_s, temperatures=grid_t, tok=tok, conditions=conditions)
     out_dir = run_dir / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     kept = kept_prompt(prompt, model.config.context)  # what each piece starts with
-    prompt_end = float(tok_lib.decode_ids(tok, kept).to("second").end()) if len(kept) > 1 else None
+    prompt_end = float(tok_lib.decode_ids(tok, kept).to("second").end()) or None  # None: no notes in the prompt
     can_render, why = audio.audio_available(soundfont or None)
     if render_audio and not can_render:
         print(why)

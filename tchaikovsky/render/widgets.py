@@ -25,6 +25,7 @@ import numpy as np
 from symusic import Score
 
 from tchaikovsky.config import SampleConfig
+from tchaikovsky.data.conditions import KINDS, UNKNOWN
 from tchaikovsky.generate import prompts
 from tchaikovsky.render import audio, preview, samples
 from tchaikovsky.render import display as display_lib
@@ -35,6 +36,10 @@ UPLOAD = "uploaded MIDI"
 MAX_AUDIO_SECONDS = 30 * 60  # longer samples (an untrained model's runs of empty bars) are not rendered
 _STEPS = ("prompt", "generating", "rendering", "done")  # progress bar phases (value = index)
 DEFAULT_CONFIG = SampleConfig(num_tokens=512, top_p=0.95)
+
+
+def _any(value: str) -> str:
+    return "" if value == UNKNOWN else value
 
 
 def _uploaded_file(value) -> tuple[str, bytes]:
@@ -76,16 +81,19 @@ class SamplerPanel(W.VBox):
     """The sampler (an ``ipywidgets.VBox``). ``generate()`` does what the button does and returns the new sample's
     dict (``samples.write_samples``'s: seed, temperature, midi_path, png_path, wav_path, ...) or None after a failure
     (shown in ``output``). ``controls`` maps names to the input widgets: prompt, chords, upload, prompt_bars,
-    temperature, top_p, length, min_tokens, seed; ``config`` is the ``SampleConfig`` the sliders start from and
+    temperature, top_p, length, min_tokens, seed (and period, composer, instrumentation with ``conditions``);
+    ``config`` is the ``SampleConfig`` the sliders start from and
     override (num_tokens, min_tokens, top_p); ``output``, ``progress``, ``button`` and ``results`` (every sample so
     far) are attributes."""
 
     def __init__(self, model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
                  config: SampleConfig = DEFAULT_CONFIG, temperature: float = 1.0, seed: int = 0,
-                 chords: str = "C G Am F", prompt_bars: int = 4, preview_seconds: float = preview.SECONDS):
+                 chords: str = "C G Am F", prompt_bars: int = 4, preview_seconds: float = preview.SECONDS,
+                 conditions=None, period: str = "", composer: str = "", instrumentation: str = ""):
         if not preview_seconds > 0:
             raise ValueError(f"preview_seconds must be > 0, got {preview_seconds!r}")
         self.model, self.tok, self.run_dir, self.config = model, tok, Path(run_dir), config
+        self.conditions = conditions
         self.preview_seconds = float(preview_seconds)
         self.soundfont = str(soundfont) if soundfont else None
         self.results: list[dict] = []
@@ -113,6 +121,11 @@ class SamplerPanel(W.VBox):
                                       style=style, layout=wide()),
             "seed": W.IntText(value=seed, description="seed", style=style, layout=W.Layout(width="220px")),
         }
+        asked = {"period": period, "composer": composer, "instrumentation": instrumentation}
+        for kind in (KINDS if conditions is not None else ()):  # one dropdown per condition the run knows
+            self.controls[kind] = W.Dropdown(options=[("any", "")] + [(v, v) for v in conditions.known(kind)],
+                                             value=_any(conditions.resolve(kind, asked[kind])),
+                                             description=kind, style=style, layout=wide())
         self.button = W.Button(description="Generate", button_style="primary", icon="music")
         self.progress = W.IntProgress(value=0, min=0, max=len(_STEPS) - 1, description="ready",
                                       style={"description_width": "80px"})
@@ -124,7 +137,9 @@ class SamplerPanel(W.VBox):
         self.button.on_click(lambda _: self.generate())
         c["prompt"].observe(lambda _: self._show_prompt_controls(), names="value")
         self._show_prompt_controls()
+        wanted = [c[k] for k in KINDS if k in c]
         super().__init__([
+            *([W.HTML("<b>Conditions</b>"), *wanted] if wanted else []),
             W.HTML("<b>Prompt</b>"), c["prompt"], c["chords"], W.HBox([c["upload"]]), c["prompt_bars"],
             W.HTML("<b>Sampling</b>"), c["temperature"], c["top_p"], c["length"], c["min_tokens"],
             W.HBox([c["seed"], self.button, self.progress]),
@@ -155,6 +170,13 @@ class SamplerPanel(W.VBox):
             ids, label = prompts.make_prompt(self.tok, midi=score, bars=bars), f"{Path(name).stem}, {bars} bar(s)"
         else:
             ids, label = prompts.make_prompt(self.tok, midi=kind, bars=bars), f"{Path(kind).stem}, {bars} bar(s)"
+        if self.conditions is not None:  # [conditions..., BOS, ...]
+            asked = {k: self.controls[k].value for k in KINDS}
+            warning = self.conditions.unseen(**asked)
+            if warning:
+                self.output.append_stdout(f"Note: {warning}.\n")
+            ids = np.concatenate([np.asarray(self.conditions.prefix(**asked), np.int32), ids])
+            label = ", ".join([v for v in asked.values() if v] + [label])
         context = self.model.config.context
         if len(ids) > context:  # generate keeps the end; the piano roll marks where that ends
             self.output.append_stdout(f"The prompt ({len(ids)} tokens) is longer than the model's context: the piece "
@@ -200,7 +222,8 @@ class SamplerPanel(W.VBox):
         name = f"panel{self._count:03d}-" + (re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")[:40] or "sample")
         self._step(1)
         cell = samples.write_samples(self.run_dir, self.model, self.tok, prompt, config, seeds=[seed],
-                                     temperatures=[temp], render_audio=False, name=name)[0]
+                                     temperatures=[temp], render_audio=False, name=name,
+                                     conditions=self.conditions)[0]
         self._step(2)
         piece = Score(str(cell["midi_path"])).to("second")
         if audio.audio_available(self.soundfont)[0] and piece.note_num() > 0:  # the full-length file kept on disk
@@ -227,6 +250,8 @@ def sampler_panel(model, tok, run_dir, *, pieces: Iterable[str | Path] = (), sou
     piece may end (0-length), a seed, the Generate button and a progress bar (prompt -> generating -> rendering ->
     done). ``panel.generate()`` runs the button's callback directly. ``config`` (a ``SampleConfig``) sets every other
     sampling control and the sliders' initial values; ``defaults`` the rest: temperature, seed, chords, prompt_bars,
-    preview_seconds (the length of each player; the full WAV is a download link).
+    preview_seconds (the length of each player; the full WAV is a download link). With the run's ``conditions``,
+    a dropdown per condition kind ("any" or a value the run knows; ``period``/``composer``/``instrumentation`` pick
+    the first value) puts the condition tokens in front of every prompt.
     """
     return SamplerPanel(model, tok, run_dir, pieces=pieces, soundfont=soundfont, config=config, **defaults)

@@ -165,6 +165,7 @@ def load_model(path: str | Path):
 def load_run_model(run_dir: str | Path, checkpoint: str | Path = ""):
     """(model, tokenizer, meta) for sampling: the latest weights of the run, or an explicit checkpoint path."""
     from tchaikovsky.data import tokenizer as tok_lib
+    from tchaikovsky.data.conditions import load_conditions
 
     run_dir = Path(run_dir)
     path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "model.eqx"
@@ -172,6 +173,9 @@ def load_run_model(run_dir: str | Path, checkpoint: str | Path = ""):
     tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
     if meta.get("tokenizer_hash") and meta["tokenizer_hash"] != tok_lib.tokenizer_hash(tok):
         raise ValueError(f"{path} was trained with another tokenizer than {run_dir / 'tokenizer.json'}")
-    if model.config.vocab_size != len(tok):
-        raise ValueError(f"model vocab {model.config.vocab_size} != tokenizer vocab {len(tok)}")
+    cond = load_conditions(run_dir, tok)
+    expected = cond.vocab_size if cond else len(tok)
+    if model.config.vocab_size != expected:
+        raise ValueError(f"model vocab {model.config.vocab_size} != the run's vocabulary {expected} (tokenizer "
+                         f"{len(tok)}" + (f" + {len(cond.tokens)} condition tokens)" if cond else ")"))
     return model, tok, meta

@@ -65,6 +65,28 @@ def _check_compatible(meta: dict, model_cfg: ModelConfig, tok_hash: str | None, 
                          f"run_dir.")
 
 
+def _grow_vocab(model, src: dict, model_cfg: ModelConfig, shards, path: Path):
+    """A pretrained model whose vocabulary the fine-tune's conditions extend, grown to ``model_cfg.vocab_size``
+    (``model.resize_vocab``; new condition rows start from their kind's "unknown" row, or the mean row), with the
+    meta updated to match; unchanged when the vocabularies agree. The pretrained run's ``conditions.json`` is
+    looked for next to its weights, up to the run directory."""
+    from tchaikovsky.data.conditions import load_conditions
+    from tchaikovsky.model import resize_vocab
+
+    old_vocab, cond = model.config.vocab_size, getattr(shards, "conditions", None)
+    if old_vocab >= model_cfg.vocab_size or cond is None:
+        return model, src, {}
+    here = path if path.is_dir() else path.parent
+    olds = [c for d in (here, here.parent, here.parent.parent) if (c := load_conditions(d)) is not None]
+    old = olds[0] if olds else None
+    if old is None and old_vocab != cond.base:
+        raise ValueError(f"cannot initialise from {path}: its model has {old_vocab} ids, its tokenizer "
+                         f"{cond.base}, and no conditions.json was found beside it to say what the others mean")
+    model = resize_vocab(model, model_cfg.vocab_size, cond.growth_sources(old, old_vocab))
+    src = {**src, "model_config": {**src.get("model_config", {}), "vocab_size": model_cfg.vocab_size}}
+    return model, src, {"grown_from_vocab": old_vocab}
+
+
 def train(
     run_dir: str | Path,
     model_cfg: ModelConfig,
@@ -96,7 +118,8 @@ def train(
             ``training.schedule``).
         init_from: a fresh run takes its weights from another run (a run directory, its ``checkpoints/``, a
             ``step_*`` directory or a ``model.eqx`` file) of the same model configuration and tokenizer; the
-            optimizer, schedule, step and RNG start fresh. Ignored once the run has its own checkpoint.
+            optimizer, schedule, step and RNG start fresh. Ignored once the run has its own checkpoint. When the
+            shards' condition vocabulary extends the pretrained one, the embedding and output rows grow with it.
         trainable: which arrays train (``state.trainable_mask``; default all); the others never change. A resumed
             run must train the same ones.
         loss_fn: the loss (contract in ``training.losses``); its metrics join each history record.
@@ -141,10 +164,11 @@ def train(
         history = io.read_jsonl(history_path, upto_step=int(state.step))
     elif init_from:
         model, src = checkpoint.load_model(init_from)
+        model, src, grown = _grow_vocab(model, src, model_cfg, shards, Path(init_from))
         _check_compatible(src, model_cfg, tok_hash, Path(init_from), "initialise from",
                           "Use the preset (and vocab_size) that run was trained with.")
         state = eqx.tree_at(lambda s: s.model, state, model)
-        origin = {"path": str(Path(init_from).resolve()), "step": src.get("step")}
+        origin = {"path": str(Path(init_from).resolve()), "step": src.get("step"), **grown}
     writer = proc == 0  # one history file per run, like the checkpoints: process 0 writes for everyone
     if writer:  # drop rows logged after the checkpoint we resume from; atomically, so a crash here loses nothing
         io.write_jsonl(history_path, history)
@@ -164,7 +188,9 @@ def train(
     }
 
     def get_batch(step: int):
-        local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=proc, process_count=procs)
+        dropout = {"condition_dropout": tc.condition_dropout} if tc.condition_dropout else {}  # only Shards has it
+        local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=proc, process_count=procs,
+                             **dropout)
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
             batch_sharding, x.reshape(tc.accum_steps, -1, *x.shape[1:])), local)
 
