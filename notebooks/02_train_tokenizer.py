@@ -19,7 +19,9 @@
 # tempi and instruments, all parts in one stream), then byte-pair encoding (BPE) merges frequent successions into
 # single tokens so the model sees more music per context window. Everything is saved in `run_dir`: the tokenizer
 # (`tokenizer.json`, loadable by plain miditok) and the pieces as token ids, split into train and validation by
-# piece.
+# piece. With `conditions=True` each piece starts with what is known of it, `[period, composer, instrumentation,
+# BOS, ...]` (an "unknown" token where a label is not known), so a model can be asked for a composer; the condition
+# vocabulary is `conditions.json`, beside the tokenizer.
 
 # %% tags=["parameters"]
 data_dir = ""  # folder of MIDI files; "": the embedded music21 corpus
@@ -30,6 +32,8 @@ composers = "bach"  # embedded corpus only: music21 composers, comma-separated
 vocab_size = 2048  # BPE vocabulary (the base REMI vocabulary is ~550)
 val_fraction = 0.1  # share of pieces held out for validation
 transpose_range = 0  # augmentation: N adds training copies transposed by 1..N semitones up and down (0: off)
+conditions = False  # start every piece with its period, composer and instrumentation tokens (see 03's init_from)
+judge_fraction = 0.0  # share of each composer's works set aside, never trained on, for the judge in 04 (0: none)
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
 
 # %% [markdown]
@@ -63,7 +67,8 @@ params.check("02_train_tokenizer", globals())
 run = pipeline.resolve_run_dir(run_dir)
 corpus = pipeline.load_data(data_dir, max_files=max_files, composers=composers, run_dir=run)
 summary = pipeline.prepare_data(run, corpus, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
-                               transpose_range=transpose_range)
+                               transpose_range=transpose_range, conditions=conditions,
+                               judge_fraction=judge_fraction)
 summary
 
 # %% [markdown]

@@ -19,6 +19,7 @@
 # the pieces prepared by `02_train_tokenizer` (if that has not run for this `run_dir`, it runs here first). It
 # trains on every device JAX sees (8 TPU cores on Kaggle, a GPU, or the CPU), saves checkpoints often, and
 # continues exactly where it stopped when rerun with `resume=True`, so a Kaggle session that ends loses nothing.
+# With `init_from` it fine-tunes another run's model instead of starting from scratch (see the end).
 
 # %% tags=["parameters"]
 data_dir = ""  # used only if this run has no shards yet; "": the embedded music21 corpus
@@ -35,6 +36,10 @@ learning_rate = None  # peak learning rate (None: preset default)
 resume = True  # continue from the latest checkpoint in run_dir if there is one
 wandb_mode = "disabled"  # disabled | offline | online (reads WANDB_API_KEY from the environment or Kaggle secrets)
 sample_every = 0  # render and play a short sample every N steps (0: off)
+init_from = ""  # fine-tune: another run (or checkpoint) to start from; this run's data gets its tokenizer + conditions
+conditions = False  # (only when building shards here) condition tokens in front of pieces (always on with init_from)
+condition_dropout = None  # share of condition tokens replaced by "unknown" in training (None: 0)
+judge_fraction = 0.0  # (only when building shards here) works set aside for the judge (see 02)
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
 
 # %% [markdown]
@@ -68,9 +73,10 @@ from tchaikovsky.render import display
 
 params.check("03_train", globals())
 run = pipeline.resolve_run_dir(run_dir)
-shards = pipeline.ensure_data(run, data_dir, vocab_size=vocab_size, max_files=max_files, composers=composers, seed=seed)
+shards = pipeline.ensure_data(run, data_dir, vocab_size=vocab_size, max_files=max_files, composers=composers, seed=seed,
+                              init_from=init_from, conditions=conditions, judge_fraction=judge_fraction)
 p = config.preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
-                  learning_rate=learning_rate)
+                  learning_rate=learning_rate, condition_dropout=condition_dropout)
 print(f"{jax.device_count()} x {jax.devices()[0].device_kind}; {p.model.n_params / 1e6:.1f}M parameters; "
       f"{shards.n_tokens('train'):,} training tokens")
 p
@@ -83,7 +89,8 @@ p
 # %%
 result = pipeline.train_run(run, shards, preset=preset, seed=seed, max_steps=max_steps, max_minutes=max_minutes,
                             batch_size=batch_size, learning_rate=learning_rate, resume=resume,
-                            wandb_mode=wandb_mode, sample_every=sample_every)
+                            wandb_mode=wandb_mode, sample_every=sample_every, init_from=init_from,
+                            condition_dropout=condition_dropout)
 print(f"stopped: {result.stopped} at step {int(result.state.step)}; checkpoint: {result.checkpoint}")
 
 # %%
@@ -94,5 +101,7 @@ display.loss_curve(run / "history.jsonl")
 # `04_sample` writes, renders and plays new pieces from `run_dir/checkpoints/model.eqx`. To train longer, rerun
 # this notebook with a larger `max_steps` and `resume=True`: training continues from the latest checkpoint, and the
 # learning rate moves from its current value to the longer plan within `warmup_steps` steps, without a jump.
-# Another run can start from these weights (`tchaikovsky.training.loop.train(..., init_from=run_dir)`) to fine-tune
-# them, all or in part (`trainable=`), on other data or with another loss.
+# Another run can start from these weights: run this notebook with a new `run_dir`, `init_from` set to this one
+# and a `data_dir` of labelled music. It tokenizes that data with this run's tokenizer, adds the period, composer and
+# instrumentation tokens (the embedding and output layer grow by them), and trains with a fresh optimizer at a
+# quarter of the learning rate; `04_sample` can then ask for a composer.

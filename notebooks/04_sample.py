@@ -18,7 +18,8 @@
 # The model continues a prompt (the opening of a MIDI file) or starts from nothing, one token at a time, with a
 # key/value cache so each new token costs the same however long the piece gets; past the model's context the
 # window slides, so pieces can be any length. One call decodes a grid of seeds x temperatures together: lower
-# temperatures play it safe, higher ones take risks.
+# temperatures play it safe, higher ones take risks. A run fine-tuned with conditions (03's `init_from`) also takes
+# a `period`, `composer` and `instrumentation`; a value it does not know fails with the list of those it knows.
 
 # %% tags=["parameters"]
 data_dir = ""  # where the interactive prompt picker finds pieces; "": the embedded corpus
@@ -45,6 +46,10 @@ evaluate = True  # compare fresh samples with real held-out pieces and two basel
 interactive = True  # the sampler panel (sliders, a Generate button) and a widget grid; False: static HTML
 preview_seconds = 30.0  # each player plays this many seconds from the start (the full .wav is linked)
 soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
+period = ""  # conditioned runs: ask for a period, e.g. "Baroque" ("": any)
+composer = ""  # conditioned runs: a composer the run knows, e.g. "bach" or "Johann Sebastian Bach" ("": any)
+instrumentation = ""  # conditioned runs: e.g. "voices", "strings", "keyboard" ("": any)
+judge_samples = 2  # conditioned runs with a judge split: pieces per composer for the judge's check (0: off)
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
 
 # %% [markdown]
@@ -79,6 +84,8 @@ params.check("04_sample", globals())
 run = pipeline.resolve_run_dir(run_dir)
 model, tok, meta = pipeline.load_model(run, checkpoint)
 prompt = make_prompt(tok, midi=prompt_midi, chords=prompt_chords, tokens=prompt_tokens)
+prompt, conditions = pipeline.conditioned_prompt(run, prompt, period=period, composer=composer,
+                                                 instrumentation=instrumentation)
 config = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_k=top_k, top_p=top_p, min_p=min_p,
                       grammar=grammar, repetition_penalty=repetition_penalty, max_bars=max_bars,
                       max_seconds=max_seconds)
@@ -93,7 +100,7 @@ print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt o
 
 # %%
 cells = samples.write_samples(run, model, tok, prompt, config, seeds=seeds, temperatures=temperatures,
-                              soundfont=soundfont)
+                              soundfont=soundfont, conditions=conditions)
 for c in cells:
     display.show_sample(c["midi_path"], wav_path=c["wav_path"], png_path=c["png_path"], prompt_end=c["prompt_end"],
                         title=f"seed {c['seed']}, temperature {c['temperature']:g}",
@@ -133,6 +140,20 @@ if evaluate:
         show(Image(filename=png))
 
 # %% [markdown]
+# ## Does it obey?
+# For a run fine-tuned with conditions whose data kept a judge split (`judge_fraction` in 02/03): an independent
+# judge, trained on real pieces of works the model never saw and looking only at the notes, says which composer it
+# hears in `judge_samples` pieces asked for each composer, and in as many asked for none (the chance level). Its
+# accuracy on real held-out works is the ceiling.
+
+# %%
+if evaluate and judge_samples:
+    from tchaikovsky.evaluation import control
+
+    control.show_controllability(run, n_per_value=judge_samples, num_tokens=num_tokens, min_tokens=min_tokens,
+                                 seed=seed)
+
+# %% [markdown]
 # ## Try it yourself
 # The sampler panel (Jupyter, Kaggle or Colab; `interactive=False` leaves it out): pick a prompt (nothing, a chord
 # progression such as `Dm7 G7 Cmaj7`, the opening bars of a corpus piece, or a MIDI file you upload), set
@@ -148,7 +169,8 @@ if interactive:
 
     picker = pipeline.load_data(data_dir, max_files=max_files, composers=composers, progress=False)
     show(widgets.sampler_panel(model, tok, run, pieces=[p.path for p in picker.pieces], soundfont=soundfont or None,
-                               config=config, preview_seconds=preview_seconds))
+                               config=config, preview_seconds=preview_seconds, conditions=conditions,
+                               period=period, composer=composer, instrumentation=instrumentation))
 
 # %% [markdown]
 # ## Next

@@ -82,6 +82,18 @@ def judge_ceiling(pieces: Sequence[Decoded], label: str, *, repeats: int = 5, fr
             "recall": {v: hits[v] / counts[v] for v in sorted(counts)}}
 
 
+def typical(cond, label: str, value: str) -> dict:
+    """The full request for ``label=value``: the other conditions as in the most common training combination that
+    has the value (as a user asks "Bach, Baroque, voices"), or "any" when no combination has it."""
+    from tchaikovsky.data.conditions import KINDS, UNKNOWN
+
+    combos = [(n, c.split("|")) for c, n in cond.combinations.items() if c.split("|")[KINDS.index(label)] == value]
+    if not combos:
+        return {label: value}
+    best = max(combos, key=lambda nc: nc[0])[1]
+    return {k: (v if v != UNKNOWN else "") for k, v in zip(KINDS, best)}
+
+
 def _music(ids, tok, specials) -> np.ndarray:
     ids = np.asarray(ids)
     return ids[~np.isin(ids, specials) & (ids < len(tok))]
@@ -91,7 +103,8 @@ def controllability(run_dir: str | Path, *, label: str = "composer", n_per_value
                     min_tokens: int = 0, temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
                     min_pieces: int = 4, max_reference: int = 32, write: bool = True, progress: bool = True) -> dict:
     """Sample ``n_per_value`` pieces per value of ``label`` (each value with at least ``min_pieces`` pieces in the
-    judge split) from the run's model with that condition, and as many with every condition "any"; let the judge
+    judge split) from the run's model with that condition (the other conditions as ``typical`` fills them), and as
+    many with every condition "any"; let the judge
     (trained on the whole judge split) classify them. Returns (and writes ``run_dir/controllability.json``):
     ``ceiling`` (``judge_ceiling``), ``values``, ``table`` (per value: ceiling recall, ``conditioned`` rate,
     ``unconditioned`` rate, ``oa`` of the conditioned samples against that value's real training pieces,
@@ -132,7 +145,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", n_per_value
     sp = special_ids(tok)
     config = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p)
     seeds = list(range(seed, seed + n_per_value))
-    prompts = {v: cond.prefix(**{label: v}) for v in values}
+    prompts = {v: cond.prefix(**typical(cond, label, v)) for v in values}
     prompts[None] = cond.prefix()
     samples: dict = {}
     for v, prefix in prompts.items():
@@ -163,7 +176,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", n_per_value
             out_dir.mkdir(parents=True, exist_ok=True)
             for k, (_, sc) in enumerate(pieces[:2]):  # two to listen to per value; the numbers cover them all
                 sc.dump_midi(str(out_dir / f"{label}-{v.split()[-1]}-{k}.mid"))
-        table.append({"value": v, "ceiling": ceiling["recall"].get(v, float("nan")), "n": len(pred),
+        table.append({"value": v, "request": typical(cond, label, v), "ceiling": ceiling["recall"].get(v, float("nan")), "n": len(pred),
                       "conditioned": float(np.mean([p == v for p in pred])) if pred else float("nan"),
                       "unconditioned": float(np.mean([p == v for p in uncond_pred])) if uncond_pred else float("nan"),
                       "oa": oa, "copies": int(sum(f["copied"] for f in flags)),
@@ -198,3 +211,23 @@ def summary_table(report: dict) -> str:
                  f"{f(report['unconditioned'])} | {f(float(np.mean(oas)) if oas else float('nan'))} | "
                  f"{sum(r['copies'] for r in report['table'])}/{sum(r['n'] for r in report['table'])} |")
     return "\n".join(lines)
+
+
+def show_controllability(run_dir: str | Path, *, label: str = "composer", **kwargs) -> dict | None:
+    """For a notebook: run ``controllability`` and display its table and confusion matrix (saved as
+    ``run_dir/controllability_<label>.png``); a run it does not apply to (no conditions, no judge split, too few
+    values) gets one line saying why, and None."""
+    from IPython.display import Markdown, display
+
+    from tchaikovsky.evaluation.plots import plot_confusion
+
+    try:
+        report = controllability(run_dir, label=label, **kwargs)
+    except ValueError as e:
+        print(f"no controllability check: {e}")
+        return None
+    display(Markdown(summary_table(report)))
+    fig = plot_confusion(report["confusion"], report["classes"], path=Path(run_dir) / f"controllability_{label}.png",
+                         title=f"requested {label} (rows) vs the judge's verdict (columns)")
+    display(fig)
+    return report

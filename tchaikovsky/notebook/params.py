@@ -56,7 +56,7 @@ PREVIEW = _float(0.0, 600.0, open_lo=True)  # seconds each inline player plays: 
 SPECS: dict[str, dict[str, Rule]] = {
     "01_explore_data": {**COMMON, "n_listen": _int(0, 20), "preview_seconds": PREVIEW},
     "02_train_tokenizer": {**COMMON, "vocab_size": _int(600, 65535), "val_fraction": _float(0.0, 0.5, open_lo=True),
-                           "transpose_range": _int(0, 12)},
+                           "transpose_range": _int(0, 12), "conditions": BOOL, "judge_fraction": _float(0.0, 0.5)},
     "03_train": {
         **COMMON,
         "vocab_size": _int(600, 65535),
@@ -68,6 +68,10 @@ SPECS: dict[str, dict[str, Rule]] = {
         "resume": BOOL,
         "wandb_mode": _choice("disabled", "offline", "online"),
         "sample_every": _int(0),
+        "init_from": PATH_OR_EMPTY,
+        "conditions": BOOL,
+        "condition_dropout": _float(0.0, 1.0, optional=True),
+        "judge_fraction": _float(0.0, 0.5),
     },
     "04_sample": {
         **COMMON,
@@ -90,6 +94,10 @@ SPECS: dict[str, dict[str, Rule]] = {
         "interactive": BOOL,
         "preview_seconds": PREVIEW,
         "soundfont": PATH_OR_EMPTY,
+        "period": STR,
+        "composer": STR,
+        "instrumentation": STR,
+        "judge_samples": _int(0, 256),
     },
 }
 

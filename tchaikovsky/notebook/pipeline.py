@@ -189,7 +189,7 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
     unconditional sample is written, rendered and shown (and logged to wandb) every that many steps.
 
     ``init_from`` (another run, or one of its checkpoints): fine-tune its weights on these shards with a fresh
-    optimizer and schedule; the learning rate defaults to a tenth of the preset's; the embedding and output layer
+    optimizer and schedule; the learning rate defaults to a quarter of the preset's; the embedding and output layer
     grow when these shards' conditions extend the pretrained run's. ``condition_dropout``: see ``TrainConfig``."""
     from tchaikovsky.config import preset as get_preset
     from tchaikovsky.training.loop import train
@@ -203,7 +203,7 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
                              f"to fine-tune, {source} ({len(their_tok)} ids): use a new run_dir, and its data will "
                              "be tokenized with the pretrained run's tokenizer")
         if learning_rate is None:
-            learning_rate = get_preset(preset).train.learning_rate / 10
+            learning_rate = get_preset(preset).train.learning_rate / 4
     p = get_preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
                    learning_rate=learning_rate, condition_dropout=condition_dropout)
     hooks = [wandb_logger(wandb_mode, run_dir, {"preset": preset, **p.model.to_dict(), **p.train.to_dict()})]
