@@ -120,3 +120,37 @@ def test_repetition_penalty_avoids_tokens_in_the_window(bach, untrained):
     penalised = generate(untrained, [bos], cfg, temperatures=0.0)[0][1:]
     assert len(set(plain.tolist())) < len(plain)  # greedy decoding of an untrained model repeats itself
     assert len(set(penalised.tolist())) == len(penalised)
+
+
+def test_conditioned_pieces_obey_the_grammar_and_sampling_follows_the_prefix(bach):
+    from dataclasses import replace
+
+    from tchaikovsky.data import shards as shards_lib
+    from tchaikovsky.data.conditions import Conditions
+
+    pieces = [replace(p, composer=["Johann Sebastian Bach", None][i % 2], period="Baroque")
+              for i, p in enumerate(bach.pieces[:6])]
+    cond = Conditions.build(len(bach.tok), pieces)
+    rules = grammar.Grammar(bach.tok, cond)
+    assert len(rules.first) == cond.vocab_size
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, d, conditions=cond, progress=False))
+        for split in sh.splits:  # every piece, and the joins between pieces (EOS -> the next piece's conditions)
+            assert rules.invalid_share(np.asarray(sh._split(split))) == 0.0
+    ids = cond.ids()
+    assert rules.allowed(ids["Period_Baroque"])[ids["Composer_unknown"]]
+    assert not rules.allowed(ids["Period_Baroque"])[bach.tok["BOS_None"]]  # the composer comes first
+    assert rules.allowed(ids["Instrumentation_unknown"])[bach.tok["BOS_None"]]
+    assert not rules.allowed(bach.tok["BOS_None"])[cond.is_condition(np.arange(cond.vocab_size))].any()
+    # a model with the conditions' ids samples music after the prefix, never a condition token
+    cfg = ModelConfig(vocab_size=cond.vocab_size, context=64, d_model=32, n_layers=1, n_heads=2)
+    model = build(cfg, jax.random.key(1))
+    prompt = np.asarray(cond.prefix(composer="bach") + [bach.tok["BOS_None"]], np.int32)
+    out = generate(model, prompt, SampleConfig(num_tokens=40), seeds=[0, 1, 2], tok=bach.tok, conditions=cond)
+    for seq in out:
+        assert list(seq[:4]) == list(prompt) and not cond.is_condition(seq[4:]).any()
+        assert rules.invalid_share(seq) == 0.0
+    with pytest.raises(ValueError, match="pass the run's conditions"):
+        generate(model, prompt, SampleConfig(num_tokens=4), tok=bach.tok)

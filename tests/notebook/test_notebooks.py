@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import numpy as np
 import pytest
 import symusic
 
@@ -181,3 +182,57 @@ def test_notebook_01_on_long_performances_stays_small(tmp_path, corpus_cache, mo
 def test_bad_parameter_fails_at_once_naming_it(tmp_path):
     with pytest.raises(ValueError, match="max_step"):
         run_notebook("03_train", tmp_path, max_step=10)  # typo: not a parameter of 03
+
+
+@pytest.mark.slow
+def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(tmp_path, corpus_cache, monkeypatch):
+    """Pretrain on the embedded corpus (two composers, conditions, a judge split), fine-tune on a user's folder of
+    GiantMIDI-named files (composer labels from the names; a composer pretraining never saw), ask 04 for it."""
+    from tchaikovsky.data import embedded
+    from tchaikovsky.data.conditions import load_conditions
+    from tchaikovsky.data.shards import Shards
+    from tchaikovsky.evaluation import control
+    from tchaikovsky.training import checkpoint
+
+    monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))
+    pre = tmp_path / "pre"
+    run_all(pre, notebooks=NOTEBOOKS[1:3], composers="bach,palestrina", max_files=8, vocab_size=700, preset="tiny",
+            max_steps=10, conditions=True, judge_fraction=0.3, condition_dropout=0.2)
+    assert set(load_conditions(pre).known("composer")) == {"Johann Sebastian Bach", "Giovanni Pierluigi da Palestrina"}
+    assert Shards(pre / "shards").pieces("judge")  # whole works set aside
+
+    data = tmp_path / "giantmidi"
+    data.mkdir()
+    src = sorted(embedded.embedded_corpus(max_files=8, cache_dir=corpus_cache, progress=False).rglob("*.mid"))[:8]
+    for i, f in enumerate(src):
+        name = ("Chopin, Frédéric, Nocturne Op.{i}" if i % 2 else "Bach, Johann Sebastian, Chorale {i}").format(i=i)
+        shutil.copy(f, data / f"{name}, {'abcdefghij'[i]}{i:05d}XyZ.mid")
+    ft = tmp_path / "ft"
+    run_notebook("03_train", ft, data_dir=str(data), max_files=None, init_from=str(pre), preset="tiny", max_steps=6,
+                 judge_fraction=0.3)
+    cond = load_conditions(ft)
+    assert "Frédéric Chopin" in cond.known("composer") and cond.tokens[: len(load_conditions(pre).tokens)] == \
+        load_conditions(pre).tokens  # extended, never rebuilt
+    meta = checkpoint.read_meta(checkpoint.latest(ft / "checkpoints"))
+    assert meta["init_from"]["path"] == str(pre.resolve()) and meta["model_config"]["vocab_size"] == cond.vocab_size
+    assert (ft / "tokenizer.json").read_text() == (pre / "tokenizer.json").read_text()
+
+    out = run_notebook("04_sample", ft, composer="chopin", num_tokens=60, seeds=[0], temperatures=[1.0],
+                       judge_samples=1, interactive=True)
+    text = out.read_text()
+    assert "no controllability check" in text or "judge ceiling" in text
+    mids = sorted((ft / "samples").glob("sample-*.mid"))
+    assert len(mids) == 1 and symusic.Score(str(mids[0])).note_num() > 0
+    views = ["".join(o["data"]["text/plain"]) for o in _outputs(out)
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert any(v.startswith("SamplerPanel(") for v in views)
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="composer 'liszt' is not known.*Frédéric Chopin"):
+        run_notebook("04_sample", ft, composer="liszt", evaluate=False, interactive=False)
+
+    report = control.controllability(ft, n_per_value=2, num_tokens=40, min_pieces=1, progress=False)
+    n = len(report["classes"])
+    assert np.asarray(report["confusion"]).shape == (n, n) and np.asarray(report["confusion"]).sum() <= 2 * n
+    assert all(0.0 <= r["conditioned"] <= 1.0 for r in report["table"])
+    assert (ft / "controllability.json").exists() and (ft / "judge" / "judge_composer.json").exists()

@@ -206,3 +206,60 @@ def test_hooks_get_the_record_and_state_every_n_steps(bach, tiny, tmp_path):
     losses = {r["step"]: r["loss"] for r in result.history}
     want = [("b", 5), ("a", 10), ("b", 10), ("b", 15), ("a", 20), ("b", 20)]
     assert calls == [(name, s, s, losses[s]) for name, s in want]
+
+
+# ---------------------------------------------------------------------------------------------------- conditions
+
+
+@pytest.fixture(scope="module")
+def conditioned(bach, tmp_path_factory):
+    """The fixture chorales under two composers, in shards that start every piece with its condition tokens."""
+    from dataclasses import replace
+
+    from tchaikovsky.data import shards as shards_lib
+    from tchaikovsky.data.conditions import Conditions
+
+    pieces = [replace(p, composer=["Johann Sebastian Bach", "Claudio Monteverdi"][i % 2], instrumentation="voices",
+                      period=["Baroque", "Renaissance"][i % 2]) for i, p in enumerate(bach.pieces)]
+    cond = Conditions.build(len(bach.tok), pieces)
+    out = shards_lib.build_shards(bach.tok, pieces, tmp_path_factory.mktemp("conditioned") / "shards",
+                                  conditions=cond, progress=False)
+    return shards_lib.Shards(out)
+
+
+def test_a_conditioned_fine_tune_grows_the_vocabulary_and_resumes_exactly(bach, trained, conditioned, tmp_path):
+    cond = conditioned.conditions
+    p = preset("tiny", vocab_size=cond.vocab_size, max_steps=20, log_every=5, eval_every=10, checkpoint_every=10,
+               condition_dropout=0.3)
+    full = loop.train(tmp_path / "ft", p.model, p.train, conditioned, seed=2, init_from=trained.run_dir,
+                      progress=False)
+    fresh = loop.train(tmp_path / "fresh", p.model, p.train, conditioned, seed=2, progress=False)
+    rows = history(tmp_path / "ft")
+    assert rows[0]["loss"] < fresh.history[0]["loss"] - 1.0  # the pretrained weights came along
+    meta = checkpoint.read_meta(full.checkpoint)
+    assert meta["init_from"]["grown_from_vocab"] == len(bach.tok)
+    assert full.state.model.embed.weight.shape == (cond.vocab_size, p.model.d_model)
+    # interrupted and resumed: the same losses (condition dropout included) and the same weights
+    split = tmp_path / "split"
+    loop.train(split, p.model, p.train, conditioned, seed=2, init_from=trained.run_dir, until_step=10, progress=False)
+    again = loop.train(split, p.model, p.train, conditioned, seed=2, init_from=trained.run_dir, progress=False)
+    assert numbers(history(split)) == numbers(rows)
+    assert same(again.state.model, full.state.model)
+
+
+def test_resize_vocab_keeps_old_logits_and_copies_source_rows(trained):
+    from tchaikovsky.model import resize_vocab
+
+    model, V = trained.model, trained.model.config.vocab_size
+    grown = resize_vocab(model, V + 3, [5, -1, 7])
+    assert grown.config.vocab_size == V + 3 and grown.config.d_model == model.config.d_model
+    tokens = jnp.arange(32) % V
+    np.testing.assert_allclose(grown(tokens)[:, :V], model(tokens), rtol=1e-6, atol=1e-6)
+    emb, head = np.asarray(grown.embed.weight), np.asarray(grown.head.weight)
+    np.testing.assert_array_equal(emb[V], emb[5])
+    np.testing.assert_array_equal(head[V + 2], head[7])
+    np.testing.assert_allclose(emb[V + 1], np.asarray(model.embed.weight).mean(axis=0), atol=1e-7)
+    with pytest.raises(ValueError, match="one source id"):
+        resize_vocab(model, V + 2, [0])
+    with pytest.raises(ValueError, match="one source id"):
+        resize_vocab(model, V + 1, [V])
