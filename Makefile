@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference clean
+.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,10 @@ reference: setup
 	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.notebook --only 02_train_tokenizer 03_train \
 	    --run-dir $(REF_RUN) --preset $(REF_PRESET) --max-files $(REF_FILES) $(REF_PARAMS)
 	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.evaluation --run-dir $(REF_RUN)
+
+# The conditioning recipe on the embedded corpus (pretrain, fine-tune with conditions, the judge's check): #12's table.
+reference-conditioning: setup
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning
 
 clean:
 	rm -rf runs kaggle .pytest_cache

@@ -153,3 +153,30 @@ def test_min_tokens_slider_holds_the_end_back(model, bach, tmp_path):
     assert short is not None and held is not None, errors(panel)
     assert short["n_tokens"] - 1 < 48 <= held["n_tokens"] - 1  # new tokens after [BOS]
     assert held["ids"][-1] == eos and eos not in held["ids"][1:49]
+
+
+def test_condition_dropdowns_put_the_conditions_in_front_of_the_prompt(bach, tmp_path):
+    from tchaikovsky.data.conditions import Conditions
+
+    cond = Conditions.build(len(bach.tok), [bach.pieces[0]]).extended(
+        [type(bach.pieces[0])(path=None, rel_path="x", composer="Claudio Monteverdi", period="Renaissance",
+                              instrumentation="voices")])
+    model = GPT(ModelConfig(vocab_size=cond.vocab_size, context=64, d_model=32, n_layers=1, n_heads=2),
+                key=jax.random.key(1))
+    panel = widgets.sampler_panel(model, bach.tok, tmp_path, conditions=cond, composer="monteverdi",
+                                  config=SampleConfig(num_tokens=32))
+    c = panel.controls
+    assert c["composer"].value == "Claudio Monteverdi" and c["period"].value == ""  # "" is "any"
+    assert [v for _, v in c["composer"].options] == ["", *cond.known("composer")]
+    c["instrumentation"].value = "voices"
+    cell = panel.generate()
+    assert cell is not None, panel.output.outputs
+    assert list(cell["ids"][:4]) == cond.prefix(composer="monteverdi", instrumentation="voices") + [bach.tok["BOS_None"]]
+    assert not cond.is_condition(cell["ids"][4:]).any()  # the grammar keeps conditions out of the music
+    c["period"].value = "Baroque"  # Monteverdi was never Baroque in training: allowed, with a note
+    assert panel.generate() is not None
+    assert "not seen this combination" in "".join(o.get("text", "") for o in panel.output.outputs)
+    # a run without conditions has no dropdowns
+    plain = widgets.sampler_panel(GPT(ModelConfig(vocab_size=len(bach.tok), context=64, d_model=32, n_layers=1,
+                                                  n_heads=2), key=jax.random.key(0)), bach.tok, tmp_path)
+    assert "composer" not in plain.controls
