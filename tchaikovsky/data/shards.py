@@ -1,8 +1,9 @@
 """Pre-tokenized corpus on disk, and the batches training and evaluation read from it.
 
-``build_shards`` splits pieces into train / val (/ test) BY PIECE, tokenizes them in parallel (resumably: one cached
+``build_shards`` splits pieces into train / val (/ test) BY PIECE (and held-out splits by work: ``data.splits``),
+tokenizes them in parallel (resumably: one cached
 ``.npy`` per piece), and writes one flat token array per split (``train.bin``, ``val.bin``...) plus ``index.json``.
-Each piece is stored as ``[BOS ... EOS]`` and pieces are concatenated, so a training window may span the end of one
+Each piece is stored as ``[BOS ... EOS]`` (after its condition tokens, in a conditioned run) and pieces are concatenated, so a training window may span the end of one
 piece and the start of the next, exactly like documents in nanoGPT's ``train.bin``.
 
 ``Shards`` memory-maps the arrays. ``batch`` draws windows at offsets that are a pure function of
@@ -31,80 +32,19 @@ from symusic import Score
 
 from tchaikovsky import io
 from tchaikovsky.data.conditions import Conditions
+from tchaikovsky.data.splits import assign_splits
 from tchaikovsky.data.tokenizer import encode_with_notes, load_tokenizer, save_tokenizer, special_ids, tokenizer_hash
 
 INDEX_FILE = "index.json"
 MIN_TOKENS = 3  # [BOS, EOS] alone is an empty piece
 PIANO_RANGE = (21, 108)  # A0..C8: transposition augmentation stays inside it
 AUTO_POOL_MIN_BYTES = 2_000_000  # workers=None: below this much MIDI, one process is faster
-_SPLIT_NAMES = {"train": "train", "validation": "val", "valid": "val", "val": "val", "dev": "val", "test": "test"}
 
 
 def _piece_dict(piece: Any) -> dict:
     if hasattr(piece, "to_dict"):
         return dict(piece.to_dict())
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(piece).items() if k != "path"}
-
-
-def held_out_by_work(pieces: Sequence[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
-    """(rest, held out): about ``fraction`` of each composer's pieces, as whole works (``piece.work``, else its
-    rel_path), shuffled with ``seed``; a composer with a single work stays out of it (it could not be on both
-    sides). No work has pieces on both sides."""
-    works: dict[str, list[Any]] = {}
-    for p in pieces:
-        works.setdefault(getattr(p, "work", None) or p.rel_path, []).append(p)
-    by_composer: dict[str, list[str]] = {}
-    for w, ps in works.items():
-        by_composer.setdefault(str(getattr(ps[0], "composer", None)), []).append(w)
-    rng = np.random.default_rng([seed, 7])
-    chosen: set[str] = set()
-    for composer in sorted(by_composer):
-        names = sorted(by_composer[composer])
-        if len(names) < 2:
-            continue
-        names = [names[i] for i in rng.permutation(len(names))]
-        total, taken = sum(len(works[w]) for w in names), 0
-        for w in names[:-1]:  # the last work always stays on the training side
-            if taken >= fraction * total:
-                break
-            chosen.add(w)
-            taken += len(works[w])
-    held = [p for w in sorted(chosen) for p in works[w]]
-    return [p for w, ps in works.items() if w not in chosen for p in ps], held
-
-
-def assign_splits(pieces: Sequence[Any], val_fraction: float, seed: int,
-                  held_out: dict[str, float] | None = None) -> dict[str, list[Any]]:
-    """Pieces -> {"train", "val"[, "test"], *held_out}, by piece, sorted by rel_path.
-
-    ``held_out`` (e.g. ``{"judge": 0.2}``) first sets aside, per name, that fraction of each composer's pieces as
-    whole works (``held_out_by_work``): pieces the generator never trains or validates on, for a judge or a reward
-    model. A piece's own ``split`` (e.g. MAESTRO's train/validation/test) is honoured; the others are shuffled with
-    ``seed`` (after sorting by rel_path, so input order does not matter) and ``val_fraction`` of them go to val.
-    With >= 2 pieces, val gets at least one piece (taken from train if the dataset's split has no validation).
-    """
-    seen: dict[str, Any] = {}
-    for p in pieces:  # a rel_path listed twice is one piece: it cannot land on both sides
-        seen.setdefault(p.rel_path, p)
-    ordered = [seen[k] for k in sorted(seen)]
-    out: dict[str, list[Any]] = {"train": [], "val": []}
-    for i, (name, fraction) in enumerate(sorted((held_out or {}).items())):
-        if name in ("train", "val", "test") or not 0.0 < fraction < 1.0:
-            raise ValueError(f"held_out {name!r}: a new split name and a fraction in (0, 1), got {fraction!r}")
-        ordered, out[name] = held_out_by_work(ordered, fraction, seed + 1000 * (i + 1))
-        ordered = sorted(ordered, key=lambda p: p.rel_path)
-    free = []
-    for p in ordered:
-        own = _SPLIT_NAMES.get(str(getattr(p, "split", None) or "").lower())
-        (out.setdefault(own, []) if own else free).append(p)
-    rng = np.random.default_rng(seed)
-    perm = [free[i] for i in rng.permutation(len(free))]
-    n_val = min(int(round(val_fraction * len(perm))), max(len(perm) - 1, 0))  # train keeps >= 1 piece
-    out["val"] += perm[:n_val]
-    out["train"] += perm[n_val:]
-    if not out["val"] and len(out["train"]) >= 2:
-        out["val"].append(out["train"].pop(int(rng.integers(len(out["train"])))))
-    return {k: sorted(v, key=lambda p: p.rel_path) for k, v in out.items()}
 
 
 @dataclass(frozen=True)
