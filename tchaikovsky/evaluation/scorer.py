@@ -1,0 +1,419 @@
+"""The scorer: our stand-in for CLaMP 2 in preference tuning, an embedding of decoded notes trained on real pieces.
+
+A piece becomes a beat-quantised roll (``frames``: per 16th note, the sounding and the starting pitch classes, the
+lowest and highest sounding pitch, how many notes sound and start, silence); never our BPE ids, so the scorer does
+not share the generator's view of the music. ``ScorerNet`` is a small 1-D convolutional encoder over windows of
+that roll, mean- and max-pooled into an L2-normalised embedding; a piece's embedding is the normalised mean over
+its windows. ``Scorer.fit`` trains it on real pieces with a supervised-contrastive loss per label (composer,
+period, instrumentation: pieces sharing a value are positives) plus a linear classifier per label, under
+transposition (the pitch classes rolled, heights shifted) and tempo (frames resampled) augmentation.
+
+The reward of a sample for a prompt (a combination of labels) is its cosine to the mean embedding of the real
+pieces with those labels (``score``); ``max_similarity_to_real`` finds near-copies. ``save`` / ``load`` keep it in
+a run directory (``scorer/``: ``scorer.json``, ``model.eqx``, ``reference.npz``). It is not the judge: the judge
+reads musicological histograms with a linear model and is trained on a disjoint split (``judge.split_by_work``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from tchaikovsky import io
+from tchaikovsky.evaluation import features as F
+
+__all__ = ["FRAMES_PER_QUARTER", "N_CHANNELS", "frames", "ScorerConfig", "ScorerNet", "Scorer", "separation"]
+
+_FORMAT = "tchaikovsky-scorer/1"
+FRAMES_PER_QUARTER = 4  # one frame per 16th note
+N_CHANNELS = 30
+_HEIGHT = (24, 25, 29)  # channels that hold a pitch height: transposition shifts them
+
+
+def frames(score_or_path, max_frames: int = 4096) -> np.ndarray:
+    """The roll of a piece's pitched notes, float32 (n_frames, N_CHANNELS), one frame per 16th note from time 0
+    (at most ``max_frames``, at least 1): 0-11 the pitch classes sounding (log-scaled counts, 1 for one note),
+    12-23 those starting, 24 / 25 the lowest / highest sounding pitch ((p - 60) / 24; 0 in silence), 26 / 27 the
+    number of notes sounding / starting (/ 6), 28 silence, 29 the mean sounding pitch. Drums are ignored."""
+    notes = F.Notes(score_or_path)
+    if notes.n == 0:
+        return np.zeros((1, N_CHANNELS), np.float32)
+    start = np.rint(notes.time * FRAMES_PER_QUARTER / notes.tpq).astype(np.int64)
+    end = np.maximum(np.rint(notes.end * FRAMES_PER_QUARTER / notes.tpq).astype(np.int64), start + 1)
+    n = int(min(end.max(), max_frames))
+    keep = start < n
+    start, end, pitch = start[keep], np.minimum(end[keep], n), notes.pitch[keep]
+    roll = np.zeros((n + 1, 128), np.int32)  # difference array: +1 at a note's start, -1 at its end
+    np.add.at(roll, (start, pitch), 1)
+    np.add.at(roll, (end, pitch), -1)
+    sounding = np.cumsum(roll, axis=0)[:n] > 0  # (n, 128)
+    onsets = np.zeros((n, 128), bool)
+    onsets[start, pitch] = True
+    octaves = lambda r: r[:, :120].reshape(n, 10, 12).sum(axis=1) + np.pad(r[:, 120:], ((0, 0), (0, 4)))  # noqa
+    count = sounding.sum(axis=1)
+    any_on = count > 0
+    idx = np.arange(128)
+    low = np.where(any_on, np.where(sounding, idx, 999).min(axis=1), 60)
+    high = np.where(any_on, np.where(sounding, idx, -1).max(axis=1), 60)
+    mean = np.where(any_on, (sounding * idx).sum(axis=1) / np.maximum(count, 1), 60)
+    x = np.concatenate([
+        np.log1p(octaves(sounding)) / np.log(2.0), np.minimum(octaves(onsets), 1),
+        np.stack([(low - 60) / 24, (high - 60) / 24, count / 6, onsets.sum(axis=1) / 6, ~any_on, (mean - 60) / 24],
+                 axis=1),
+    ], axis=1)
+    return x.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_frames(path: str, mtime_ns: int, size: int, max_frames: int) -> np.ndarray:
+    return frames(path, max_frames)
+
+
+def _frames_of(piece, max_frames: int) -> np.ndarray:
+    src = getattr(piece, "path", piece)
+    if isinstance(src, (str, os.PathLike)):
+        st = os.stat(src)
+        return _file_frames(str(src), st.st_mtime_ns, st.st_size, max_frames)
+    return frames(src, max_frames)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScorerConfig:
+    labels: tuple[str, ...] = ("composer", "period", "instrumentation")  # what pieces are pulled together by
+    window: int = 128  # frames per window (8 bars of 4/4 at 16ths)
+    max_frames: int = 4096  # frames read per piece (256 bars of 4/4)
+    width: int = 64  # channels of the first convolution (the others 1.5x and 2x)
+    dim: int = 64  # embedding size
+    steps: int = 600
+    batch: int = 32  # pieces per step, two augmented views each
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.1  # of the supervised-contrastive loss
+    instance_weight: float = 1.0  # of the contrast of a piece's two views against all other pieces (keeps the
+    # pieces of one label apart from each other, so a near-copy of one real piece is told from its neighbours)
+    classifier_weight: float = 0.5  # of the per-label cross-entropy, beside the contrastive loss
+    transpose: int = 6  # transposition augmentation: uniform in -transpose..transpose-1 semitones
+    tempo: tuple[float, float] = (0.75, 1.33)  # tempo augmentation: frames resampled by a factor in this range
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Conv(eqx.Module):
+    """A 1-D convolution over time as one matmul on shifted copies (im2col): (frames, c_in) -> (frames/stride,
+    c_out), zero padding to keep ``frames / stride`` outputs. XLA compiles and runs this faster on CPU than a
+    general convolution, and the scorer trains on CPU."""
+
+    weight: Float[Array, "kc c_out"]
+    bias: Float[Array, " c_out"]
+    kernel: int = eqx.field(static=True)
+    stride: int = eqx.field(static=True)
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, *, key: PRNGKeyArray):
+        self.weight = jax.random.normal(key, (kernel * c_in, c_out)) / np.sqrt(kernel * c_in)
+        self.bias = jnp.zeros(c_out)
+        self.kernel, self.stride = kernel, stride
+
+    def __call__(self, x: Float[Array, "frames c_in"]) -> Float[Array, "out c_out"]:
+        half = self.kernel // 2
+        padded = jnp.pad(x, ((half, half), (0, 0)))
+        n = x.shape[0]
+        cols = jnp.concatenate([padded[i: i + n] for i in range(self.kernel)], axis=1)  # (frames, kernel * c_in)
+        return cols[:: self.stride] @ self.weight + self.bias
+
+
+class ScorerNet(eqx.Module):
+    """Convolutions over one window of frames -> an L2-normalised embedding (dim,); plus per-label linear heads."""
+
+    convs: tuple[Conv, ...]
+    proj: eqx.nn.Linear
+    heads: tuple[eqx.nn.Linear, ...]
+
+    def __init__(self, config: ScorerConfig, n_classes: Sequence[int], *, key: PRNGKeyArray):
+        w = config.width
+        chans = [N_CHANNELS, w, w, 3 * w // 2, 2 * w]
+        keys = jax.random.split(key, len(chans) + len(n_classes))
+        # first conv at full resolution, then three that halve it: 16th -> 8th -> quarter -> half note
+        self.convs = tuple(Conv(a, b, 5, 1 if i == 0 else 2, key=keys[i])
+                           for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])))
+        self.proj = eqx.nn.Linear(2 * chans[-1], config.dim, key=keys[len(chans) - 1])
+        self.heads = tuple(eqx.nn.Linear(config.dim, max(k, 1), key=keys[len(chans) + i])
+                           for i, k in enumerate(n_classes))
+
+    def __call__(self, x: Float[Array, "frames channels"], mask: Float[Array, " frames"]) -> Float[Array, " dim"]:
+        """Embedding of one window (frames, N_CHANNELS) whose valid frames are ``mask`` (1) and padding 0."""
+        h = x
+        for conv in self.convs:
+            mask = mask[:: conv.stride]
+            h = jax.nn.gelu(conv(h)) * mask[:, None]  # (frames / stride, c_out), padding kept at 0
+        m = jnp.maximum(mask.sum(), 1.0)
+        pooled = jnp.concatenate([h.sum(axis=0) / m, jnp.where(mask[:, None] > 0, h, -1e9).max(axis=0)])
+        e = self.proj(pooled)
+        return e / jnp.maximum(jnp.linalg.norm(e), 1e-6)
+
+
+def _windows(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping windows of a roll, the last padded: (n_windows, window, C) and masks (n_windows, window)."""
+    n = -(-len(x) // window)
+    out = np.zeros((n * window, x.shape[1]), np.float32)
+    out[: len(x)] = x
+    mask = np.zeros(n * window, np.float32)
+    mask[: len(x)] = 1
+    return out.reshape(n, window, -1), mask.reshape(n, window)
+
+
+def _augment(x: np.ndarray, rng: np.random.Generator, config: ScorerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One random crop of ``config.window`` frames, time-stretched and transposed: (window, C), mask (window,)."""
+    f = float(np.exp(rng.uniform(*np.log(config.tempo))))  # > 1: slower (more frames per note)
+    span = max(1, int(round(config.window / f)))  # source frames the window covers
+    s = int(rng.integers(0, max(len(x) - span, 0) + 1))
+    src = s + np.floor(np.arange(config.window) / f).astype(np.int64)
+    valid = src < len(x)
+    out = np.where(valid[:, None], x[np.minimum(src, len(x) - 1)], 0.0).astype(np.float32)
+    k = int(rng.integers(-config.transpose, config.transpose)) if config.transpose else 0
+    out[:, :12], out[:, 12:24] = np.roll(out[:, :12], k, axis=1), np.roll(out[:, 12:24], k, axis=1)
+    on = (out[:, 28] < 0.5) & valid  # frames where something sounds: their heights move
+    out[:, _HEIGHT] += np.where(on[:, None], k / 24, 0.0)
+    return out, valid.astype(np.float32)
+
+
+def _supcon(e, y, temperature):
+    """Supervised-contrastive loss (Khosla et al. 2020) of normalised embeddings e (N, D) with int labels y (N,)
+    (-1 = unknown: never an anchor nor a positive). Mean over anchors with at least one positive."""
+    n = e.shape[0]
+    eye = jnp.eye(n, dtype=bool)
+    logits = jnp.where(eye, -1e9, e @ e.T / temperature)
+    logp = logits - jax.scipy.special.logsumexp(logits, axis=1, keepdims=True)
+    pos = (y[:, None] == y[None, :]) & ~eye & (y[:, None] >= 0)
+    n_pos = pos.sum(axis=1)
+    per_anchor = -(jnp.where(pos, logp, 0.0)).sum(axis=1) / jnp.maximum(n_pos, 1)
+    has = (n_pos > 0).astype(jnp.float32)
+    return (per_anchor * has).sum() / jnp.maximum(has.sum(), 1.0)
+
+
+def _loss(net: ScorerNet, x, mask, ys, instance, config: ScorerConfig):
+    """Per label: supervised contrast + weighted cross-entropy of its head; plus the instance contrast (views of
+    one piece, ``instance`` (N,) ids, are the only positives)."""
+    temperature, classifier_weight = config.temperature, config.classifier_weight
+    e = jax.vmap(net)(x, mask)  # (N, dim)
+    total = config.instance_weight * _supcon(e, instance, temperature)
+    for i, head in enumerate(net.heads):
+        y = ys[:, i]
+        logits = jax.vmap(head)(e / temperature)  # a cosine classifier: the embedding scaled like the contrast
+        logp = jax.nn.log_softmax(logits)
+        known = (y >= 0).astype(jnp.float32)
+        ce = -(jnp.take_along_axis(logp, jnp.maximum(y, 0)[:, None], axis=1)[:, 0] * known).sum() / jnp.maximum(
+            known.sum(), 1.0)
+        total = total + _supcon(e, y, temperature) + classifier_weight * ce
+    return total
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+
+class Scorer:
+    """A trained ``ScorerNet`` with its configuration, label classes, and the real pieces it compares with.
+
+    Fields: ``config``, ``net``, ``classes`` ({label: sorted values}), ``reference`` (normalised embeddings of the
+    real pieces, (n, dim)) with ``reference_labels`` ({label: list of values or None}), ``info`` (JSON-able facts)."""
+
+    def __init__(self, config: ScorerConfig, net: ScorerNet, classes: dict, reference=None, reference_labels=None,
+                 info=None):
+        self.config, self.net, self.classes = config, net, {k: list(v) for k, v in classes.items()}
+        self.reference = np.zeros((0, config.dim), np.float32) if reference is None else np.asarray(reference)
+        self.reference_labels = {k: list(v) for k, v in (reference_labels or {k: [] for k in config.labels}).items()}
+        self.info = dict(info or {})
+        self._embed_fn = eqx.filter_jit(jax.vmap(lambda net, x, m: net(x, m), in_axes=(None, 0, 0)))
+
+    # ------------------------------------------------------------------------------------------------ training
+
+    @classmethod
+    def fit(cls, pieces: Sequence, labels: Mapping[str, Sequence] | None = None, *,
+            config: ScorerConfig = ScorerConfig(), seed: int = 0, progress: bool = False) -> "Scorer":
+        """Train on real ``pieces`` (Pieces, MIDI paths or Scores) labelled by ``labels`` ({label: value per piece,
+        None unknown}; default each piece's attributes ``config.labels``). Every piece (two augmented windows a
+        step) and every label counts; pieces are drawn so that each combination of labels is seen about as often.
+        The training pieces become the reference (``with_reference`` changes it). Deterministic for a seed."""
+        t0 = time.time()
+        labels = {k: list(labels[k]) if labels is not None else [getattr(p, k, None) for p in pieces]
+                  for k in config.labels}
+        classes = {k: sorted({v for v in vals if v is not None}) for k, vals in labels.items()}
+        ys = np.array([[classes[k].index(labels[k][i]) if labels[k][i] is not None else -1 for k in config.labels]
+                       for i in range(len(pieces))], np.int32).reshape(len(pieces), len(config.labels))
+        rolls = [_frames_of(p, config.max_frames) for p in pieces]
+        combos = [tuple(row) for row in ys]
+        counts = {c: combos.count(c) for c in set(combos)}
+        weights = np.array([1.0 / counts[c] for c in combos])
+        weights /= weights.sum()
+
+        key_net, _ = jax.random.split(jax.random.key(seed))
+        # built in one compiled call: eager construction runs many tiny ops, which costs seconds on CPU
+        net = eqx.filter_jit(ScorerNet)(config, [len(classes[k]) for k in config.labels], key=key_net)
+        optim = optax.chain(optax.clip_by_global_norm(1.0),
+                            optax.adamw(optax.cosine_decay_schedule(config.learning_rate, config.steps, 0.1),
+                                        weight_decay=config.weight_decay))
+        opt_state = eqx.filter_jit(optim.init)(eqx.filter(net, eqx.is_array))
+
+        @eqx.filter_jit
+        def step(net, opt_state, x, mask, y, instance):
+            loss, grads = eqx.filter_value_and_grad(_loss)(net, x, mask, y, instance, config)
+            updates, opt_state = optim.update(grads, opt_state, eqx.filter(net, eqx.is_array))
+            return eqx.apply_updates(net, updates), opt_state, loss
+
+        rng = np.random.default_rng(seed)
+        losses = []
+        for s in range(config.steps):
+            idx = rng.choice(len(pieces), size=config.batch, p=weights)
+            views = [_augment(rolls[i], rng, config) for i in idx for _ in range(2)]
+            x = np.stack([v[0] for v in views])
+            mask = np.stack([v[1] for v in views])
+            instance = np.repeat(idx, 2).astype(np.int32)  # views of one piece are each other's positives
+            net, opt_state, loss = step(net, opt_state, x, mask, np.repeat(ys[idx], 2, axis=0), instance)
+            if s % 50 == 0 or s == config.steps - 1:
+                losses.append(float(loss))
+                if progress:
+                    print(f"scorer step {s}: loss {losses[-1]:.3f}", flush=True)
+        info = {"n_train": len(pieces), "seconds": round(time.time() - t0, 1), "losses": losses,
+                "train_counts": {k: {c: int(np.sum(ys[:, j] == i)) for i, c in enumerate(classes[k])}
+                                 for j, k in enumerate(config.labels)}}
+        scorer = cls(config, net, classes, info=info)
+        return scorer.with_reference(pieces, labels)
+
+    # ------------------------------------------------------------------------------------------------ embeddings
+
+    def embed(self, pieces: Sequence, *, batch: int = 64) -> np.ndarray:
+        """(n, dim) float32 L2-normalised embeddings: each piece's normalised mean over its windows. Pieces are
+        Pieces, MIDI paths or symusic Scores; windows run in batches of ``batch`` (one compiled shape)."""
+        wins, masks, owner = [], [], []
+        for i, p in enumerate(pieces):
+            w, m = _windows(_frames_of(p, self.config.max_frames), self.config.window)
+            wins.append(w), masks.append(m), owner.extend([i] * len(w))
+        if not wins:
+            return np.zeros((0, self.config.dim), np.float32)
+        x, mask, owner = np.concatenate(wins), np.concatenate(masks), np.asarray(owner)
+        out = []
+        for s in range(0, len(x), batch):
+            xb, mb = x[s: s + batch], mask[s: s + batch]
+            k = len(xb)
+            if k < batch:  # pad to one compiled shape
+                xb = np.concatenate([xb, np.zeros((batch - k, *xb.shape[1:]), np.float32)])
+                mb = np.concatenate([mb, np.ones((batch - k, mb.shape[1]), np.float32)])
+            out.append(np.asarray(self._embed_fn(self.net, xb, mb))[:k])
+        e = np.concatenate(out)
+        sums = np.zeros((len(pieces), e.shape[1]), np.float64)
+        np.add.at(sums, owner, e)
+        return _norm(sums).astype(np.float32)
+
+    def with_reference(self, pieces: Sequence, labels: Mapping[str, Sequence] | None = None) -> "Scorer":
+        """This scorer comparing with the real ``pieces`` (labels as in ``fit``): their embeddings and labels
+        become ``reference``. Returns self."""
+        self.reference = self.embed(pieces)
+        self.reference_labels = {k: list(labels[k]) if labels is not None else [getattr(p, k, None) for p in pieces]
+                                 for k in self.config.labels}
+        return self
+
+    def _matching(self, prompt: Mapping[str, str | None]) -> np.ndarray:
+        keep = np.ones(len(self.reference), bool)
+        for k, v in prompt.items():
+            if v is None:
+                continue
+            if k not in self.reference_labels:
+                raise ValueError(f"the scorer knows the labels {list(self.reference_labels)}, not {k!r}")
+            keep &= np.array([x == v for x in self.reference_labels[k]], bool)
+        return keep
+
+    def centroid(self, prompt: Mapping[str, str | None]) -> np.ndarray:
+        """(dim,) normalised mean embedding of the reference pieces whose labels equal every non-None value of
+        ``prompt`` (e.g. {"period": "Baroque", "composer": "Johann Sebastian Bach", "instrumentation": "voices"}).
+        Raises ValueError when no reference piece matches."""
+        keep = self._matching(prompt)
+        if not keep.any():
+            raise ValueError(f"no real piece of the scorer's reference matches {dict(prompt)}")
+        return _norm(self.reference[keep].mean(axis=0))
+
+    def count(self, prompt: Mapping[str, str | None]) -> int:
+        """How many reference pieces match ``prompt`` (NotaGen uses prompts with more than 10)."""
+        return int(self._matching(prompt).sum())
+
+    def score(self, samples: Sequence, prompt: Mapping[str, str | None], *, embeddings=None) -> np.ndarray:
+        """(n,) cosine between each sample's embedding and ``centroid(prompt)``: the reward. Pass precomputed
+        ``embeddings`` (from ``embed``) to avoid embedding twice."""
+        e = self.embed(samples) if embeddings is None else np.asarray(embeddings)
+        return e @ self.centroid(prompt)
+
+    def max_similarity_to_real(self, samples: Sequence, *, embeddings=None) -> np.ndarray:
+        """(n,) the largest cosine between each sample and any reference piece: above ~0.95 a sample is taken
+        for a copy of a real piece."""
+        e = self.embed(samples) if embeddings is None else np.asarray(embeddings)
+        if len(self.reference) == 0:
+            return np.full(len(e), -1.0, np.float32)
+        return (e @ self.reference.T).max(axis=1)
+
+    # ------------------------------------------------------------------------------------------------ files
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory`` (atomically, replacing it): scorer.json (format, config, classes, reference labels,
+        info), model.eqx (the net's weights), reference.npz (the reference embeddings). Returns the directory."""
+        meta = {"format": _FORMAT, "config": self.config.to_dict(), "classes": self.classes,
+                "reference_labels": self.reference_labels, "info": self.info}
+
+        def write(tmp: Path):
+            (tmp / "scorer.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
+            eqx.tree_serialise_leaves(tmp / "model.eqx", self.net)
+            with open(tmp / "reference.npz", "wb") as f:
+                np.savez(f, reference=self.reference)
+
+        return io.atomic_dir(directory, write)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Scorer":
+        """A scorer written by ``save``. Raises ValueError if ``directory`` holds no scorer of this format."""
+        d = Path(directory)
+        try:
+            meta = json.loads((d / "scorer.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{d} holds no scorer ({e})") from e
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{d} is not a scorer of format {_FORMAT}")
+        cfg = meta["config"]
+        config = ScorerConfig(**{**cfg, "labels": tuple(cfg["labels"]), "tempo": tuple(cfg["tempo"])})
+        like = eqx.filter_eval_shape(ScorerNet, config, [len(meta["classes"][k]) for k in config.labels],
+                                     key=jax.random.key(0))
+        net = eqx.tree_deserialise_leaves(d / "model.eqx", like)
+        with np.load(d / "reference.npz") as a:
+            reference = a["reference"]
+        return cls(config, net, meta["classes"], reference, meta["reference_labels"], meta.get("info"))
+
+
+def separation(scorer: Scorer, pieces: Sequence, label: str, labels: Sequence | None = None) -> dict:
+    """How well the scorer separates held-out real ``pieces`` by ``label`` (values ``labels``, default the pieces'
+    attributes; unknown ones left out): ``nearest_centroid`` accuracy (each piece assigned the value whose
+    reference centroid is closest; chance is ``1 / n_classes``), ``within`` / ``between`` mean cosine between
+    held-out pieces of the same / different values (pairs of distinct pieces), and ``n``, ``n_classes``."""
+    ys = list(labels) if labels is not None else [getattr(p, label, None) for p in pieces]
+    keep = [i for i, y in enumerate(ys) if y is not None and scorer.count({label: y}) > 0]
+    e = scorer.embed([pieces[i] for i in keep])
+    y = np.array([ys[i] for i in keep], dtype=object)
+    values = sorted(set(scorer.reference_labels[label]) - {None})
+    cents = np.stack([scorer.centroid({label: v}) for v in values])
+    pred = np.array(values, dtype=object)[(e @ cents.T).argmax(axis=1)] if len(e) else np.array([])
+    sims = e @ e.T
+    same = (y[:, None] == y[None, :]) & ~np.eye(len(y), dtype=bool)
+    diff = y[:, None] != y[None, :]
+    return {"label": label, "n": len(keep), "n_classes": len(set(y.tolist())),
+            "nearest_centroid": float(np.mean(pred == y)) if len(y) else float("nan"),
+            "within": float(sims[same].mean()) if same.any() else float("nan"),
+            "between": float(sims[diff].mean()) if diff.any() else float("nan")}
