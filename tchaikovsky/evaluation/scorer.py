@@ -1,6 +1,6 @@
 """The scorer: our stand-in for CLaMP 2 in preference tuning, an embedding of decoded notes trained on real pieces.
 
-A piece becomes a beat-quantised roll (``frames``: per 16th note, the sounding and the starting pitch classes, the
+A piece becomes a beat-quantised roll (``roll.frames``: per 16th note, the sounding and the starting pitch classes, the
 lowest and highest sounding pitch, how many notes sound and start, silence); never our BPE ids, so the scorer does
 not share the generator's view of the music. ``ScorerNet`` is a small 1-D convolutional encoder over windows of
 that roll, mean- and max-pooled into an L2-normalised embedding; a piece's embedding is the normalised mean over
@@ -17,9 +17,7 @@ reads musicological histograms with a linear model and is trained on a disjoint 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,61 +30,11 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from tchaikovsky import io
-from tchaikovsky.evaluation import features as F
+from tchaikovsky.evaluation.roll import N_CHANNELS, augment, frames_of, windows
 
-__all__ = ["FRAMES_PER_QUARTER", "N_CHANNELS", "frames", "ScorerConfig", "ScorerNet", "Scorer", "separation"]
+__all__ = ["ScorerConfig", "ScorerNet", "Scorer", "separation"]
 
 _FORMAT = "tchaikovsky-scorer/1"
-FRAMES_PER_QUARTER = 4  # one frame per 16th note
-N_CHANNELS = 30
-_HEIGHT = (24, 25, 29)  # channels that hold a pitch height: transposition shifts them
-
-
-def frames(score_or_path, max_frames: int = 4096) -> np.ndarray:
-    """The roll of a piece's pitched notes, float32 (n_frames, N_CHANNELS), one frame per 16th note from time 0
-    (at most ``max_frames``, at least 1): 0-11 the pitch classes sounding (log-scaled counts, 1 for one note),
-    12-23 those starting, 24 / 25 the lowest / highest sounding pitch ((p - 60) / 24; 0 in silence), 26 / 27 the
-    number of notes sounding / starting (/ 6), 28 silence, 29 the mean sounding pitch. Drums are ignored."""
-    notes = F.Notes(score_or_path)
-    if notes.n == 0:
-        return np.zeros((1, N_CHANNELS), np.float32)
-    start = np.rint(notes.time * FRAMES_PER_QUARTER / notes.tpq).astype(np.int64)
-    end = np.maximum(np.rint(notes.end * FRAMES_PER_QUARTER / notes.tpq).astype(np.int64), start + 1)
-    n = int(min(end.max(), max_frames))
-    keep = start < n
-    start, end, pitch = start[keep], np.minimum(end[keep], n), notes.pitch[keep]
-    roll = np.zeros((n + 1, 128), np.int32)  # difference array: +1 at a note's start, -1 at its end
-    np.add.at(roll, (start, pitch), 1)
-    np.add.at(roll, (end, pitch), -1)
-    sounding = np.cumsum(roll, axis=0)[:n] > 0  # (n, 128)
-    onsets = np.zeros((n, 128), bool)
-    onsets[start, pitch] = True
-    octaves = lambda r: r[:, :120].reshape(n, 10, 12).sum(axis=1) + np.pad(r[:, 120:], ((0, 0), (0, 4)))  # noqa
-    count = sounding.sum(axis=1)
-    any_on = count > 0
-    idx = np.arange(128)
-    low = np.where(any_on, np.where(sounding, idx, 999).min(axis=1), 60)
-    high = np.where(any_on, np.where(sounding, idx, -1).max(axis=1), 60)
-    mean = np.where(any_on, (sounding * idx).sum(axis=1) / np.maximum(count, 1), 60)
-    x = np.concatenate([
-        np.log1p(octaves(sounding)) / np.log(2.0), np.minimum(octaves(onsets), 1),
-        np.stack([(low - 60) / 24, (high - 60) / 24, count / 6, onsets.sum(axis=1) / 6, ~any_on, (mean - 60) / 24],
-                 axis=1),
-    ], axis=1)
-    return x.astype(np.float32)
-
-
-@functools.lru_cache(maxsize=4096)
-def _file_frames(path: str, mtime_ns: int, size: int, max_frames: int) -> np.ndarray:
-    return frames(path, max_frames)
-
-
-def _frames_of(piece, max_frames: int) -> np.ndarray:
-    src = getattr(piece, "path", piece)
-    if isinstance(src, (str, os.PathLike)):
-        st = os.stat(src)
-        return _file_frames(str(src), st.st_mtime_ns, st.st_size, max_frames)
-    return frames(src, max_frames)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,31 +112,6 @@ class ScorerNet(eqx.Module):
         return e / jnp.maximum(jnp.linalg.norm(e), 1e-6)
 
 
-def _windows(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping windows of a roll, the last padded: (n_windows, window, C) and masks (n_windows, window)."""
-    n = -(-len(x) // window)
-    out = np.zeros((n * window, x.shape[1]), np.float32)
-    out[: len(x)] = x
-    mask = np.zeros(n * window, np.float32)
-    mask[: len(x)] = 1
-    return out.reshape(n, window, -1), mask.reshape(n, window)
-
-
-def _augment(x: np.ndarray, rng: np.random.Generator, config: ScorerConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One random crop of ``config.window`` frames, time-stretched and transposed: (window, C), mask (window,)."""
-    f = float(np.exp(rng.uniform(*np.log(config.tempo))))  # > 1: slower (more frames per note)
-    span = max(1, int(round(config.window / f)))  # source frames the window covers
-    s = int(rng.integers(0, max(len(x) - span, 0) + 1))
-    src = s + np.floor(np.arange(config.window) / f).astype(np.int64)
-    valid = src < len(x)
-    out = np.where(valid[:, None], x[np.minimum(src, len(x) - 1)], 0.0).astype(np.float32)
-    k = int(rng.integers(-config.transpose, config.transpose)) if config.transpose else 0
-    out[:, :12], out[:, 12:24] = np.roll(out[:, :12], k, axis=1), np.roll(out[:, 12:24], k, axis=1)
-    on = (out[:, 28] < 0.5) & valid  # frames where something sounds: their heights move
-    out[:, _HEIGHT] += np.where(on[:, None], k / 24, 0.0)
-    return out, valid.astype(np.float32)
-
-
 def _supcon(e, y, temperature):
     """Supervised-contrastive loss (Khosla et al. 2020) of normalised embeddings e (N, D) with int labels y (N,)
     (-1 = unknown: never an anchor nor a positive). Mean over anchors with at least one positive."""
@@ -253,7 +176,7 @@ class Scorer:
         classes = {k: sorted({v for v in vals if v is not None}) for k, vals in labels.items()}
         ys = np.array([[classes[k].index(labels[k][i]) if labels[k][i] is not None else -1 for k in config.labels]
                        for i in range(len(pieces))], np.int32).reshape(len(pieces), len(config.labels))
-        rolls = [_frames_of(p, config.max_frames) for p in pieces]
+        rolls = [frames_of(p, config.max_frames) for p in pieces]
         combos = [tuple(row) for row in ys]
         counts = {c: combos.count(c) for c in set(combos)}
         weights = np.array([1.0 / counts[c] for c in combos])
@@ -277,7 +200,7 @@ class Scorer:
         losses = []
         for s in range(config.steps):
             idx = rng.choice(len(pieces), size=config.batch, p=weights)
-            views = [_augment(rolls[i], rng, config) for i in idx for _ in range(2)]
+            views = [augment(rolls[i], rng, config.window, config.transpose, config.tempo) for i in idx for _ in range(2)]
             x = np.stack([v[0] for v in views])
             mask = np.stack([v[1] for v in views])
             instance = np.repeat(idx, 2).astype(np.int32)  # views of one piece are each other's positives
@@ -299,7 +222,7 @@ class Scorer:
         Pieces, MIDI paths or symusic Scores; windows run in batches of ``batch`` (one compiled shape)."""
         wins, masks, owner = [], [], []
         for i, p in enumerate(pieces):
-            w, m = _windows(_frames_of(p, self.config.max_frames), self.config.window)
+            w, m = windows(frames_of(p, self.config.max_frames), self.config.window)
             wins.append(w), masks.append(m), owner.extend([i] * len(w))
         if not wins:
             return np.zeros((0, self.config.dim), np.float32)

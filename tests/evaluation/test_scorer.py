@@ -6,7 +6,8 @@ import pytest
 import symusic
 
 from tchaikovsky.evaluation.judge import split_by_work
-from tchaikovsky.evaluation.scorer import N_CHANNELS, Scorer, ScorerConfig, frames, separation
+from tchaikovsky.evaluation.roll import N_CHANNELS, frames
+from tchaikovsky.evaluation.scorer import Scorer, ScorerConfig, separation
 
 from test_judge import clusters, make_pieces, scale_runs, score_of
 
@@ -58,7 +59,7 @@ def test_scorer_separates_held_out_pieces_and_rewards_the_prompt(fitted):
 
 
 def test_a_real_piece_is_its_own_nearest_copy(fitted):
-    scorer, train, test = fitted
+    scorer, train, _ = fitted
     assert scorer.max_similarity_to_real(train[:3]) == pytest.approx(1.0, abs=1e-5)
     transposed = []
     for p in train[:3]:  # a copy moved up a tone is still a copy
