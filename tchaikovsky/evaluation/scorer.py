@@ -9,7 +9,9 @@ period, instrumentation: pieces sharing a value are positives) plus a linear cla
 transposition (the pitch classes rolled, heights shifted) and tempo (frames resampled) augmentation.
 
 The reward of a sample for a prompt (a combination of labels) is its cosine to the mean embedding of the real
-pieces with those labels (``score``); ``max_similarity_to_real`` finds near-copies. ``save`` / ``load`` keep it in
+pieces with those labels (``score``). A second embedding, trained only to tell each piece from every other under
+the same augmentations (an instance contrast), finds near-copies (``max_similarity_to_real``): in the label
+embedding the pieces of one label gather so tightly that a cosine of 0.95 says nothing about copying. ``save`` / ``load`` keep it in
 a run directory (``scorer/``: ``scorer.json``, ``model.eqx``, ``reference.npz``). It is not the judge: the judge
 reads musicological histograms with a linear model and is trained on a disjoint split (``judge.split_by_work``).
 """
@@ -32,7 +34,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from tchaikovsky import io
 from tchaikovsky.evaluation.roll import N_CHANNELS, augment, frames_of, windows
 
-__all__ = ["ScorerConfig", "ScorerNet", "Scorer", "separation"]
+__all__ = ["Embedded", "Scorer", "ScorerConfig", "ScorerNet", "separation"]
 
 _FORMAT = "tchaikovsky-scorer/1"
 
@@ -49,8 +51,9 @@ class ScorerConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     temperature: float = 0.1  # of the supervised-contrastive loss
-    instance_weight: float = 1.0  # of the contrast of a piece's two views against all other pieces (keeps the
-    # pieces of one label apart from each other, so a near-copy of one real piece is told from its neighbours)
+    instance_weight: float = 1.0  # of the instance contrast: a piece's two views against all other pieces, on a
+    # second embedding (the copy detector: pieces of one label collapse together in the label embedding)
+    instance_temperature: float = 0.2
     classifier_weight: float = 0.5  # of the per-label cross-entropy, beside the contrastive loss
     transpose: int = 6  # transposition augmentation: uniform in -transpose..transpose-1 semitones
     tempo: tuple[float, float] = (0.75, 1.33)  # tempo augmentation: frames resampled by a factor in this range
@@ -83,7 +86,9 @@ class Conv(eqx.Module):
 
 
 class ScorerNet(eqx.Module):
-    """Convolutions over one window of frames -> an L2-normalised embedding (dim,); plus per-label linear heads."""
+    """Convolutions over one window of frames -> two L2-normalised embeddings (2, dim): [0] trained to gather the
+    pieces of one label (the reward), [1] to tell pieces apart whatever their key or tempo (the copy detector);
+    plus per-label linear heads on [0]."""
 
     convs: tuple[Conv, ...]
     proj: eqx.nn.Linear
@@ -96,20 +101,21 @@ class ScorerNet(eqx.Module):
         # first conv at full resolution, then three that halve it: 16th -> 8th -> quarter -> half note
         self.convs = tuple(Conv(a, b, 5, 1 if i == 0 else 2, key=keys[i])
                            for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])))
-        self.proj = eqx.nn.Linear(2 * chans[-1], config.dim, key=keys[len(chans) - 1])
+        self.proj = eqx.nn.Linear(2 * chans[-1], 2 * config.dim, key=keys[len(chans) - 1])
         self.heads = tuple(eqx.nn.Linear(config.dim, max(k, 1), key=keys[len(chans) + i])
                            for i, k in enumerate(n_classes))
 
-    def __call__(self, x: Float[Array, "frames channels"], mask: Float[Array, " frames"]) -> Float[Array, " dim"]:
-        """Embedding of one window (frames, N_CHANNELS) whose valid frames are ``mask`` (1) and padding 0."""
+    def __call__(self, x: Float[Array, "frames channels"], mask: Float[Array, " frames"]) -> Float[Array, "2 dim"]:
+        """The label and instance embeddings of one window (frames, N_CHANNELS) whose valid frames are ``mask``
+        (1; padding 0)."""
         h = x
         for conv in self.convs:
             mask = mask[:: conv.stride]
             h = jax.nn.gelu(conv(h)) * mask[:, None]  # (frames / stride, c_out), padding kept at 0
         m = jnp.maximum(mask.sum(), 1.0)
         pooled = jnp.concatenate([h.sum(axis=0) / m, jnp.where(mask[:, None] > 0, h, -1e9).max(axis=0)])
-        e = self.proj(pooled)
-        return e / jnp.maximum(jnp.linalg.norm(e), 1e-6)
+        e = self.proj(pooled).reshape(2, -1)
+        return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-6)
 
 
 def _supcon(e, y, temperature):
@@ -130,8 +136,9 @@ def _loss(net: ScorerNet, x, mask, ys, instance, config: ScorerConfig):
     """Per label: supervised contrast + weighted cross-entropy of its head; plus the instance contrast (views of
     one piece, ``instance`` (N,) ids, are the only positives)."""
     temperature, classifier_weight = config.temperature, config.classifier_weight
-    e = jax.vmap(net)(x, mask)  # (N, dim)
-    total = config.instance_weight * _supcon(e, instance, temperature)
+    both = jax.vmap(net)(x, mask)  # (N, 2, dim)
+    e = both[:, 0]
+    total = config.instance_weight * _supcon(both[:, 1], instance, config.instance_temperature)
     for i, head in enumerate(net.heads):
         y = ys[:, i]
         logits = jax.vmap(head)(e / temperature)  # a cosine classifier: the embedding scaled like the contrast
@@ -147,16 +154,29 @@ def _norm(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
 
 
+@dataclasses.dataclass(frozen=True)
+class Embedded:
+    """What the scorer sees of n pieces: ``label`` (n, dim) piece embeddings (the reward's), ``instance``
+    (windows, dim) embeddings of their windows (the copy detector's), ``owner`` (windows,) each window's piece."""
+
+    label: np.ndarray
+    instance: np.ndarray
+    owner: np.ndarray
+
+
 class Scorer:
     """A trained ``ScorerNet`` with its configuration, label classes, and the real pieces it compares with.
 
-    Fields: ``config``, ``net``, ``classes`` ({label: sorted values}), ``reference`` (normalised embeddings of the
-    real pieces, (n, dim)) with ``reference_labels`` ({label: list of values or None}), ``info`` (JSON-able facts)."""
+    Fields: ``config``, ``net``, ``classes`` ({label: sorted values}), ``reference`` (label embeddings of the real
+    pieces, (n, dim)) with ``reference_labels`` ({label: list of values or None}), ``reference_windows`` (instance
+    embeddings of their windows, (windows, dim)), ``info`` (JSON-able facts)."""
 
     def __init__(self, config: ScorerConfig, net: ScorerNet, classes: dict, reference=None, reference_labels=None,
-                 info=None):
+                 info=None, reference_windows=None):
         self.config, self.net, self.classes = config, net, {k: list(v) for k, v in classes.items()}
-        self.reference = np.zeros((0, config.dim), np.float32) if reference is None else np.asarray(reference)
+        empty = np.zeros((0, config.dim), np.float32)
+        self.reference = empty if reference is None else np.asarray(reference)
+        self.reference_windows = empty if reference_windows is None else np.asarray(reference_windows)
         self.reference_labels = {k: list(v) for k, v in (reference_labels or {k: [] for k in config.labels}).items()}
         self.info = dict(info or {})
         self._embed_fn = eqx.filter_jit(jax.vmap(lambda net, x, m: net(x, m), in_axes=(None, 0, 0)))
@@ -165,7 +185,7 @@ class Scorer:
 
     @classmethod
     def fit(cls, pieces: Sequence, labels: Mapping[str, Sequence] | None = None, *,
-            config: ScorerConfig = ScorerConfig(), seed: int = 0, progress: bool = False) -> "Scorer":
+            config: ScorerConfig = ScorerConfig(), seed: int = 0, progress: bool = False) -> Scorer:
         """Train on real ``pieces`` (Pieces, MIDI paths or Scores) labelled by ``labels`` ({label: value per piece,
         None unknown}; default each piece's attributes ``config.labels``). Every piece (two augmented windows a
         step) and every label counts; pieces are drawn so that each combination of labels is seen about as often.
@@ -217,15 +237,22 @@ class Scorer:
 
     # ------------------------------------------------------------------------------------------------ embeddings
 
-    def embed(self, pieces: Sequence, *, batch: int = 64) -> np.ndarray:
-        """(n, dim) float32 L2-normalised embeddings: each piece's normalised mean over its windows. Pieces are
-        Pieces, MIDI paths or symusic Scores; windows run in batches of ``batch`` (one compiled shape)."""
+    def embed(self, pieces: Sequence) -> np.ndarray:
+        """(n, dim) float32 L2-normalised label embeddings: each piece's normalised mean over its windows (what
+        ``score`` compares). Pieces are Pieces, MIDI paths or symusic Scores."""
+        return self.embed_all(pieces).label
+
+    def embed_all(self, pieces: Sequence, *, batch: int = 64) -> Embedded:
+        """Both embeddings of every piece in one pass (``Embedded``); windows run in batches of ``batch`` (one
+        compiled shape). A window counts for copies if at least half of it is music, or it is its piece's only one
+        (a short tail of a final chord would match any other)."""
         wins, masks, owner = [], [], []
         for i, p in enumerate(pieces):
             w, m = windows(frames_of(p, self.config.max_frames), self.config.window)
             wins.append(w), masks.append(m), owner.extend([i] * len(w))
+        dim = self.config.dim
         if not wins:
-            return np.zeros((0, self.config.dim), np.float32)
+            return Embedded(np.zeros((0, dim), np.float32), np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
         x, mask, owner = np.concatenate(wins), np.concatenate(masks), np.asarray(owner)
         out = []
         for s in range(0, len(x), batch):
@@ -235,15 +262,20 @@ class Scorer:
                 xb = np.concatenate([xb, np.zeros((batch - k, *xb.shape[1:]), np.float32)])
                 mb = np.concatenate([mb, np.ones((batch - k, mb.shape[1]), np.float32)])
             out.append(np.asarray(self._embed_fn(self.net, xb, mb))[:k])
-        e = np.concatenate(out)
-        sums = np.zeros((len(pieces), e.shape[1]), np.float64)
-        np.add.at(sums, owner, e)
-        return _norm(sums).astype(np.float32)
+        e = np.concatenate(out)  # (windows, 2, dim)
+        sums = np.zeros((len(pieces), dim), np.float64)
+        np.add.at(sums, owner, e[:, 0])
+        full = mask.sum(axis=1) >= self.config.window / 2
+        only = np.bincount(owner, minlength=len(pieces))[owner] == 1
+        keep = full | only
+        return Embedded(_norm(sums).astype(np.float32), e[keep, 1], owner[keep])
 
-    def with_reference(self, pieces: Sequence, labels: Mapping[str, Sequence] | None = None) -> "Scorer":
-        """This scorer comparing with the real ``pieces`` (labels as in ``fit``): their embeddings and labels
-        become ``reference``. Returns self."""
-        self.reference = self.embed(pieces)
+    def with_reference(self, pieces: Sequence, labels: Mapping[str, Sequence] | None = None) -> Scorer:
+        """This scorer comparing with the real ``pieces`` (labels as in ``fit``): their label embeddings and
+        labels become ``reference`` and ``reference_labels``, their windows' instance embeddings
+        ``reference_windows``. Returns self."""
+        emb = self.embed_all(pieces)
+        self.reference, self.reference_windows = emb.label, emb.instance
         self.reference_labels = {k: list(labels[k]) if labels is not None else [getattr(p, k, None) for p in pieces]
                                  for k in self.config.labels}
         return self
@@ -271,19 +303,32 @@ class Scorer:
         """How many reference pieces match ``prompt`` (NotaGen uses prompts with more than 10)."""
         return int(self._matching(prompt).sum())
 
-    def score(self, samples: Sequence, prompt: Mapping[str, str | None], *, embeddings=None) -> np.ndarray:
-        """(n,) cosine between each sample's embedding and ``centroid(prompt)``: the reward. Pass precomputed
-        ``embeddings`` (from ``embed``) to avoid embedding twice."""
-        e = self.embed(samples) if embeddings is None else np.asarray(embeddings)
+    def score(self, samples: Sequence, prompt: Mapping[str, str | None], *, embedded: Embedded | None = None
+              ) -> np.ndarray:
+        """(n,) cosine between each sample's label embedding and ``centroid(prompt)``: the reward. Pass
+        ``embedded`` (``embed_all(samples)``) to embed once for both this and ``max_similarity_to_real``."""
+        e = (embedded or self.embed_all(samples)).label
         return e @ self.centroid(prompt)
 
-    def max_similarity_to_real(self, samples: Sequence, *, embeddings=None) -> np.ndarray:
-        """(n,) the largest cosine between each sample and any reference piece: above ~0.95 a sample is taken
-        for a copy of a real piece."""
-        e = self.embed(samples) if embeddings is None else np.asarray(embeddings)
-        if len(self.reference) == 0:
-            return np.full(len(e), -1.0, np.float32)
-        return (e @ self.reference.T).max(axis=1)
+    def max_similarity_to_real(self, samples: Sequence, *, embedded: Embedded | None = None) -> np.ndarray:
+        """(n,) for each sample, the largest cosine between the instance embedding of one of its windows (8 bars)
+        and that of any window of any reference piece: near 1 where a sample repeats a passage of a real piece,
+        even transposed or at another tempo. A sample above the copy threshold (calibrate it with
+        ``calibrate_copy_threshold``) is taken for a copy."""
+        emb = embedded or self.embed_all(samples)
+        out = np.full(len(emb.label), -1.0, np.float32)
+        if len(self.reference_windows) and len(emb.instance):
+            np.maximum.at(out, emb.owner, (emb.instance @ self.reference_windows.T).max(axis=1))
+        return out
+
+    def calibrate_copy_threshold(self, held_out: Sequence, quantile: float = 0.99) -> float:
+        """The ``quantile`` of ``max_similarity_to_real`` over real pieces NOT in the reference (held out by work):
+        how similar genuinely different pieces get. A sample above it is more like some real piece than 99% of
+        other real pieces are: a copy. Stored in ``info["copy_threshold"]``."""
+        sims = self.max_similarity_to_real(held_out)
+        self.info["copy_threshold"] = t = float(np.quantile(sims, quantile))
+        self.info["copy_threshold_from"] = {"n": len(held_out), "quantile": quantile}
+        return t
 
     # ------------------------------------------------------------------------------------------------ files
 
@@ -297,12 +342,12 @@ class Scorer:
             (tmp / "scorer.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False))
             eqx.tree_serialise_leaves(tmp / "model.eqx", self.net)
             with open(tmp / "reference.npz", "wb") as f:
-                np.savez(f, reference=self.reference)
+                np.savez(f, reference=self.reference, reference_windows=self.reference_windows)
 
         return io.atomic_dir(directory, write)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Scorer":
+    def load(cls, directory: str | Path) -> Scorer:
         """A scorer written by ``save``. Raises ValueError if ``directory`` holds no scorer of this format."""
         d = Path(directory)
         try:
@@ -317,8 +362,8 @@ class Scorer:
                                      key=jax.random.key(0))
         net = eqx.tree_deserialise_leaves(d / "model.eqx", like)
         with np.load(d / "reference.npz") as a:
-            reference = a["reference"]
-        return cls(config, net, meta["classes"], reference, meta["reference_labels"], meta.get("info"))
+            reference, instance = a["reference"], a["reference_windows"]
+        return cls(config, net, meta["classes"], reference, meta["reference_labels"], meta.get("info"), instance)
 
 
 def separation(scorer: Scorer, pieces: Sequence, label: str, labels: Sequence | None = None) -> dict:

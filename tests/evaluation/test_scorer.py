@@ -45,12 +45,15 @@ def test_scorer_separates_held_out_pieces_and_rewards_the_prompt(fitted):
     scorer, train, test = fitted
     assert scorer.classes == {"composer": ["clusters", "scales"]}
     assert scorer.reference.shape == (len(train), TINY.dim)
-    e = scorer.embed(test)
+    emb = scorer.embed_all(test)
+    e = emb.label
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(scorer.score(test, {"composer": "scales"}, embedded=emb),
+                               e @ scorer.centroid({"composer": "scales"}), rtol=1e-6)
     sep = separation(scorer, test, "composer")
     assert sep["n"] == len(test) and sep["n_classes"] == 2
     assert sep["nearest_centroid"] >= 0.9 and sep["within"] > sep["between"]
-    own = [scorer.score([p], {"composer": p.composer}, embeddings=e[i:i + 1])[0] for i, p in enumerate(test)]
+    own = [scorer.score([p], {"composer": p.composer})[0] for p in test]
     other = [scorer.score([p], {"composer": ({"scales", "clusters"} - {p.composer}).pop()})[0] for p in test]
     assert np.mean(np.greater(own, other)) >= 0.9
     assert scorer.count({"composer": "scales"}) == sum(p.composer == "scales" for p in train)
@@ -78,6 +81,7 @@ def test_saved_scorer_reloads_to_identical_embeddings(fitted, tmp_path):
     assert again.config == scorer.config and again.classes == scorer.classes
     np.testing.assert_array_equal(again.embed(test), scorer.embed(test))
     np.testing.assert_array_equal(again.reference, scorer.reference)
+    np.testing.assert_array_equal(again.reference_windows, scorer.reference_windows)
     assert again.reference_labels == scorer.reference_labels and again.info["n_train"] == scorer.info["n_train"]
     assert not list((tmp_path / "run").glob(".tmp-*"))
     with pytest.raises(ValueError, match="no scorer"):
