@@ -2,10 +2,10 @@
 
 NotaGen's CLaMP-DPO recipe: drop samples that are malformed (here: a share of grammar-forbidden token successions
 above ``max_invalid_share``, ``generate.grammar.Grammar.invalid_share``), too short, or a copy of a real piece (the
-scorer's cosine to some real piece above ``copy_threshold``); of the rest, the top ``top_fraction`` by score are
-chosen and the bottom ``top_fraction`` rejected (a filtered sample is neither: it is not a fair example of either);
-pairs are chosen x rejected, at most ``max_pairs`` per prompt, taken so that every chosen and rejected sample
-appears before any appears twice.
+scorer's copy detector above ``copy_threshold``, or flagged ``copied`` by ``evaluation.originality``); of the
+rest, the top ``top_fraction`` by score are chosen and the bottom ``top_fraction`` rejected (a filtered sample is
+neither: it is not a fair example of either); pairs are chosen x rejected, at most ``max_pairs`` per prompt, taken
+so that every chosen and rejected sample appears before any appears twice.
 
 The length guard. With summed log-probabilities a longer sequence has a lower log-probability, so if the chosen
 samples were systematically longer (or shorter) than the rejected ones, the loss could lower the margin's cost by
@@ -74,9 +74,10 @@ def select_pairs(samples: Sequence[Mapping], config: SelectionConfig = Selection
 
     Each sample is a mapping with ``id`` (any JSON-able value), ``score`` (the reward, higher better),
     ``invalid_share`` (grammar-forbidden share of its token successions), ``max_similarity`` (largest scorer
-    cosine to a real piece) and ``length`` (generated tokens). A sample is dropped, with the first reason that
-    applies, for a non-finite score ("no score"), ``invalid_share > max_invalid_share`` ("malformed"),
-    ``length < min_length`` ("too short") or ``max_similarity > copy_threshold`` ("copy"). Of the n kept, k =
+    cosine to a real piece), optionally ``copied`` (True for a verbatim copy of training tokens:
+    ``evaluation.originality.flag_copies``) and ``length`` (generated tokens). A sample is dropped, with the first
+    reason that applies, for a non-finite score ("no score"), ``invalid_share > max_invalid_share`` ("malformed"),
+    ``length < min_length`` ("too short") or ``copied`` or ``max_similarity > copy_threshold`` ("copy"). Of the n kept, k =
     min(max(1, round(top_fraction * n)), n // 2) are chosen and k rejected (ties in score broken by input
     order), so none is both; with fewer than 2 kept there are no pairs. Pairs are chosen x rejected in the order
     (rank sum, chosen rank), length-matched when ``length_tolerance`` is set, at most ``max_pairs``.
@@ -94,7 +95,7 @@ def select_pairs(samples: Sequence[Mapping], config: SelectionConfig = Selection
             reason = "malformed"
         elif int(s["length"]) < config.min_length:
             reason = "too short"
-        elif float(s.get("max_similarity", -1.0)) > config.copy_threshold:
+        elif s.get("copied") or float(s.get("max_similarity", -1.0)) > config.copy_threshold:
             reason = "copy"
         else:
             kept.append(s)

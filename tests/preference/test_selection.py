@@ -23,6 +23,8 @@ def test_filters_drop_what_they_should_with_the_first_reason():
     assert sel.dropped == {0: "copy", 1: "malformed", 2: "too short", 3: "no score"}
     assert sel.stats["n"] == 12 and sel.stats["n_kept"] == 8
     assert sel.stats["dropped"] == {"copy": 1, "malformed": 1, "too short": 1, "no score": 1}
+    # a verbatim copy of training tokens (originality.flag_copies) is a copy whatever the scorer says
+    assert select_pairs([{**sample(0, 0.9), "copied": True}]).dropped == {0: "copy"}
     # a malformed copy is dropped as malformed (the grammar check comes first)
     assert select_pairs([sample(0, 0.9, invalid=0.5, sim=0.99)]).dropped == {0: "malformed"}
     # the thresholds are inclusive of what they allow
