@@ -83,12 +83,14 @@ def windows(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, window: int, transpose: int = 6,
-            tempo: tuple[float, float] = (0.75, 1.33)) -> tuple[np.ndarray, np.ndarray]:
-    """One random crop of ``window`` frames of the roll ``x``, time-stretched by a factor drawn log-uniformly in
-    ``tempo`` and transposed by -transpose..transpose-1 semitones: (window, C) and its mask (window,)."""
+            tempo: tuple[float, float] = (0.75, 1.33), start: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One crop of ``window`` frames of the roll ``x`` from frame ``start`` (default: random; clipped so the crop
+    fits), time-stretched by a factor drawn log-uniformly in ``tempo`` and transposed by -transpose..transpose-1
+    semitones: (window, C) and its mask (window,)."""
     f = float(np.exp(rng.uniform(*np.log(tempo))))  # > 1: slower (more frames per note)
     span = max(1, int(round(window / f)))  # source frames the window covers
-    s = int(rng.integers(0, max(len(x) - span, 0) + 1))
+    last = max(len(x) - span, 0)
+    s = int(rng.integers(0, last + 1)) if start is None else int(np.clip(start, 0, last))
     src = s + np.floor(np.arange(window) / f).astype(np.int64)
     valid = src < len(x)
     out = np.where(valid[:, None], x[np.minimum(src, len(x) - 1)], 0.0).astype(np.float32)

@@ -220,7 +220,12 @@ class Scorer:
         losses = []
         for s in range(config.steps):
             idx = rng.choice(len(pieces), size=config.batch, p=weights)
-            views = [augment(rolls[i], rng, config.window, config.transpose, config.tempo) for i in idx for _ in range(2)]
+            views = []
+            for i in idx:  # two views of one passage: overlapping crops, each in its own key and tempo
+                s0 = int(rng.integers(0, max(len(rolls[i]) - config.window // 2, 0) + 1))
+                s1 = s0 + int(rng.integers(-(config.window // 4), config.window // 4 + 1))
+                views += [augment(rolls[i], rng, config.window, config.transpose, config.tempo, start)
+                          for start in (s0, s1)]
             x = np.stack([v[0] for v in views])
             mask = np.stack([v[1] for v in views])
             instance = np.repeat(idx, 2).astype(np.int32)  # views of one piece are each other's positives
