@@ -1,9 +1,11 @@
-"""``python -m benchmarks {training,sampling,data} [options]``: each prints progress lines, then ONE JSON line last.
+"""``python -m benchmarks {training,sampling,data,scorer} [options]``: each prints progress lines, then ONE JSON line last.
 
 ``training``  tokens/s, step time and MFU of the package's train step (``benchmarks.training``).
 ``sampling``  KV-cached ``generate`` vs full recomputation: speedup, flatness, batched throughput, bandwidth
               fraction, per-component breakdown (``benchmarks.sampling``).
 ``data``      ``build_shards`` vs a plain miditok loop; ``Shards.batch`` vs a train step (``benchmarks.data``).
+``scorer``    the preference scorer's training time and its separation of held-out real pieces by label
+              (``benchmarks.scorer``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--cache-dir", help="embedded-corpus cache (default: tchaikovsky.data.embedded.default_cache_dir())")
     d.add_argument("--repeats", type=int, default=3)
     d.add_argument("--train-steps", type=int, default=3)
+
+    c = sub.add_parser("scorer", help="the preference scorer: fit time, separation of held-out pieces by label")
+    c.add_argument("--files", type=int, default=280, help="embedded-corpus pieces (several composers)")
+    c.add_argument("--data-dir", default="", help="a MIDI folder instead of exporting (e.g. <cache>/music21)")
+    c.add_argument("--per-composer", type=int, help="at most this many pieces of each known composer")
+    c.add_argument("--steps", type=int, help="training steps (default: ScorerConfig's)")
+    c.add_argument("--temperature", type=float, help="contrastive temperature (default: ScorerConfig's)")
+    c.add_argument("--test-fraction", type=float, default=0.3)
+    c.add_argument("--cache-dir", help="embedded-corpus cache (default: tchaikovsky.data.embedded.default_cache_dir())")
+    c.add_argument("--save", help="also save the trained scorer to this directory")
+    c.add_argument("--seed", type=int, default=0)
     return ap
 
 
@@ -76,6 +89,12 @@ def main(argv: list[str] | None = None) -> dict:
                                 prompt_len=args.prompt_len, recompute_tokens=args.recompute_tokens,
                                 repeats=args.repeats, vocab_size=args.vocab_size, dtype=args.dtype, seed=args.seed,
                                 breakdown=not args.no_breakdown, log=log)
+    elif args.command == "scorer":
+        from benchmarks.scorer import bench_scorer
+
+        result = bench_scorer(args.files, data_dir=args.data_dir, per_composer=args.per_composer, steps=args.steps,
+                              temperature=args.temperature, test_fraction=args.test_fraction, seed=args.seed,
+                              cache_dir=args.cache_dir, save=args.save, log=log)
     else:
         from benchmarks.data import bench_data
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from tchaikovsky.evaluation.features import FEATURES
 
-__all__ = ["overlapped_area", "kl_divergence", "intra_inter", "compare_sets", "mean_oa"]
+__all__ = ["overlapped_area", "kl_divergence", "intra_inter", "compare_sets", "mean_oa", "ranks", "spearman"]
 
 
 def _finite(x) -> np.ndarray:
@@ -126,3 +126,32 @@ def mean_oa(comparison: dict[str, dict]) -> float:
     """Mean overlapped area over the features of a ``compare_sets`` result (NaN features skipped)."""
     vals = _finite([c["oa"] for c in comparison.values()])
     return float(vals.mean()) if vals.size else math.nan
+
+
+def ranks(x) -> np.ndarray:
+    """Ranks 1..n of the values of a 1-D sample, ties given the mean of the ranks they span (float64)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(1, len(x) + 1)
+    values, inverse = np.unique(x, return_inverse=True)
+    sums = np.bincount(inverse, weights=r, minlength=len(values))
+    return (sums / np.bincount(inverse, minlength=len(values)))[inverse]
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation of two paired 1-D samples: the Pearson correlation of their ``ranks`` (ties
+    averaged), in [-1, 1]. Pairs with a non-finite value on either side are dropped; NaN with fewer than two
+    pairs left or when either side is constant. The guard rail of preference tuning: the scorer's and the judge's
+    views of the same generated pieces should rank them alike (a correlation near 0 or below means optimising
+    the scorer need not please the judge)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"spearman needs paired samples of one length, got {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 2:
+        return math.nan
+    ra, rb = ranks(a) - (len(a) + 1) / 2, ranks(b) - (len(a) + 1) / 2
+    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denom) if denom > 0 else math.nan

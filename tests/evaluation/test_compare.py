@@ -39,3 +39,21 @@ def test_intra_inter_and_compare_sets():
     assert out["h"]["ref_mean"] == pytest.approx(np.mean([p["h"] for p in ref], axis=0))
     assert out["x"]["n_gen"] == 20 and out["x"]["n_ref"] == 40
     assert M.mean_oa(out) > M.mean_oa(M.compare_sets(unlike, ref, features=("x", "h")))
+
+
+def test_spearman_known_values():
+    from tchaikovsky.evaluation.compare import ranks, spearman
+
+    np.testing.assert_array_equal(ranks([10, 30, 20, 20]), [1, 4, 2.5, 2.5])  # ties share the mean rank
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [1, 8, 27, 64]) == pytest.approx(1.0)  # monotone, not linear: still 1
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # d = rank differences (0, 1, -1, 0, 0): rho = 1 - 6 * 2 / (5 * 24) = 0.9 (no ties)
+    assert spearman([1, 2, 3, 4, 5], [1, 3, 2, 4, 5]) == pytest.approx(0.9)
+    # ties: the Pearson correlation of the mean ranks, computed by hand
+    ra, rb = np.array([1, 2.5, 2.5, 4]), np.array([1, 2, 3, 4])
+    assert spearman([1, 2, 2, 3], [5, 6, 7, 8]) == pytest.approx(np.corrcoef(ra, rb)[0, 1])
+    assert spearman([1, 2, float("nan"), 4], [1, 2, 9, 4]) == pytest.approx(1.0)  # NaN pairs dropped
+    assert math.isnan(spearman([1], [2])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="paired"):
+        spearman([1, 2], [1, 2, 3])
