@@ -1,0 +1,360 @@
+"""Preference tuning of a conditioned run, round after round (NotaGen's CLaMP-DPO with our own scorer).
+
+    result = tune(run_dir, PreferenceConfig(rounds=3, samples_per_prompt=100))
+    result["table"]          # one row per policy (round 0 = the fine-tuned model): scorer, judge, OA, bits/note, ...
+
+Everything lives under ``run_dir/preference/``::
+
+    scorer/                  the music scorer (trained on the run's training pieces, decoded), reused on reruns
+    scorer_report.json       how well it separates held-out real pieces (the judge split) by label
+    round_00/done.json       round 0: the fine-tuned model's evaluation
+    round_<r>/               samples, scores, pairs.jsonl, selection.json (``preference.rounds.Round``),
+                             train/ (the DPOP run: checkpoints, history.jsonl), done.json (the policy's evaluation)
+    eval/round_<r>/*.mid     the evaluation pieces of each policy: the same prompts and seeds every round
+
+Round r samples ``samples_per_prompt`` pieces per prompt from the previous policy (top-k 9, top-p 0.9, temperature
+1.2; every piece the same length, so length cannot be what the pairs teach), scores them (cosine to the prompt's
+real pieces under the scorer), drops malformed pieces and copies, pairs the best with the worst, and trains the
+previous policy with DPOP against itself as the reference. Each policy is then judged on fresh pieces by what the
+optimisation never saw: the judge (trained on the judge split), OA against the prompt's real pieces, held-out bits
+per note, its likelihood under the round-0 model, diversity and copies. A run killed anywhere resumes: finished
+rounds are skipped, a round's sampled and scored prompts are kept, its training resumes from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from tchaikovsky import io
+from tchaikovsky.preference.rounds import Round, prompt_key, prompts_with_enough, round_dir
+from tchaikovsky.preference.selection import SelectionConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceConfig:
+    rounds: int = 3
+    samples_per_prompt: int = 100  # per prompt and round (NotaGen: ~100)
+    top_fraction: float = 0.1  # chosen: the best this share; rejected: the worst
+    beta: float = 0.1
+    dpop_lambda: float = 10.0  # 0: plain DPO
+    learning_rate: float = 1e-5
+    steps_per_round: int = 100
+    batch_size: int = 8  # pairs per step
+    num_tokens: int = 0  # generated tokens per piece (0: what fits the model's context after the prompt)
+    temperature: float = 1.2
+    top_k: int = 9
+    top_p: float = 0.9
+    min_pieces: int = 10  # prompts: condition triples with more than this many real training pieces
+    eval_samples: int = 8  # pieces per prompt to judge each policy by (same seeds every round)
+    scorer_steps: int = 600
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("rounds", "samples_per_prompt", "steps_per_round", "batch_size", "eval_samples", "scorer_steps"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"PreferenceConfig.{name}={getattr(self, name)!r} must be an integer >= 1")
+        if self.samples_per_prompt * self.top_fraction < 1:
+            raise ValueError(f"samples_per_prompt={self.samples_per_prompt} x top_fraction={self.top_fraction} < 1: "
+                             "no sample would be chosen")
+        if not (self.learning_rate > 0 and self.beta > 0 and self.dpop_lambda >= 0 and self.temperature > 0):
+            raise ValueError("learning_rate, beta and temperature must be > 0, dpop_lambda >= 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _Context:
+    """What every round needs, loaded once: model 0, tokenizer, conditions, shards, real pieces, prompts."""
+
+    def __init__(self, run_dir: Path, cfg: PreferenceConfig, progress: bool):
+        from tchaikovsky.data.conditions import load_conditions
+        from tchaikovsky.data.shards import Shards
+        from tchaikovsky.data.tokenizer import special_ids
+        from tchaikovsky.evaluation.control import decoded_split
+        from tchaikovsky.generate.grammar import Grammar
+        from tchaikovsky.training.checkpoint import load_run_model
+
+        self.run_dir, self.cfg, self.say = run_dir, cfg, (print if progress else (lambda *a, **k: None))
+        self.progress = progress
+        self.model0, self.tok, self.meta = load_run_model(run_dir)
+        self.cond = load_conditions(run_dir, self.tok)
+        if self.cond is None:
+            raise ValueError(f"{run_dir} has no conditions: preference tuning needs a run fine-tuned with conditions "
+                             "(notebook 03 with init_from)")
+        self.shards = Shards(run_dir / "shards")
+        if "judge" not in self.shards.splits:
+            raise ValueError(f"{run_dir / 'shards'} has no judge split (judge_fraction > 0 in 02/03): without it "
+                             "nothing independent could confirm a gain")
+        self.sp = special_ids(self.tok)
+        self.grammar = Grammar(self.tok, self.cond)
+        self.train_real = decoded_split(self.shards, self.tok, "train")
+        self.val_real = decoded_split(self.shards, self.tok, "val")
+        self.judge_real = decoded_split(self.shards, self.tok, "judge")
+        self.prompts = prompts_with_enough(self.train_real, cfg.min_pieces)
+        if not self.prompts:
+            raise ValueError(f"no condition combination has more than {cfg.min_pieces} training pieces: lower "
+                             "min_pieces or bring more labelled music")
+        context = self.model0.config.context
+        self.prompt_len = len(self.cond.prefix()) + 1
+        self.num_tokens = cfg.num_tokens or context - self.prompt_len
+        if self.prompt_len + self.num_tokens > context:
+            raise ValueError(f"num_tokens={cfg.num_tokens} + the {self.prompt_len}-token prompt exceed the model's "
+                             f"context of {context}: the loss must see what the sampler saw")
+
+    def prefix(self, prompt: dict) -> np.ndarray:
+        return np.asarray(self.cond.prefix(**prompt) + [self.sp["bos"]], np.int32)
+
+
+def _scorer(ctx: _Context):
+    """The run's scorer: loaded from ``preference/scorer``, else trained on the training pieces (copy threshold
+    calibrated on the validation pieces) and saved with its separation of the judge split's pieces."""
+    from tchaikovsky.evaluation.scorer import Scorer, ScorerConfig, separation
+
+    path = ctx.run_dir / "preference" / "scorer"
+    if (path / "scorer.json").is_file():
+        return Scorer.load(path)
+    ctx.say(f"training the scorer on {len(ctx.train_real)} real pieces ...", flush=True)
+    t0 = time.time()
+    cfg = ScorerConfig(steps=ctx.cfg.scorer_steps)
+    scores = [p.score for p in ctx.train_real]
+    labels = {k: [getattr(p, k) for p in ctx.train_real] for k in cfg.labels}
+    scorer = Scorer.fit(scores, labels, config=cfg, seed=ctx.cfg.seed, progress=ctx.progress)
+    scorer.with_reference(scores, labels)
+    if len(ctx.val_real) >= 2:
+        scorer.calibrate_copy_threshold([p.score for p in ctx.val_real])
+    report = {"fit_s": time.time() - t0, "n_train": len(scores), "copy_threshold": scorer.info.get("copy_threshold")}
+    for label in cfg.labels:
+        held = [p for p in ctx.judge_real if getattr(p, label)]
+        if held:
+            report[label] = separation(scorer, [p.score for p in held], label, [getattr(p, label) for p in held])
+    scorer.info["separation"] = report
+    scorer.save(path)
+    io.atomic_write(ctx.run_dir / "preference" / "scorer_report.json", json.dumps(io.jsonable(report), indent=1))
+    return scorer
+
+
+def _judge(ctx: _Context):
+    from tchaikovsky.evaluation.judge import Judge
+
+    return Judge.fit([p for p in ctx.judge_real if p.composer], "composer")
+
+
+def _policy_path(run_dir: Path, r: int) -> Path:
+    return run_dir / "checkpoints" / "model.eqx" if r == 0 else round_dir(run_dir, r) / "train" / "checkpoints" / "model.eqx"
+
+
+def _sample(ctx: _Context, model, prompt: dict, n: int, seed: int, *, temperature, top_k, top_p, batch: int = 64):
+    """``n`` pieces of exactly ``num_tokens`` new tokens for ``prompt`` (EOS held back: equal lengths), in batches."""
+    from tchaikovsky.config import SampleConfig
+    from tchaikovsky.generate.sampling import generate
+
+    config = SampleConfig(num_tokens=ctx.num_tokens, min_tokens=ctx.num_tokens, top_k=top_k, top_p=top_p)
+    out = []
+    for s in range(0, n, batch):
+        seeds = list(range(seed + s, seed + min(n, s + batch)))
+        out += generate(model, ctx.prefix(prompt), config, seeds=seeds, temperatures=temperature, tok=ctx.tok,
+                        conditions=ctx.cond)
+    return out
+
+
+def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> None:
+    """Sample and score every pending prompt of round ``r`` (each prompt's records written at once)."""
+    from tchaikovsky.data.tokenizer import decode_ids
+
+    cfg = ctx.cfg
+    for i, prompt in enumerate(rnd.pending(ctx.prompts, "samples")):
+        ctx.say(f"round {r}: sampling {cfg.samples_per_prompt} pieces for {prompt_key(prompt)} ...", flush=True)
+        seqs = _sample(ctx, policy, prompt, cfg.samples_per_prompt, 1_000_000 * r + 10_000 * i + cfg.seed,
+                       temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        rnd.write_samples(prompt, [{"tokens": [int(t) for t in s], "prompt_len": ctx.prompt_len,
+                                    "invalid_share": ctx.grammar.invalid_share(s)} for s in seqs])
+    for prompt in rnd.pending(ctx.prompts, "scores"):
+        records = rnd.samples(prompt)
+        scores = [decode_ids(ctx.tok, s["tokens"]) for s in records]
+        emb = scorer.embed_all(scores)
+        reward, sim = scorer.score(scores, prompt, embedded=emb), scorer.max_similarity_to_real(scores, embedded=emb)
+        heard = _judge_p(judge, scores, prompt)
+        copied = _copies(ctx, [s["tokens"] for s in records])
+        rnd.write_scores(prompt, [{"id": s["id"], "score": float(a), "max_similarity": float(b), "judge_p": float(c),
+                                   "copied": bool(d), "n_notes": int(sc.note_num())}
+                                  for s, a, b, c, d, sc in zip(records, reward, sim, heard, copied, scores)])
+
+
+def _judge_p(judge, scores, prompt) -> np.ndarray:
+    """The judge's probability of the requested composer for each piece (0 for pieces without notes)."""
+    composer = prompt.get("composer")
+    out = np.zeros(len(scores))
+    if composer not in judge.classes:
+        return out
+    ok = [i for i, s in enumerate(scores) if s.note_num() > 0]
+    if ok:
+        out[ok] = judge.predict_proba([scores[i] for i in ok])[:, judge.classes.index(composer)]
+    return out
+
+
+def _music(ctx: _Context, ids) -> np.ndarray:
+    ids = np.asarray(ids)
+    return ids[(ids < len(ctx.tok)) & ~np.isin(ids, list(ctx.sp.values()))]
+
+
+def _copies(ctx: _Context, seqs) -> list[bool]:
+    from tchaikovsky.evaluation.originality import NgramIndex, flag_copies
+
+    if not hasattr(ctx, "index"):
+        ctx.index = NgramIndex([_music(ctx, ctx.shards.piece_ids("train", i))
+                                for i in range(len(ctx.shards.pieces("train")))], seed=ctx.cfg.seed)
+    return [f["copied"] for f in flag_copies([_music(ctx, s) for s in seqs], ctx.index)]
+
+
+def evaluate_policy(ctx: _Context, model, r: int, scorer, judge) -> dict:
+    """One policy judged by what the optimisation never saw (see the module docstring); its pieces are written to
+    ``preference/eval/round_<r>/``."""
+    from tchaikovsky.config import TrainConfig, compute_dtype
+    from tchaikovsky.data.tokenizer import decode_ids
+    from tchaikovsky.evaluation.compare import compare_sets, mean_oa
+    from tchaikovsky.evaluation.features import piece_metrics
+    from tchaikovsky.training.preference import sequence_logprobs
+    from tchaikovsky.training.step import evaluate
+
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    cfg, out_dir = ctx.cfg, ctx.run_dir / "preference" / "eval" / f"round_{r:02d}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nll0 = eqx.filter_jit(sequence_logprobs)
+    rows = {}
+    for i, prompt in enumerate(ctx.prompts):
+        seqs = _sample(ctx, model, prompt, cfg.eval_samples, 777 + 100 * i, temperature=1.0, top_k=0, top_p=0.95)
+        scores = [decode_ids(ctx.tok, s) for s in seqs]
+        key = prompt_key(prompt)
+        for k, (s, sc) in enumerate(zip(seqs, scores)):
+            sc.dump_midi(str(out_dir / f"{key}-{k}.mid"))
+        emb = scorer.embed_all(scores)
+        real = [p.score for p in ctx.train_real if all(getattr(p, a) == v for a, v in prompt.items())][:32]
+        tokens = np.stack([np.asarray(s, np.int32) for s in seqs])
+        mask = np.zeros((len(seqs), tokens.shape[1] - 1), np.float32)
+        mask[:, ctx.prompt_len - 1:] = 1.0
+        ll0 = np.asarray(nll0(ctx.model0, jnp.asarray(tokens), jnp.asarray(mask), jnp.float32))
+        e = emb.label
+        pairwise = (e @ e.T)[~np.eye(len(e), dtype=bool)]
+        pred = judge.predict([sc for sc in scores if sc.note_num() > 0])
+        rows[key] = {
+            "prompt": prompt,
+            "scorer": float(scorer.score(scores, prompt, embedded=emb).mean()),
+            "judge": float(np.mean([p == prompt.get("composer") for p in pred])) if pred else 0.0,
+            "oa": mean_oa(compare_sets([piece_metrics(sc) for sc in scores], [piece_metrics(x) for x in real]))
+            if len(real) >= 2 else math.nan,
+            "nll_round0": float(-ll0.sum() / mask.sum()),
+            "diversity": float(1.0 - pairwise.mean()) if pairwise.size else math.nan,
+            "copies": int(sum(_copies(ctx, seqs))),
+            "scorer_copies": int((scorer.max_similarity_to_real(scores, embedded=emb)
+                                  > scorer.info.get("copy_threshold", 0.95)).sum()),
+        }
+    tc = TrainConfig(**ctx.meta.get("train_config", {}))
+    loss = evaluate(model, ctx.shards, batch_size=tc.micro_batch, seq_len=min(tc.seq_len, model.config.context),
+                    dtype=compute_dtype(tc.compute_dtype), pad_id=ctx.shards.pad_id)
+    mean = lambda k: float(np.nanmean([v[k] for v in rows.values()]))  # noqa: E731
+    return {"round": r, "scorer": mean("scorer"), "judge": mean("judge"), "oa": mean("oa"),
+            "bits_per_note": loss.get("bits_per_note"), "eval_loss": loss.get("eval_loss"),
+            "nll_round0": mean("nll_round0"), "diversity": mean("diversity"),
+            "copies": int(sum(v["copies"] for v in rows.values())),
+            "scorer_copies": int(sum(v["scorer_copies"] for v in rows.values())),
+            "n": cfg.eval_samples * len(rows), "prompts": rows}
+
+
+def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max_minutes: float | None = None,
+         progress: bool = True) -> dict:
+    """Run (or resume) the preference rounds of ``run_dir``; see the module docstring. ``max_minutes`` ends the
+    call cleanly (a round's training stops with a checkpoint; the next call resumes). Returns ``table`` (the
+    evaluation of every finished policy, round 0 first), ``guard`` (the scorer-judge rank correlation on round 1's
+    samples), ``warnings``, ``stopped`` ("done" or "max_minutes"), ``prompts`` and ``scorer`` (its report)."""
+    from tchaikovsky.config import TrainConfig, compute_dtype
+    from tchaikovsky.evaluation.compare import spearman
+    from tchaikovsky.training.checkpoint import load_model
+    from tchaikovsky.training.loop import train
+    from tchaikovsky.training.preference import DPOPLoss
+
+    run_dir = Path(run_dir)
+    deadline = None if max_minutes is None else time.time() + 60 * max_minutes
+    ctx = _Context(run_dir, cfg, progress)
+    pref = run_dir / "preference"
+    pref.mkdir(parents=True, exist_ok=True)
+    saved = pref / "config.json"
+    if saved.is_file() and json.loads(saved.read_text()) != cfg.to_dict():
+        warnings.warn(f"{saved} holds other settings: finished rounds keep theirs, later rounds use the new ones",
+                      stacklevel=2)
+    io.atomic_write(saved, json.dumps(cfg.to_dict(), indent=1))
+    ctx.say(f"{len(ctx.prompts)} prompt(s): " + "; ".join(prompt_key(p) for p in ctx.prompts), flush=True)
+    scorer, judge = _scorer(ctx), _judge(ctx)
+    zero = Round(round_dir(run_dir, 0))
+    if not zero.done:
+        ctx.say("round 0: judging the fine-tuned model ...", flush=True)
+        zero.finish(io.jsonable(evaluate_policy(ctx, ctx.model0, 0, scorer, judge)))
+    notes, stopped, guard = [], "done", None
+    seq_len = ctx.prompt_len + ctx.num_tokens - 1
+    for r in range(1, cfg.rounds + 1):
+        rnd = Round(round_dir(run_dir, r))
+        if not rnd.done:
+            policy, _ = load_model(_policy_path(run_dir, r - 1))
+            _round_samples(ctx, rnd, r, policy, scorer, judge)
+            rnd.select(ctx.prompts, SelectionConfig(top_fraction=cfg.top_fraction,
+                                                    copy_threshold=scorer.info.get("copy_threshold", 0.95)))
+            pairs = rnd.pair_shards(pad_id=ctx.sp["pad"], tokenizer_hash=ctx.shards.tokenizer_hash)
+            steps = cfg.steps_per_round
+            tc = TrainConfig(batch_size=cfg.batch_size, seq_len=seq_len, learning_rate=cfg.learning_rate,
+                             warmup_steps=max(1, steps // 10), max_steps=steps, min_lr_ratio=1.0, weight_decay=0.0,
+                             eval_every=steps, log_every=max(1, min(10, steps // 5)), checkpoint_every=steps,
+                             keep_checkpoints=1)
+            pairs = pairs.with_reference(policy, seq_len, dtype=compute_dtype(tc.compute_dtype))
+            left = None if deadline is None else max((deadline - time.time()) / 60, 0.01)
+            result = train(rnd.dir / "train", policy.config, tc, pairs, seed=cfg.seed + r,
+                           init_from=_policy_path(run_dir, r - 1), loss_fn=DPOPLoss(cfg.beta, cfg.dpop_lambda),
+                           max_minutes=left, progress=progress, extra_meta={"preference_round": r})
+            if result.stopped == "max_minutes":
+                stopped = "max_minutes"
+                break
+            ctx.say(f"round {r}: judging the new policy ...", flush=True)
+            metrics = evaluate_policy(ctx, result.state.model, r, scorer, judge)
+            metrics["training"] = result.history[-1] if result.history else {}
+            metrics["selection"] = json.loads((rnd.dir / "selection.json").read_text())["length"]
+            rnd.finish(io.jsonable(metrics))
+        if r == 1:
+            rows = rnd.scores()
+            guard = spearman([x["score"] for x in rows], [x["judge_p"] for x in rows])
+        if deadline is not None and time.time() > deadline and r < cfg.rounds:
+            stopped = "max_minutes"
+            break
+    table = [m for r in range(cfg.rounds + 1) if (m := Round(round_dir(run_dir, r)).metrics()) is not None]
+    if guard is not None and abs(guard) < 0.1:
+        notes.append(f"the scorer and the judge hardly agree on round 1's pieces (Spearman {guard:.2f}): the scorer "
+                     "is not a usable proxy of what the judge hears, so gains in its score may not be real")
+    for a, b in zip(table, table[1:]):
+        if b["scorer"] > a["scorer"] and b["judge"] < a["judge"]:
+            notes.append(f"round {b['round']}: the scorer rose ({a['scorer']:.3f} -> {b['scorer']:.3f}) while the "
+                         f"judge fell ({a['judge']:.2f} -> {b['judge']:.2f}): possible reward hacking")
+    for n in notes:
+        warnings.warn(n, stacklevel=2)
+    report = json.loads((pref / "scorer_report.json").read_text()) if (pref / "scorer_report.json").is_file() else {}
+    return {"table": table, "guard": guard, "warnings": notes, "stopped": stopped, "prompts": ctx.prompts,
+            "scorer": report}
+
+
+def summary_table(result: dict) -> str:
+    """The per-round table as Markdown."""
+    def f(x, d=3):
+        return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{d}f}"
+
+    lines = ["| round | scorer ↑ | judge accuracy ↑ | mean OA ↑ | bits/note ↓ | NLL under round 0 | diversity | "
+             "copies |", "|---|---|---|---|---|---|---|---|"]
+    for m in result["table"]:
+        lines.append(f"| {m['round']} | {f(m['scorer'])} | {f(m['judge'], 2)} | {f(m['oa'], 2)} | "
+                     f"{f(m['bits_per_note'], 2)} | {f(m['nll_round0'], 2)} | {f(m['diversity'], 3)} | "
+                     f"{m['copies']}/{m['n']} |")
+    return "\n".join(lines)
