@@ -13,7 +13,7 @@ import numpy as np
 
 from tchaikovsky.evaluation.features import DURATION_LABELS, SCALAR_FEATURES
 
-__all__ = ["SETS", "LABELS", "COLORS", "plot_evaluation", "plot_confusion"]
+__all__ = ["SETS", "LABELS", "COLORS", "plot_evaluation", "plot_confusion", "plot_rounds"]
 
 SETS = ("train", "heldout", "model", "bigram", "random")
 LABELS = {"train": "train (reference)", "heldout": "real held-out", "model": "model", "bigram": "bigram",
@@ -118,6 +118,32 @@ def plot_confusion(matrix, classes, *, title: str = "", path: str | Path | None 
     ax.set_ylabel("label")
     acc = np.trace(m) / m.sum() if m.sum() else math.nan
     ax.set_title(f"{title} (accuracy {acc:.0%})".strip())
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def plot_rounds(table: list[dict], path: str | Path | None = None):
+    """Preference rounds side by side (``preference.tune``'s table, round 0 first): the scorer's mean per prompt,
+    the judge's accuracy, and mean OA against the prompt's real pieces, one panel each. Saved to ``path`` when
+    given. Returns the ``matplotlib.figure.Figure``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 3.4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    rounds = [m["round"] for m in table]
+    for key in (table[0]["prompts"] if table else {}):
+        axes[0].plot(rounds, [_nan(m["prompts"].get(key, {}).get("scorer")) for m in table], marker="o",
+                     label=key.rsplit("__", 1)[0].replace("__", ", ")[:40])
+    for ax, key, title in ((axes[1], "judge", "judge: recognised as asked"), (axes[2], "oa", "mean OA vs real")):
+        ax.plot(rounds, [_nan(m[key]) for m in table], marker="o", color="tab:green")
+        ax.set_title(title)
+    axes[0].set_title("scorer (cosine to the prompt's real pieces)")
+    if table and table[0]["prompts"]:
+        axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("round")
+        ax.set_xticks(rounds)
     if path is not None:
         fig.savefig(path, dpi=100)
     return fig

@@ -99,6 +99,26 @@ SPECS: dict[str, dict[str, Rule]] = {
         "instrumentation": STR,
         "judge_samples": _int(0, 256),
     },
+    "05_preference_tuning": {
+        "run_dir": PATH_OR_EMPTY,
+        "seed": _int(0),
+        "repo_url": STR,
+        "rounds": _int(1, 100),
+        "samples_per_prompt": _int(2, 10_000),
+        "top_fraction": _float(0.0, 0.5, open_lo=True),
+        "beta": _float(0.0, open_lo=True),
+        "dpop_lambda": _float(0.0),
+        "learning_rate": _float(0.0, 1.0, open_lo=True),
+        "steps_per_round": _int(1),
+        "batch_size": _int(1),
+        "num_tokens": _int(0, 100_000),
+        "temperature": _float(0.0, 10.0, open_lo=True),
+        "min_pieces": _int(0),
+        "eval_samples": _int(2, 1000),
+        "scorer_steps": _int(1),
+        "max_minutes": _float(0.0, open_lo=True, optional=True),
+        "preview_seconds": PREVIEW,
+    },
 }
 
 # Names a notebook kernel defines by itself, which are not parameters.

@@ -14,6 +14,7 @@ from pathlib import Path
 from tchaikovsky.notebook.params import SPECS
 
 NOTEBOOKS = tuple(SPECS)  # in running order: the contract lists every notebook once
+PIPELINE = NOTEBOOKS[:4]  # data -> tokenizer -> model -> samples: what `make demo` runs (05 needs a conditioned run)
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 
@@ -41,7 +42,7 @@ def run_notebook(name: str, run_dir: str | Path, *, notebook_dir: Path = NOTEBOO
 _SHARED = {"data_dir", "seed", "max_files", "composers", "vocab_size"}
 
 
-def run_all(run_dir: str | Path, *, notebooks=NOTEBOOKS, **params) -> dict[str, float]:
+def run_all(run_dir: str | Path, *, notebooks=PIPELINE, **params) -> dict[str, float]:
     """Run the notebooks in order with the parameters each one accepts; returns seconds per notebook."""
     unused = set(params) - set().union(*(SPECS[n] for n in notebooks))
     if unused:
@@ -65,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-files", type=int, default=None)
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--num-tokens", type=int, default=None)
-    ap.add_argument("--only", nargs="*", default=list(NOTEBOOKS), help="notebooks to run, in order")
+    ap.add_argument("--only", nargs="*", default=list(PIPELINE),
+                    help=f"notebooks to run, in order (default: {' '.join(PIPELINE)})")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="any notebook parameter (Python literal or plain string), e.g. -p transpose_range=2")
     return ap

@@ -2,6 +2,7 @@
 
     result = tune(run_dir, PreferenceConfig(rounds=3, samples_per_prompt=100))
     result["table"]          # one row per policy (round 0 = the fine-tuned model): scorer, judge, OA, bits/note, ...
+    preference.report.summary_table(result)   # the same as Markdown
 
 Everything lives under ``run_dir/preference/``::
 
@@ -344,17 +345,3 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     report = json.loads((pref / "scorer_report.json").read_text()) if (pref / "scorer_report.json").is_file() else {}
     return {"table": table, "guard": guard, "warnings": notes, "stopped": stopped, "prompts": ctx.prompts,
             "scorer": report}
-
-
-def summary_table(result: dict) -> str:
-    """The per-round table as Markdown."""
-    def f(x, d=3):
-        return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{d}f}"
-
-    lines = ["| round | scorer ↑ | judge accuracy ↑ | mean OA ↑ | bits/note ↓ | NLL under round 0 | diversity | "
-             "copies |", "|---|---|---|---|---|---|---|---|"]
-    for m in result["table"]:
-        lines.append(f"| {m['round']} | {f(m['scorer'])} | {f(m['judge'], 2)} | {f(m['oa'], 2)} | "
-                     f"{f(m['bits_per_note'], 2)} | {f(m['nll_round0'], 2)} | {f(m['diversity'], 3)} | "
-                     f"{m['copies']}/{m['n']} |")
-    return "\n".join(lines)
