@@ -55,7 +55,8 @@ def _measure(scorer, train, test, prompts) -> dict:
     if held:
         scores = np.stack([e[held] @ scorer.centroid(p) for p in prompts], axis=1)  # (n_held, prompts)
         out["prompt_top1"] = rounded(float(np.mean([keys[j] == own[i] for i, j in zip(held, scores.argmax(1))])), 3)
-        out["prompt_own_score"] = rounded(float(np.mean([scores[n, keys.index(own[i])] for n, i in enumerate(held)])), 3)
+        own_scores = [scores[n, keys.index(own[i])] for n, i in enumerate(held)]
+        out["prompt_own_score"] = rounded(float(np.mean(own_scores)), 3)
         out["prompt_other_score"] = rounded(float(np.mean([scores[n, j] for n, i in enumerate(held)
                                                            for j in range(len(keys)) if keys[j] != own[i]])), 3)
         out["n_prompt_pieces"] = len(held)

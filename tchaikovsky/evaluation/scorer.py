@@ -1,19 +1,22 @@
 """The scorer: our stand-in for CLaMP 2 in preference tuning, an embedding of decoded notes trained on real pieces.
 
-A piece becomes a beat-quantised roll (``roll.frames``: per 16th note, the sounding and the starting pitch classes, the
-lowest and highest sounding pitch, how many notes sound and start, silence); never our BPE ids, so the scorer does
-not share the generator's view of the music. ``ScorerNet`` is a small 1-D convolutional encoder over windows of
+A piece becomes a beat-quantised roll (``roll.frames``: per 16th note, the sounding and starting pitch classes,
+the lowest and highest sounding pitch, how many notes sound and start, silence); never our BPE ids, so the scorer
+does not share the generator's view of the music. ``ScorerNet`` is a small 1-D convolutional encoder over windows of
 that roll, mean- and max-pooled into an L2-normalised embedding; a piece's embedding is the normalised mean over
 its windows. ``Scorer.fit`` trains it on real pieces with a supervised-contrastive loss per label (composer,
 period, instrumentation: pieces sharing a value are positives) plus a linear classifier per label, under
 transposition (the pitch classes rolled, heights shifted) and tempo (frames resampled) augmentation.
 
 The reward of a sample for a prompt (a combination of labels) is its cosine to the mean embedding of the real
-pieces with those labels (``score``). A second embedding, trained only to tell each piece from every other under
-the same augmentations (an instance contrast), finds near-copies (``max_similarity_to_real``): in the label
-embedding the pieces of one label gather so tightly that a cosine of 0.95 says nothing about copying. ``save`` / ``load`` keep it in
-a run directory (``scorer/``: ``scorer.json``, ``model.eqx``, ``reference.npz``). It is not the judge: the judge
-reads musicological histograms with a linear model and is trained on a disjoint split (``judge.split_by_work``).
+pieces with those labels (``score``). A second embedding per 8-bar window, trained to tell one passage from every
+other under the same augmentations (an instance contrast), is the copy detector (``max_similarity_to_real``, with
+a threshold calibrated on held-out real pieces): in the label embedding the pieces of one label gather so tightly
+that a fixed cosine of 0.95 says nothing about copying. As measured (``python -m benchmarks scorer``) this
+detector is weak; the reliable copy filter is ``evaluation.originality`` on the generated tokens. ``save`` /
+``load`` keep the scorer in a run directory (``scorer/``: ``scorer.json``, ``model.eqx``, ``reference.npz``). It is
+not the judge: the judge reads musicological histograms with a linear model and is trained on a disjoint split
+(``judge.split_by_work``).
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class ScorerConfig:
     batch: int = 32  # pieces per step, two augmented views each
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
-    temperature: float = 0.1  # of the supervised-contrastive loss
+    temperature: float = 0.3  # of the supervised-contrastive loss (0.1 gathered each label so tightly that other
+    # labels sat at cosine ~0.6 and held-out pieces at ~0.98 of their centroid; 0.3 keeps the reward spread out)
     instance_weight: float = 1.0  # of the instance contrast: a piece's two views against all other pieces, on a
     # second embedding (the copy detector: pieces of one label collapse together in the label embedding)
     instance_temperature: float = 0.2

@@ -102,12 +102,14 @@ class Round:
 
     def samples(self, prompt: Mapping | None = None) -> list[dict]:
         """The samples of one prompt, or of every prompt sampled so far."""
-        files = [self._file("samples", prompt)] if prompt is not None else sorted((self.dir / "samples").glob("*.jsonl"))
+        files = ([self._file("samples", prompt)] if prompt is not None
+                 else sorted((self.dir / "samples").glob("*.jsonl")))
         return [r for f in files for r in io.read_jsonl(f)]
 
     def scores(self, prompt: Mapping | None = None) -> list[dict]:
         """The scores of one prompt, or of every prompt scored so far."""
-        files = [self._file("scores", prompt)] if prompt is not None else sorted((self.dir / "scores").glob("*.jsonl"))
+        files = ([self._file("scores", prompt)] if prompt is not None
+                 else sorted((self.dir / "scores").glob("*.jsonl")))
         return [r for f in files for r in io.read_jsonl(f)]
 
     def select(self, prompts: Sequence[Mapping], config: SelectionConfig = SelectionConfig()) -> dict[str, Selection]:

@@ -77,7 +77,8 @@ def select_pairs(samples: Sequence[Mapping], config: SelectionConfig = Selection
     cosine to a real piece), optionally ``copied`` (True for a verbatim copy of training tokens:
     ``evaluation.originality.flag_copies``) and ``length`` (generated tokens). A sample is dropped, with the first
     reason that applies, for a non-finite score ("no score"), ``invalid_share > max_invalid_share`` ("malformed"),
-    ``length < min_length`` ("too short") or ``copied`` or ``max_similarity > copy_threshold`` ("copy"). Of the n kept, k =
+    ``length < min_length`` ("too short") or ``copied`` or ``max_similarity > copy_threshold`` ("copy"). Of the n
+    kept, k =
     min(max(1, round(top_fraction * n)), n // 2) are chosen and k rejected (ties in score broken by input
     order), so none is both; with fewer than 2 kept there are no pairs. Pairs are chosen x rejected in the order
     (rank sum, chosen rank), length-matched when ``length_tolerance`` is set, at most ``max_pairs``.
