@@ -131,7 +131,7 @@ class Round:
         io.write_jsonl(self.dir / "pairs.jsonl", pairs)
         report = {"config": config.to_dict(), "length": length_report(list(out.values())),
                   "prompts": {k: {"prompt": dict(p), **sel.stats} for (k, sel), p in zip(out.items(), prompts)}}
-        io.atomic_write(self.dir / "selection.json", json.dumps(report, indent=1, ensure_ascii=False))
+        io.atomic_write(self.dir / "selection.json", json.dumps(io.jsonable(report), indent=1, ensure_ascii=False))
         return out
 
     def pairs(self) -> list[dict]:

@@ -47,7 +47,7 @@ class PreferenceConfig:
     dpop_lambda: float = 10.0  # 0: plain DPO
     learning_rate: float = 1e-5
     steps_per_round: int = 100
-    batch_size: int = 8  # pairs per step
+    batch_size: int = 8  # pairs per step (rounded up to a multiple of the device count)
     num_tokens: int = 0  # generated tokens per piece (0: what fits the model's context after the prompt)
     temperature: float = 1.2
     top_k: int = 9
@@ -69,6 +69,9 @@ class PreferenceConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+MIN_CALIBRATION = 10  # held-out pieces needed to calibrate the scorer's copy threshold (else it is off: 1.01)
 
 
 class _Context:
@@ -128,7 +131,7 @@ def _scorer(ctx: _Context):
     labels = {k: [getattr(p, k) for p in ctx.train_real] for k in cfg.labels}
     scorer = Scorer.fit(scores, labels, config=cfg, seed=ctx.cfg.seed, progress=ctx.progress)
     scorer.with_reference(scores, labels)
-    if len(ctx.val_real) >= 2:
+    if len(ctx.val_real) >= MIN_CALIBRATION:  # fewer give no usable quantile: originality's copy flag alone then
         scorer.calibrate_copy_threshold([p.score for p in ctx.val_real])
     report = {"fit_s": time.time() - t0, "n_train": len(scores), "copy_threshold": scorer.info.get("copy_threshold")}
     for label in cfg.labels:
@@ -256,7 +259,7 @@ def evaluate_policy(ctx: _Context, model, r: int, scorer, judge) -> dict:
             "diversity": float(1.0 - pairwise.mean()) if pairwise.size else math.nan,
             "copies": int(sum(_copies(ctx, seqs))),
             "scorer_copies": int((scorer.max_similarity_to_real(scores, embedded=emb)
-                                  > scorer.info.get("copy_threshold", 0.95)).sum()),
+                                  > scorer.info.get("copy_threshold", 1.01)).sum()),
         }
     tc = TrainConfig(**ctx.meta.get("train_config", {}))
     loss = evaluate(model, ctx.shards, batch_size=tc.micro_batch, seq_len=min(tc.seq_len, model.config.context),
@@ -276,6 +279,8 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     call cleanly (a round's training stops with a checkpoint; the next call resumes). Returns ``table`` (the
     evaluation of every finished policy, round 0 first), ``guard`` (the scorer-judge rank correlation on round 1's
     samples), ``warnings``, ``stopped`` ("done" or "max_minutes"), ``prompts`` and ``scorer`` (its report)."""
+    import jax
+
     from tchaikovsky.config import TrainConfig, compute_dtype
     from tchaikovsky.evaluation.compare import spearman
     from tchaikovsky.training.checkpoint import load_model
@@ -305,11 +310,16 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
         if not rnd.done:
             policy, _ = load_model(_policy_path(run_dir, r - 1))
             _round_samples(ctx, rnd, r, policy, scorer, judge)
-            rnd.select(ctx.prompts, SelectionConfig(top_fraction=cfg.top_fraction,
-                                                    copy_threshold=scorer.info.get("copy_threshold", 0.95)))
+            chosen = rnd.select(ctx.prompts, SelectionConfig(top_fraction=cfg.top_fraction,
+                                                             copy_threshold=scorer.info.get("copy_threshold", 1.01)))
+            if not any(sel.pairs for sel in chosen.values()):
+                raise ValueError(f"round {r} found no pairs: {[sel.stats['dropped'] for sel in chosen.values()]} "
+                                 f"samples dropped per prompt (see {rnd.dir / 'selection.json'}); sample more per "
+                                 "prompt or raise top_fraction")
             pairs = rnd.pair_shards(pad_id=ctx.sp["pad"], tokenizer_hash=ctx.shards.tokenizer_hash)
             steps = cfg.steps_per_round
-            tc = TrainConfig(batch_size=cfg.batch_size, seq_len=seq_len, learning_rate=cfg.learning_rate,
+            n_dev = jax.device_count()  # every device takes a share of the pairs: round up to a multiple
+            tc = TrainConfig(batch_size=-(-cfg.batch_size // n_dev) * n_dev, seq_len=seq_len, learning_rate=cfg.learning_rate,
                              warmup_steps=max(1, steps // 10), max_steps=steps, min_lr_ratio=1.0, weight_decay=0.0,
                              eval_every=steps, log_every=max(1, min(10, steps // 5)), checkpoint_every=steps,
                              keep_checkpoints=1)

@@ -231,6 +231,17 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
     with pytest.raises(pm.PapermillExecutionError, match="composer 'liszt' is not known.*Frédéric Chopin"):
         run_notebook("04_sample", ft, composer="liszt", evaluate=False, interactive=False)
 
+    # 05: preference rounds on the conditioned run, headless; interrupted by its time limit, then resumed
+    tiny05 = dict(rounds=1, samples_per_prompt=4, top_fraction=0.25, steps_per_round=2, eval_samples=2,
+                  scorer_steps=5, min_pieces=0, learning_rate=1e-3, num_tokens=40)
+    first = run_notebook("05_preference_tuning", ft, max_minutes=1e-4, **tiny05)
+    assert "stopped: max_minutes" in first.read_text()
+    out5 = run_notebook("05_preference_tuning", ft, **tiny05)
+    assert "stopped: done" in out5.read_text() and (ft / "preference" / "round_01" / "done.json").exists()
+    kinds = {k for o in _outputs(out5) for k in o.get("data", {})}
+    assert "image/png" in kinds and "text/markdown" in kinds
+    assert len(_embedded_audio(out5)) == 4  # two pieces before and after, bounded players
+
     report = control.controllability(ft, n_per_value=2, num_tokens=40, min_pieces=1, progress=False)
     n = len(report["classes"])
     assert np.asarray(report["confusion"]).shape == (n, n) and np.asarray(report["confusion"]).sum() <= 2 * n
