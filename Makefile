@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning clean
+.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-preference clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -106,6 +106,11 @@ reference: setup
 # The conditioning recipe on the embedded corpus (pretrain, fine-tune with conditions, the judge's check): #12's table.
 reference-conditioning: setup
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning
+
+# Preference rounds (notebook 05) on reference-conditioning's fine-tuned model: #13's table.
+reference-preference: setup
+	$(PY) -m tchaikovsky.notebook --run-dir runs/conditioning/finetune --only 05_preference_tuning \
+	    -p samples_per_prompt=64 -p top_fraction=0.125 -p steps_per_round=60 -p learning_rate=1e-4 -p rounds=3
 
 clean:
 	rm -rf runs kaggle .pytest_cache

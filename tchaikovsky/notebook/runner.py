@@ -39,7 +39,7 @@ def run_notebook(name: str, run_dir: str | Path, *, notebook_dir: Path = NOTEBOO
 
 
 # Parameters that make sense to pass to "all notebooks": each notebook gets those it has.
-_SHARED = {"data_dir", "seed", "max_files", "composers", "vocab_size"}
+_SHARED = {"data_dir", "seed", "max_files", "composers", "vocab_size", "preset"}
 
 
 def run_all(run_dir: str | Path, *, notebooks=PIPELINE, **params) -> dict[str, float]:
