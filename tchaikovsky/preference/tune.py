@@ -25,6 +25,7 @@ rounds are skipped, a round's sampled and scored prompts are kept, its training 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -111,6 +112,14 @@ class _Context:
         if self.prompt_len + self.num_tokens > context:
             raise ValueError(f"num_tokens={cfg.num_tokens} + the {self.prompt_len}-token prompt exceed the model's "
                              f"context of {context}: the loss must see what the sampler saw")
+
+    @functools.cached_property
+    def index(self):
+        """The n-gram index of the training split's music tokens (built on first use)."""
+        from tchaikovsky.evaluation.originality import NgramIndex
+
+        return NgramIndex([_music(self, self.shards.piece_ids("train", i))
+                           for i in range(len(self.shards.pieces("train")))], seed=self.cfg.seed)
 
     def prefix(self, prompt: dict) -> np.ndarray:
         return np.asarray(self.cond.prefix(**prompt) + [self.sp["bos"]], np.int32)
@@ -209,11 +218,9 @@ def _music(ctx: _Context, ids) -> np.ndarray:
 
 
 def _copies(ctx: _Context, seqs) -> list[bool]:
-    from tchaikovsky.evaluation.originality import NgramIndex, flag_copies
+    """Per sequence: does it repeat a long run of the training tokens (``evaluation.originality.flag_copies``)?"""
+    from tchaikovsky.evaluation.originality import flag_copies
 
-    if not hasattr(ctx, "index"):
-        ctx.index = NgramIndex([_music(ctx, ctx.shards.piece_ids("train", i))
-                                for i in range(len(ctx.shards.pieces("train")))], seed=ctx.cfg.seed)
     return [f["copied"] for f in flag_copies([_music(ctx, s) for s in seqs], ctx.index)]
 
 
