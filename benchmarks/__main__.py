@@ -31,6 +31,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--fsdp", action="store_true")
     t.add_argument("--vocab-size", type=int, help="default: 2048, or 10000 for base-100m")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--compare-old", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the step without the CPU fast paths, interleaved (default: on CPU only)")
 
     s = sub.add_parser("sampling", help="KV-cached generate vs full recomputation, flatness, batched throughput")
     s.add_argument("--preset", default="demo")
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         result = bench_training(args.preset, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
                                 dtype=args.dtype, fsdp=args.fsdp, vocab_size=args.vocab_size,
-                                accum_steps=args.accum_steps, seed=args.seed, log=log)
+                                accum_steps=args.accum_steps, seed=args.seed,
+                                compare_old=args.compare_old, log=log)
     elif args.command == "sampling":
         from benchmarks.sampling import bench_sampling
 

@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from tchaikovsky.config import ModelConfig
 from tchaikovsky.model.decode import Decoder, KVCache, init_cache
-from tchaikovsky.model.layers import Block, causal_attention, dense, init_linear, normalize
+from tchaikovsky.model.layers import Block, causal_attention, dense, init_linear, normalize, use_cpu_fast_paths
 
 
 class GPT(eqx.Module):
@@ -50,7 +50,10 @@ class GPT(eqx.Module):
         def layer(x, block_params):
             return eqx.combine(block_params, static)(x)[0], None
 
-        x, _ = jax.lax.scan(layer, x, params)
+        # On CPU the layers are unrolled: XLA:CPU then schedules and fuses across them, 5-15% faster for the demo
+        # preset's step (python -m benchmarks training); elsewhere a rolled scan keeps compile time flat in depth.
+        unroll = self.config.n_layers if use_cpu_fast_paths() else 1
+        x, _ = jax.lax.scan(layer, x, params, unroll=unroll)
         return dense(self.head, normalize(self.norm, x)).astype(jnp.float32)  # softmax and loss happen in fp32
 
     def decoder(self) -> Decoder:

@@ -7,6 +7,7 @@ and values into that cache in place (see ``Block.__call__``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from functools import partial
 
@@ -36,16 +37,70 @@ def dense(layer: eqx.nn.Linear, x: Float[Array, "*batch d_in"]) -> Float[Array, 
     return jnp.einsum("...i,oi->...o", x, layer.weight) + layer.bias
 
 
+_CPU_FAST_PATHS = [True]
+
+
+@contextlib.contextmanager
+def cpu_fast_paths(enabled: bool = True):
+    """Trace with (default) or without the CPU fast paths: attention as einsums over blocks of queries
+    (``blocked_causal_attention``) instead of ``jax.nn.dot_product_attention``, and the training forward's layer scan
+    unrolled. Both compute the same math (to float rounding); the switch exists so ``python -m benchmarks training``
+    can time the old step beside the new one. It acts when a function is traced (its first call), not when a
+    compiled one runs."""
+    saved = _CPU_FAST_PATHS[0]
+    _CPU_FAST_PATHS[0] = enabled
+    try:
+        yield
+    finally:
+        _CPU_FAST_PATHS[0] = saved
+
+
+def use_cpu_fast_paths() -> bool:
+    """True when tracing for the CPU with the fast paths on (see ``cpu_fast_paths``)."""
+    return _CPU_FAST_PATHS[0] and jax.default_backend() == "cpu"
+
+
 def causal_attention(
     q: Float[Array, "*batch seq heads head_dim"],
     k: Float[Array, "*batch seq heads head_dim"],
     v: Float[Array, "*batch seq heads head_dim"],
 ) -> Float[Array, "*batch seq heads head_dim"]:
-    """Causal self-attention over the sequence (``jax.nn.dot_product_attention`` takes at most one batch axis)."""
+    """Causal self-attention over the sequence, with ``jax.nn.dot_product_attention``'s arithmetic.
+
+    On CPU it is written as einsums over blocks of queries (``blocked_causal_attention``): XLA:CPU runs them faster
+    than ``dot_product_attention``'s lowering, and the blocks skip most of the masked half of the scores (see
+    ``python -m benchmarks training``). Elsewhere ``dot_product_attention`` lets XLA or cuDNN pick a fused kernel (it
+    takes at most one batch axis)."""
+    if use_cpu_fast_paths():
+        return blocked_causal_attention(q, k, v)
     if q.ndim <= 4:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True)
     flat = [t.reshape(-1, *t.shape[-3:]) for t in (q, k, v)]
     return jax.nn.dot_product_attention(*flat, is_causal=True).reshape(q.shape)
+
+
+def blocked_causal_attention(
+    q: Float[Array, "*batch seq heads head_dim"],
+    k: Float[Array, "*batch seq heads head_dim"],
+    v: Float[Array, "*batch seq heads head_dim"],
+    block: int = 128,
+) -> Float[Array, "*batch seq heads head_dim"]:
+    """Causal self-attention, ``cached_attention``'s arithmetic, one block of ``block`` queries at a time: queries
+    ``i..i+block-1`` score only keys ``0..i+block-1``, so the scores above the diagonal's blocks are never computed
+    (3/8 fewer score entries at 256 positions). A masked score contributes an exact 0 to the softmax either way, so
+    the result is the unblocked one up to float rounding."""
+    S, hs = q.shape[-3], q.shape[-1]
+    q, k, v = (jnp.swapaxes(t, -3, -2) for t in (q, k, v))  # (*batch, heads, S, hs)
+    dot = partial(jnp.einsum, preferred_element_type=jnp.float32)
+    outs = []
+    for lo in range(0, S, block):
+        hi = min(S, lo + block)
+        scores = dot("...sd,...td->...st", q[..., lo:hi, :], k[..., :hi, :]) * jnp.float32(1 / math.sqrt(hs))
+        mask = jnp.arange(hi)[None, :] <= jnp.arange(lo, hi)[:, None]
+        scores = jnp.where(mask, scores, -0.7 * jnp.finfo(jnp.float32).max)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        outs.append(jnp.einsum("...st,...td->...sd", probs, v[..., :hi, :]))
+    return jnp.swapaxes(jnp.concatenate(outs, axis=-2) if len(outs) > 1 else outs[0], -3, -2)
 
 
 def cached_attention(

@@ -173,3 +173,22 @@ def test_bf16_cast_stays_close_to_fp32(trained, bach):
     logits, _ = decode(half, tokens, half.init_cache(jnp.bfloat16), 0)
     assert logits.dtype == jnp.float32
     assert float(jnp.abs(jax.nn.softmax(logits) - p_low).max()) < 0.02
+
+
+def test_cpu_fast_paths_compute_the_reference_loss_and_gradients(model, piece_tokens):
+    """The CPU fast paths (einsum attention, unrolled layer scan) change speed, not math: the loss and gradients of
+    a batch match those traced with ``jax.nn.dot_product_attention`` and a rolled scan to float rounding."""
+    from tchaikovsky.model.layers import cpu_fast_paths
+    from tchaikovsky.training.losses import next_token_loss
+
+    C = model.config.context
+    tokens = jnp.asarray(np.stack([piece_tokens[: C + 1], piece_tokens[C : 2 * C + 1]]).astype(np.int32))
+    out = {}
+    for fast in (False, True):
+        with cpu_fast_paths(fast):  # a fresh function per side: the switch acts when it is traced
+            f = eqx.filter_jit(eqx.filter_value_and_grad(lambda m, t: next_token_loss(m, t, jnp.float32, 0)[0]))
+            out[fast] = f(model, tokens)
+    (l0, g0), (l1, g1) = out[False], out[True]
+    assert abs(float(l1) - float(l0)) <= 1e-5 * abs(float(l0))
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))) + 1e-8)
