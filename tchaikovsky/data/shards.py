@@ -249,6 +249,7 @@ class Shards:
         self.pad_id: int = self.index.get("special_ids", {}).get("pad", 0)
         cond = self.index.get("conditions")
         self.conditions: Conditions | None = Conditions.from_dict(cond) if cond else None
+        self._offsets: dict[str, np.ndarray] = {}
         dtype = np.dtype(self.index["dtype"])
         self._data: dict[str, np.ndarray] = {}
         for name, split in self.index["splits"].items():
@@ -300,6 +301,10 @@ class Shards:
         All ``batch_size`` window starts come from ``default_rng([seed, step])``, uniform over every start whose
         window fits in the split; process ``i`` takes rows ``[i*b, (i+1)*b)``. Inputs are ``[:, :-1]``, targets
         ``[:, 1:]``. If the split is shorter than ``seq_len + 1`` every row is the whole split, right-padded with PAD.
+        In conditioned shards every window opens with its piece's condition tokens: a window starting inside a
+        piece holds them, then the piece from that point on (a piece longer than the window is learned with its
+        conditions in view throughout, as the sampler keeps them in view: ``generate``); one starting within
+        the conditions starts at the piece's beginning instead.
         ``condition_dropout``: each condition token of the global batch is replaced by its kind's ``unknown`` token
         with this probability (drawn from ``default_rng([seed, step, 1])``, so resuming reproduces it too).
         """
@@ -312,17 +317,48 @@ class Shards:
         starts = np.random.default_rng([seed, step]).integers(0, max(len(data) - width, 0) + 1, size=batch_size)
         out = np.full((rows, width), self.pad_id, dtype=np.int32)
         for r, s in enumerate(starts[process_index * rows : (process_index + 1) * rows]):
-            window = data[s : s + width]
-            out[r, : len(window)] = window
+            prefix, s = self._pinned(split, int(s))
+            window = data[s : s + width - len(prefix)]
+            out[r, : len(prefix)] = prefix
+            out[r, len(prefix) : len(prefix) + len(window)] = window
         if condition_dropout > 0 and self.conditions is not None:
             drop = np.random.default_rng([seed, step, 1]).random((batch_size, width)) < condition_dropout
             drop = drop[process_index * rows : (process_index + 1) * rows] & self.conditions.is_condition(out)
             out[drop] = self.conditions.dropout_targets()[out[drop]]
         return out
 
+    def _pinned(self, split: str, start: int) -> tuple[list[int], int]:
+        """(condition tokens to put first, where the data of the window starts) for a window starting at ``start``:
+        no tokens without conditions or at a piece's beginning; within a piece's condition tokens, its beginning."""
+        if self.conditions is None:
+            return [], start
+        pieces = self.pieces(split)
+        offsets = self._offsets.setdefault(split, np.asarray([p["offset"] for p in pieces], np.int64))
+        j = int(np.searchsorted(offsets, start, side="right")) - 1
+        cond = pieces[j].get("conditions", []) if j >= 0 else []
+        if start - int(offsets[max(j, 0)]) <= len(cond):
+            return [], int(offsets[max(j, 0)]) if j >= 0 else start
+        return list(cond), start
+
+    def _eval_windows(self, seq_len: int, split: str) -> list[tuple[int, int, int]]:
+        """(start, end, pinned) per evaluation window of a conditioned split: each piece on its own, its first
+        window from its beginning, the next ones its conditions then the next ``seq_len - P`` targets."""
+        out = []
+        for p in self.pieces(split):
+            o, n, P = p["offset"], p["length"], len(p.get("conditions", []))
+            out.append((o, o + min(n, seq_len + 1), 0))
+            k = o + seq_len  # the last token of a window is the first of the next (its target was counted)
+            while k < o + n - 1:
+                out.append((k, min(k + seq_len + 1 - P, o + n), P))
+                k += seq_len - P
+        return out
+
     def n_eval_batches(self, batch_size: int, seq_len: int, *, split: str = "val") -> int:
         """How many batches ``eval_batches`` yields (for progress bars and averaging)."""
-        n_windows = -(-max(self.n_tokens(split) - 1, 0) // seq_len)
+        if self.conditions is not None:
+            n_windows = len(self._eval_windows(seq_len, split))
+        else:
+            n_windows = -(-max(self.n_tokens(split) - 1, 0) // seq_len)
         return -(-n_windows // batch_size)
 
     def eval_batches(
@@ -336,6 +372,9 @@ class Shards:
         ``sum(mask) == n_tokens - 1``, less the condition tokens, which are given, not predicted (mask 0 as targets).
         """
         data, T = self._split(split), seq_len
+        if self.conditions is not None:
+            yield from self._eval_batches_pinned(batch_size, seq_len, split)
+            return
         for b in range(self.n_eval_batches(batch_size, seq_len, split=split)):
             tokens = np.full((batch_size, T + 1), self.pad_id, dtype=np.int32)
             mask = np.zeros((batch_size, T), dtype=np.float32)
@@ -345,6 +384,22 @@ class Shards:
                 if len(window) >= 2:
                     tokens[r, : len(window)] = window
                     mask[r, : len(window) - 1] = 1.0
-            if self.conditions is not None:
-                mask[self.conditions.is_condition(tokens[:, 1:])] = 0.0
+            yield tokens, mask
+
+    def _eval_batches_pinned(self, batch_size: int, T: int, split: str):
+        """``eval_batches`` of a conditioned split: windows as ``_eval_windows`` (each piece's targets once, with
+        its conditions in view, as in training); condition tokens are never targets."""
+        data, windows = self._split(split), self._eval_windows(T, split)
+        for b in range(0, len(windows), batch_size):
+            tokens = np.full((batch_size, T + 1), self.pad_id, dtype=np.int32)
+            mask = np.zeros((batch_size, T), dtype=np.float32)
+            for r, (a, e, P) in enumerate(windows[b : b + batch_size]):
+                piece = data[a:e]
+                if P:
+                    j = int(np.searchsorted(self._offsets.setdefault(split, np.asarray(
+                        [p["offset"] for p in self.pieces(split)], np.int64)), a, side="right")) - 1
+                    tokens[r, :P] = self.pieces(split)[j]["conditions"]
+                tokens[r, P : P + len(piece)] = piece
+                mask[r, P : P + len(piece) - 1] = 1.0  # targets after the first data token (already counted)
+            mask[self.conditions.is_condition(tokens[:, 1:])] = 0.0
             yield tokens, mask

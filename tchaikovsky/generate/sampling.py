@@ -3,7 +3,7 @@
 A batch of sequences (the broadcast of seeds x temperatures) decodes together from one prompt: one
 (batch, heads, context, head_dim) cache buffer per layer, updated in place, and every matmul over the whole batch.
 Generation runs for any length: when the window of ``context`` positions is full, its most recent ``keep`` tokens
-are re-prefilled at positions ``0..keep-1`` (learned absolute positions stay in the range the model was trained on)
+(after the condition tokens, which always stay first) are re-prefilled at positions ``0..keep-1`` (learned absolute positions stay in the range the model was trained on)
 and decoding continues. Prompt lengths are padded to power-of-two buckets, so a new prompt length rarely compiles.
 """
 
@@ -96,10 +96,22 @@ def default_keep(context: int) -> int:
     return max(1, context // 2)
 
 
-def kept_prompt(prompt, context: int) -> np.ndarray:
+def kept_prompt(prompt, context: int, pinned: int = 0) -> np.ndarray:
     """The part of ``prompt`` that ``generate`` continues, and that starts each sequence it returns: the last
-    ``context`` tokens (int32, 1-D)."""
-    return np.asarray(prompt, dtype=np.int32).reshape(-1)[-context:]
+    ``context`` tokens (int32, 1-D); with ``pinned``, its first ``pinned`` tokens (the condition tokens) and the
+    last ``context - pinned``."""
+    prompt = np.asarray(prompt, dtype=np.int32).reshape(-1)
+    if len(prompt) <= context:
+        return prompt
+    return np.concatenate([prompt[:pinned], prompt[len(prompt) - (context - pinned):]])
+
+
+def leading_conditions(prompt, conditions) -> int:
+    """How many condition tokens open ``prompt`` (0 without ``conditions``): what a window slide keeps in front."""
+    if conditions is None:
+        return 0
+    flags = conditions.is_condition(np.asarray(prompt).reshape(-1))
+    return int(flags.argmin()) if not flags.all() else int(flags.size)
 
 
 def _bucket(n: int, context: int) -> int:
@@ -107,7 +119,7 @@ def _bucket(n: int, context: int) -> int:
 
 
 @partial(eqx.filter_jit, donate="none")
-def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep, bucket):
+def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep, bucket, pinned=0):
     """window: (B, C) tokens with the prompt in [:prompt_len]; returns (B, steps) sampled tokens, and (B, steps)
     flags saying which were really emitted (False after EOS or past ``max_bars``).
 
@@ -123,9 +135,10 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
     V = logits.shape[-1]
     eos, pad = ctrl["eos"], ctrl["pad"]
 
-    def slide(args):
+    def slide(args):  # keep the first ``pinned`` tokens (the conditions) and the latest keep - pinned
         cache, window = args
-        window = jnp.concatenate([window[:, C - keep:], jnp.full_like(window[:, : C - keep], pad)], axis=1)
+        window = jnp.concatenate([window[:, :pinned], window[:, C - keep + pinned:],
+                                  jnp.full_like(window[:, : C - keep], pad)], axis=1)
         _, cache = model.prefill(window[:, :keep], cache)  # the stale entries after keep are never read
         return cache, window
 
@@ -209,18 +222,22 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
             it, every sequence runs ``num_tokens`` tokens.
         dtype: compute dtype (default: ``compute_dtype("auto")``, bf16 on accelerators).
         conditions: the run's condition vocabulary (``data.conditions``), when its model has one: the grammar then
-            covers the condition ids too (a conditioned prompt is ``conditions.prefix(...) + [BOS, ...]``).
+            covers the condition ids too (a conditioned prompt is ``conditions.prefix(...) + [BOS, ...]``), and
+            the condition tokens that open the prompt stay at the front of the window whenever it slides (the
+            model was trained with every window opening with its piece's conditions: ``Shards.batch``).
 
     Returns one int32 array per sequence: the kept prompt, then the new tokens (the EOS included, when one ended it).
     Changing a config value recompiles only as ``SampleConfig`` says; so does switching between needing the
     tokenizer's grammar (``grammar`` or ``max_bars``) and not."""
     C = model.config.context
-    prompt = kept_prompt(prompt, C)
+    pinned = leading_conditions(prompt, conditions)
+    prompt = kept_prompt(prompt, C, pinned)
     if prompt.size == 0:
         raise ValueError("prompt must hold at least one token (use [BOS] for unconditional generation)")
     keep = config.keep or default_keep(C)
-    if not 0 < keep < C:
-        raise ValueError(f"keep={keep} must be in 1..{C - 1} (the model's context is {C})")
+    if not pinned < keep < C:
+        raise ValueError(f"keep={keep} must be in {pinned + 1}..{C - 1} (the model's context is {C}"
+                         + (f"; the {pinned} condition tokens are always kept)" if pinned else ")"))
     if tok is None and (config.grammar or config.max_bars is not None):
         raise ValueError("grammar and max_bars need the tokenizer: pass tok=, or SampleConfig(grammar=False)")
     special = tok_lib.special_ids(tok) if tok is not None else {"eos": -1, "pad": 0}
@@ -244,6 +261,6 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
     toks, emitted = _generate(
         cast(model, dtype or compute_dtype("auto")), jnp.asarray(window), jnp.int32(prompt.size), keys,
         jnp.asarray(temps.ravel()), {k: jnp.asarray(v) for k, v in ctrl.items()},
-        steps=int(config.num_tokens), keep=int(keep), bucket=_bucket(prompt.size, C),
+        steps=int(config.num_tokens), keep=int(keep), bucket=_bucket(prompt.size, C), pinned=pinned,
     )
     return [np.concatenate([prompt, row[ok]]) for row, ok in zip(np.asarray(toks), np.asarray(emitted))]

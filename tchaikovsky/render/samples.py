@@ -17,7 +17,7 @@ from tchaikovsky.config import SampleConfig, parse_list
 from tchaikovsky.data import corpus as corpus_lib
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.generate.prompts import cut_score
-from tchaikovsky.generate.sampling import generate, kept_prompt
+from tchaikovsky.generate.sampling import generate, kept_prompt, leading_conditions
 from tchaikovsky.render import audio, display, preview
 
 
@@ -38,7 +38,7 @@ def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, se
     out_dir = run_dir / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    kept = kept_prompt(prompt, model.config.context)  # what each piece starts with
+    kept = kept_prompt(prompt, model.config.context, leading_conditions(prompt, conditions))  # each piece's start
     prompt_end = float(tok_lib.decode_ids(tok, kept).to("second").end()) or None  # None: no notes in the prompt
     can_render, why = audio.audio_available(soundfont or None)
     if render_audio and not can_render:

@@ -143,3 +143,32 @@ def test_condition_dropout_is_reproducible_and_touches_only_conditions(labelled)
     halves = [sh.batch(3, 8, 64, seed=1, condition_dropout=0.5, process_index=i, process_count=2) for i in (0, 1)]
     assert (np.concatenate(halves) == dropped).all()
     assert UNKNOWN in cond.tokens[0]
+
+
+def test_every_training_window_opens_with_its_pieces_conditions(labelled):
+    _, cond, sh = labelled
+    pieces = sh.pieces("train")
+    offsets = np.array([p["offset"] for p in pieces])
+    data = np.asarray(sh._split("train"))
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        batch = sh.batch(step, 8, 64, seed=3)
+        starts = rng = np.random.default_rng([3, step]).integers(0, len(data) - 65 + 1, size=8)
+        for row, s in zip(batch, starts):
+            j = int(np.searchsorted(offsets, s, side="right")) - 1
+            assert list(row[:3]) == pieces[j]["conditions"]  # the piece's conditions, always in view
+            if s - offsets[j] > 3:  # then the piece from the window's start on
+                assert (row[3:] == data[s : s + 62]).all()
+            else:  # a window starting within the conditions starts at the piece's beginning
+                assert (row == data[offsets[j] : offsets[j] + 65]).all()
+
+
+def test_pinned_prompts_keep_their_conditions():
+    from tchaikovsky.generate.sampling import kept_prompt, leading_conditions
+
+    cond = Conditions.build(500, PIECES)
+    prompt = np.array(cond.prefix(composer="bach") + [1] + list(range(10, 30)))
+    assert leading_conditions(prompt, cond) == 3 and leading_conditions(prompt, None) == 0
+    kept = kept_prompt(prompt, 10, pinned=3)
+    assert list(kept) == list(prompt[:3]) + list(prompt[-7:])
+    assert list(kept_prompt(prompt, 10)) == list(prompt[-10:]) and len(kept_prompt(prompt, 100, 3)) == len(prompt)

@@ -148,7 +148,8 @@ def test_conditioned_pieces_obey_the_grammar_and_sampling_follows_the_prefix(bac
     cfg = ModelConfig(vocab_size=cond.vocab_size, context=64, d_model=32, n_layers=1, n_heads=2)
     model = build(cfg, jax.random.key(1))
     prompt = np.asarray(cond.prefix(composer="bach") + [bach.tok["BOS_None"]], np.int32)
-    out = generate(model, prompt, SampleConfig(num_tokens=40), seeds=[0, 1, 2], tok=bach.tok, conditions=cond)
+    out = generate(model, prompt, SampleConfig(num_tokens=150, min_tokens=150), seeds=[0, 1, 2], tok=bach.tok,
+                   conditions=cond)  # past the context of 64: the window slides with the conditions pinned
     for seq in out:
         assert list(seq[:4]) == list(prompt) and not cond.is_condition(seq[4:]).any()
         assert rules.invalid_share(seq) == 0.0
