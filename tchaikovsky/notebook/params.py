@@ -91,6 +91,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "max_bars": _int(1, optional=True),
         "max_seconds": _float(0.0, open_lo=True, optional=True),
         "evaluate": BOOL,
+        "evaluate_temperature": _float(0.0),
         "interactive": BOOL,
         "preview_seconds": PREVIEW,
         "soundfont": PATH_OR_EMPTY,

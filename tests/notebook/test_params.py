@@ -46,8 +46,8 @@ def test_lists_accept_papermill_strings():
           "checkpoint": "", "prompt_midi": "", "prompt_chords": "", "prompt_tokens": 64, "num_tokens": 100,
           "min_tokens": 0, "temperatures": "0.8,1.1", "seeds": [0, 1], "top_k": 0, "top_p": 0.9, "min_p": 0.0,
           "grammar": True, "repetition_penalty": 1.0, "max_bars": None, "max_seconds": None, "evaluate": True,
-          "interactive": True, "preview_seconds": 30.0, "soundfont": "", "period": "", "composer": "bach",
-          "instrumentation": "", "judge_samples": 2}
+          "evaluate_temperature": 0.9, "interactive": True, "preview_seconds": 30.0, "soundfont": "", "period": "",
+          "composer": "bach", "instrumentation": "", "judge_samples": 2}
     params.check("04_sample", ns)
     with pytest.raises(ValueError, match="`temperatures`"):
         params.check("04_sample", {**ns, "temperatures": "hot"})
