@@ -32,7 +32,7 @@ prompt_midi = ""  # a MIDI file to continue; "": unconditional
 prompt_chords = ""  # e.g. "C G Am F": start from these chords instead
 prompt_tokens = 256  # how much of prompt_midi to use, in tokens
 num_tokens = 512  # new tokens per piece (any length: the window slides past the context)
-min_tokens = 448  # the model may not end a piece before this many new tokens (0: whenever it likes)
+min_tokens = 448  # the model may not end a piece before this many new tokens (at most num_tokens; 0: any time)
 temperatures = [0.8, 0.9, 1.0]  # one piece per (seed, temperature)
 seeds = [0, 1]
 top_k = 0  # keep the k likeliest tokens (0: off)
@@ -87,8 +87,8 @@ model, tok, meta = pipeline.load_model(run, checkpoint)
 prompt = make_prompt(tok, midi=prompt_midi, chords=prompt_chords, tokens=prompt_tokens)
 prompt, conditions = pipeline.conditioned_prompt(run, prompt, period=period, composer=composer,
                                                  instrumentation=instrumentation)
-config = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_k=top_k, top_p=top_p, min_p=min_p,
-                      grammar=grammar, repetition_penalty=repetition_penalty, max_bars=max_bars,
+config = SampleConfig(num_tokens=num_tokens, min_tokens=min(min_tokens, num_tokens), top_k=top_k, top_p=top_p,
+                      min_p=min_p, grammar=grammar, repetition_penalty=repetition_penalty, max_bars=max_bars,
                       max_seconds=max_seconds)
 print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt of {len(prompt)} tokens")
 
@@ -153,7 +153,8 @@ if evaluate:
 if evaluate and judge_samples:
     from tchaikovsky.evaluation import control
 
-    control.show_controllability(run, n_per_value=judge_samples, num_tokens=num_tokens, min_tokens=min_tokens,
+    control.show_controllability(run, n_per_value=judge_samples, num_tokens=num_tokens,
+                                 min_tokens=config.min_tokens,
                                  seed=seed)
 
 # %% [markdown]
