@@ -110,7 +110,8 @@ reference-conditioning: setup
 # Preference rounds (notebook 05) on reference-conditioning's fine-tuned model: #13's table.
 reference-preference: setup
 	$(PY) -m tchaikovsky.notebook --run-dir runs/conditioning/finetune --only 05_preference_tuning \
-	    -p samples_per_prompt=64 -p top_fraction=0.125 -p steps_per_round=60 -p learning_rate=1e-4 -p rounds=3
+	    -p samples_per_prompt=100 -p top_fraction=0.1 -p steps_per_round=30 -p learning_rate=1e-5 -p rounds=3 \
+	    -p eval_samples=32
 
 clean:
 	rm -rf runs kaggle .pytest_cache
