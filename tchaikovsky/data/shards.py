@@ -22,22 +22,20 @@ import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from miditok.data_augmentation import augment_score
 from symusic import Score
 
 from tchaikovsky import io
+from tchaikovsky.data.augment import Augment, OutOfRange, apply_variant
 from tchaikovsky.data.conditions import Conditions
 from tchaikovsky.data.splits import assign_splits
 from tchaikovsky.data.tokenizer import encode_with_notes, load_tokenizer, save_tokenizer, special_ids, tokenizer_hash
 
 INDEX_FILE = "index.json"
 MIN_TOKENS = 3  # [BOS, EOS] alone is an empty piece
-PIANO_RANGE = (21, 108)  # A0..C8: transposition augmentation stays inside it
 AUTO_POOL_MIN_BYTES = 2_000_000  # workers=None: below this much MIDI, one process is faster
 
 
@@ -45,50 +43,6 @@ def _piece_dict(piece: Any) -> dict:
     if hasattr(piece, "to_dict"):
         return dict(piece.to_dict())
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(piece).items() if k != "path"}
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Extra training copies of every training piece, one per listed change (validation is never augmented).
-
-    ``transpose``: semitone shifts of every pitched track, drums untouched (a copy that would leave the piano range
-    A0-C8 is dropped for that piece); ``velocity``: added to every velocity, clipped to 1-127 (both through
-    ``miditok.data_augmentation.augment_score``); ``tempo``: factors on every tempo (faster/slower playback of the
-    same notes). Each change costs one more tokenization of the piece (time and disk scale with 1 + the number of
-    changes) and multiplies the training split's tokens by the same factor."""
-
-    transpose: tuple[int, ...] = ()
-    velocity: tuple[int, ...] = ()
-    tempo: tuple[float, ...] = ()
-
-    def variants(self) -> list[tuple[int, int, float]]:
-        """One ``(semitones, velocity offset, tempo factor)`` per change, the others neutral; no-op changes left out."""
-        return ([(int(t), 0, 1.0) for t in self.transpose if t] + [(0, int(v), 1.0) for v in self.velocity if v]
-                + [(0, 0, float(f)) for f in self.tempo if f != 1.0])
-
-
-def _apply(score: Score, variant: tuple[int, int, float] | None) -> Score:
-    """``score`` changed by one ``Augment.variants()`` entry (a new Score; ``score`` itself is left as it is).
-    Raises ``_OutOfRange`` when the transposed pitched notes leave ``PIANO_RANGE``."""
-    if not variant:
-        return score
-    transpose, velocity, tempo = variant
-    if transpose:
-        pitches = [t.notes.numpy()["pitch"] for t in score.tracks if not t.is_drum and len(t.notes)]
-        if pitches and (min(p.min() for p in pitches) + transpose < PIANO_RANGE[0]
-                        or max(p.max() for p in pitches) + transpose > PIANO_RANGE[1]):
-            raise _OutOfRange(f"transposing by {transpose} leaves the piano range")
-    if transpose or velocity:  # miditok shifts pitched tracks only and clips velocities to velocity_range
-        score = augment_score(score, pitch_offset=transpose, velocity_offset=velocity, velocity_range=(1, 127))
-    if tempo != 1.0:
-        score = score.copy()
-        for t in score.tempos:
-            t.qpm = t.qpm * tempo
-    return score
-
-
-class _OutOfRange(ValueError):
-    pass
 
 
 def _cache_key(rel_path: str, tok_hash: str, variant=None) -> str:
@@ -101,14 +55,14 @@ def _encode_to_cache(tok, jobs: Sequence[tuple], cache: Path) -> list[tuple[str,
     results = []
     for key, file, *variant in jobs:
         try:
-            score = _apply(Score(file), variant[0] if variant else None)
+            score = apply_variant(Score(file), variant[0] if variant else None)
             ids, n_notes = encode_with_notes(tok, score)
             meta = {"n_tokens": int(len(ids)), "n_notes": n_notes}
             if n_notes == 0 or len(ids) < MIN_TOKENS:  # an empty score still yields Bar/TimeSig/Tempo tokens
                 meta = {"error": f"too short: {n_notes} notes, {len(ids)} tokens"}
             else:
                 io.atomic_write(cache / f"{key}.npy", lambda f: np.save(f, ids))
-        except _OutOfRange as e:
+        except OutOfRange as e:
             meta = {"error": str(e), "augment": True}
         except Exception as e:  # noqa: BLE001 - a bad file is recorded and skipped, never fatal
             meta = {"error": f"{type(e).__name__}: {e}"[:500]}

@@ -81,10 +81,11 @@ def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, *, vocab_size: int, v
     values). ``judge_fraction``: that share of each composer's works becomes the ``judge`` split, never trained
     on. Returns a summary for the notebook."""
     from tchaikovsky.data import shards as shards_lib
+    from tchaikovsky.data.augment import Augment
     from tchaikovsky.data.conditions import Conditions, load_conditions
 
     shifts = tuple(t for t in range(-transpose_range, transpose_range + 1) if t)
-    augment = shards_lib.Augment(transpose=shifts) if shifts else None
+    augment = Augment(transpose=shifts) if shifts else None
 
     if tokenizer_from:
         source = find_run_dir(tokenizer_from)

@@ -191,7 +191,7 @@ def test_missing_or_truncated_shards_raise_clearly(built, tmp_path):
 def test_augmentation_adds_training_copies_only(tmp_path):
     import symusic
 
-    from tchaikovsky.data.shards import Augment
+    from tchaikovsky.data.augment import Augment
 
     files = []
     for i in range(6):
@@ -226,7 +226,7 @@ def test_augmentation_adds_training_copies_only(tmp_path):
 
 def test_augment_variants_change_what_they_say():
     """Each variant on a score with a piano and a drum track: the new Score, what changed, what did not."""
-    from tchaikovsky.data.shards import Augment, _apply, _OutOfRange
+    from tchaikovsky.data.augment import Augment, OutOfRange as _OutOfRange, apply_variant as _apply
 
     score = Score(480)
     piano, drums = Track("piano", 0, False), Track("drums", 0, True)
