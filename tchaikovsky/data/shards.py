@@ -281,13 +281,18 @@ class Shards:
             out[drop] = self.conditions.dropout_targets()[out[drop]]
         return out
 
+    def _piece_offsets(self, split: str) -> np.ndarray:
+        """Where each piece of a split starts (computed once per split)."""
+        if split not in self._offsets:
+            self._offsets[split] = np.asarray([p["offset"] for p in self.pieces(split)], np.int64)
+        return self._offsets[split]
+
     def _pinned(self, split: str, start: int) -> tuple[list[int], int]:
         """(condition tokens to put first, where the data of the window starts) for a window starting at ``start``:
         no tokens without conditions or at a piece's beginning; within a piece's condition tokens, its beginning."""
         if self.conditions is None:
             return [], start
-        pieces = self.pieces(split)
-        offsets = self._offsets.setdefault(split, np.asarray([p["offset"] for p in pieces], np.int64))
+        pieces, offsets = self.pieces(split), self._piece_offsets(split)
         j = int(np.searchsorted(offsets, start, side="right")) - 1
         cond = pieces[j].get("conditions", []) if j >= 0 else []
         if start - int(offsets[max(j, 0)]) <= len(cond):
@@ -350,8 +355,7 @@ class Shards:
             for r, (a, e, P) in enumerate(windows[b : b + batch_size]):
                 piece = data[a:e]
                 if P:
-                    j = int(np.searchsorted(self._offsets.setdefault(split, np.asarray(
-                        [p["offset"] for p in self.pieces(split)], np.int64)), a, side="right")) - 1
+                    j = int(np.searchsorted(self._piece_offsets(split), a, side="right")) - 1
                     tokens[r, :P] = self.pieces(split)[j]["conditions"]
                 tokens[r, P : P + len(piece)] = piece
                 mask[r, P : P + len(piece) - 1] = 1.0  # targets after the first data token (already counted)
