@@ -176,6 +176,13 @@ def encode_file(tok: miditok.MusicTokenizer, path_or_score: str | Path | Score) 
     return encode_with_notes(tok, path_or_score)[0]
 
 
+def music_ids(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The ids of ``ids`` that are music: without PAD/BOS/EOS and without ids past the tokenizer's vocabulary (the
+    condition tokens of a conditioned run). What originality checks compare."""
+    ids = np.asarray(ids)
+    return ids[(ids < len(tok)) & ~np.isin(ids, list(special_ids(tok).values()))]
+
+
 def decode_ids(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray) -> Score:
     """Ids -> Score. Never raises: specials and out-of-range ids are dropped; anything undecodable -> empty Score.
 

@@ -94,9 +94,12 @@ def typical(cond, label: str, value: str) -> dict:
     return {k: (v if v != UNKNOWN else "") for k, v in zip(KINDS, best)}
 
 
-def _music(ids, tok, specials) -> np.ndarray:
-    ids = np.asarray(ids)
-    return ids[~np.isin(ids, specials) & (ids < len(tok))]
+def training_index(shards, tok, seed: int = 0) -> NgramIndex:
+    """The n-gram index of the training split's music tokens (``tokenizer.music_ids``), for copy checks."""
+    from tchaikovsky.data.tokenizer import music_ids
+
+    return NgramIndex([music_ids(tok, shards.piece_ids("train", i)) for i in range(len(shards.pieces("train")))],
+                      seed=seed)
 
 
 def controllability(run_dir: str | Path, *, label: str = "composer", n_per_value: int = 8, num_tokens: int = 512,
@@ -113,7 +116,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", n_per_value
     from tchaikovsky.config import SampleConfig
     from tchaikovsky.data.conditions import load_conditions
     from tchaikovsky.data.shards import Shards
-    from tchaikovsky.data.tokenizer import decode_ids, special_ids
+    from tchaikovsky.data.tokenizer import decode_ids, music_ids, special_ids
     from tchaikovsky.generate.sampling import generate
     from tchaikovsky.training.checkpoint import load_run_model
 
@@ -155,9 +158,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", n_per_value
         samples[v] = [(s, decode_ids(tok, s)) for s in seqs]
 
     train = decoded_split(shards, tok, "train")
-    specials = np.asarray(list(sp.values()))
-    index = NgramIndex([_music(shards.piece_ids("train", i), tok, specials)
-                        for i in range(len(shards.pieces("train")))], seed=seed)
+    index = training_index(shards, tok, seed)
     rng = np.random.default_rng(seed)
     uncond = [sc for _, sc in samples[None] if sc.note_num() > 0]
     uncond_pred = judge.predict(uncond)
@@ -171,7 +172,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", n_per_value
         real = [real[i] for i in np.sort(rng.choice(len(real), min(max_reference, len(real)), replace=False))]
         oa = (mean_oa(compare_sets([piece_metrics(sc) for _, sc in pieces], [piece_metrics(p.score) for p in real]))
               if len(real) >= 2 and pieces else float("nan"))
-        flags = flag_copies([_music(ids, tok, specials) for ids, _ in pieces], index)
+        flags = flag_copies([music_ids(tok, ids) for ids, _ in pieces], index)
         if write:
             out_dir.mkdir(parents=True, exist_ok=True)
             for k, (_, sc) in enumerate(pieces[:2]):  # two to listen to per value; the numbers cover them all

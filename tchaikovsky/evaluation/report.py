@@ -86,7 +86,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     from tchaikovsky.generate.sampling import generate
     from tchaikovsky.data.conditions import load_conditions
     from tchaikovsky.data.shards import Shards
-    from tchaikovsky.data.tokenizer import decode_ids, special_ids, tokenizer_hash
+    from tchaikovsky.data.tokenizer import decode_ids, music_ids, special_ids, tokenizer_hash
     from tchaikovsky.config import compute_dtype
     from tchaikovsky.training.step import evaluate
 
@@ -148,20 +148,14 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         vs_heldout = {name: compare_sets(sets[name]["pieces"], sets["heldout"]["pieces"])
                       for name in sets if name not in ("train", "heldout")}
 
-    # originality against the whole training split, in music tokens (specials removed on both sides)
-    specials = np.asarray(list(sp.values()))
-
-    def music(ids):
-        ids = np.asarray(ids)
-        return ids[~np.isin(ids, specials) & (ids < len(tok))]  # condition ids are not music either
-
+    # originality against the whole training split, in music tokens (specials and conditions removed on both sides)
     say(f"originality against {len(train_flat)} training tokens ...", flush=True)
-    index = NgramIndex([music(p) for p in train_pieces], seed=seed)
+    index = NgramIndex([music_ids(tok, p) for p in train_pieces], seed=seed)
     originality = {}
     for name in sets:
         if name == "train":
             continue
-        samples = [music(s) for s in seqs[name]]
+        samples = [music_ids(tok, s) for s in seqs[name]]
         flags = flag_copies(samples, index, max_run=copy_run, max_fraction=copy_fraction)
         originality[name] = {
             "longest_run": [f["longest_run"] for f in flags],

@@ -116,10 +116,9 @@ class _Context:
     @functools.cached_property
     def index(self):
         """The n-gram index of the training split's music tokens (built on first use)."""
-        from tchaikovsky.evaluation.originality import NgramIndex
+        from tchaikovsky.evaluation.control import training_index
 
-        return NgramIndex([_music(self, self.shards.piece_ids("train", i))
-                           for i in range(len(self.shards.pieces("train")))], seed=self.cfg.seed)
+        return training_index(self.shards, self.tok, self.cfg.seed)
 
     def prefix(self, prompt: dict) -> np.ndarray:
         return np.asarray(self.cond.prefix(**prompt) + [self.sp["bos"]], np.int32)
@@ -212,16 +211,12 @@ def _judge_p(judge, scores, prompt) -> np.ndarray:
     return out
 
 
-def _music(ctx: _Context, ids) -> np.ndarray:
-    ids = np.asarray(ids)
-    return ids[(ids < len(ctx.tok)) & ~np.isin(ids, list(ctx.sp.values()))]
-
-
 def _copies(ctx: _Context, seqs) -> list[bool]:
     """Per sequence: does it repeat a long run of the training tokens (``evaluation.originality.flag_copies``)?"""
+    from tchaikovsky.data.tokenizer import music_ids
     from tchaikovsky.evaluation.originality import flag_copies
 
-    return [f["copied"] for f in flag_copies([_music(ctx, s) for s in seqs], ctx.index)]
+    return [f["copied"] for f in flag_copies([music_ids(ctx.tok, s) for s in seqs], ctx.index)]
 
 
 def evaluate_policy(ctx: _Context, model, r: int, scorer, judge) -> dict:
