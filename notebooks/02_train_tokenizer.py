@@ -33,7 +33,8 @@ vocab_size = 2048  # BPE vocabulary (the base REMI vocabulary is ~550)
 val_fraction = 0.1  # share of pieces held out for validation
 transpose_range = 0  # augmentation: N adds training copies transposed by 1..N semitones up and down (0: off)
 conditions = False  # start every piece with its period, composer and instrumentation tokens (see 03's init_from)
-judge_fraction = 0.0  # share of each composer's works set aside, never trained on, for the judge in 04 (0: none)
+judge_fraction = 0.0  # share of works held out (by a hash of each work: the same works in every run), never trained
+# on: half validates choices, half tests what 04 and 05 report (0: none)
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
 
 # %% [markdown]

@@ -40,6 +40,7 @@ init_from = ""  # fine-tune: another run (or checkpoint) to start from; this run
 conditions = False  # (only when building shards here) condition tokens in front of pieces (always on with init_from)
 condition_dropout = None  # share of condition tokens replaced by "unknown" in training (None: 0)
 judge_fraction = 0.0  # (only when building shards here) works set aside for the judge (see 02)
+allow_overlap = False  # init_from: fine-tune even if the parent trained on this run's held-out works (recorded)
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
 
 # %% [markdown]
@@ -90,7 +91,7 @@ p
 result = pipeline.train_run(run, shards, preset=preset, seed=seed, max_steps=max_steps, max_minutes=max_minutes,
                             batch_size=batch_size, learning_rate=learning_rate, resume=resume,
                             wandb_mode=wandb_mode, sample_every=sample_every, init_from=init_from,
-                            condition_dropout=condition_dropout)
+                            condition_dropout=condition_dropout, allow_overlap=allow_overlap)
 print(f"stopped: {result.stopped} at step {int(result.state.step)}; checkpoint: {result.checkpoint}")
 
 # %%

@@ -32,13 +32,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--pretrain-steps", type=int, default=800)
     ap.add_argument("--finetune-steps", type=int, default=1000)
     ap.add_argument("--condition-dropout", type=float, default=0.2)
-    ap.add_argument("--judge-fraction", type=float, default=0.25)
+    ap.add_argument("--judge-fraction", type=float, default=0.4,
+                    help="works held out: half validation, half test (by a hash of each work)")
     ap.add_argument("--vocab-size", type=int, default=1024)
     ap.add_argument("--transpose-range", type=int, default=1)
     ap.add_argument("--samples", type=int, default=16, help="pieces per requested value")
     ap.add_argument("--num-tokens", type=int, default=512)
     ap.add_argument("--min-tokens", type=int, default=256)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the corpus sizes (tests: 0.1)")
+    ap.add_argument("--until", choices=("pretrain", "finetune", "all"), default="all",
+                    help="stop after this stage (a later call continues from what is on disk)")
     args = ap.parse_args(argv)
 
     from tchaikovsky.data.corpus import Corpus, load_corpus
@@ -68,6 +71,8 @@ def main(argv=None) -> dict:
     t = time.time()
     pipeline.train_run(pre, Shards(pre / "shards"), preset=args.preset, max_steps=args.pretrain_steps)
     times["pretrain_s"] = time.time() - t
+    if args.until == "pretrain":
+        return {"times": times}
     if not (ft / "shards" / "index.json").exists():
         ft.mkdir(parents=True, exist_ok=True)
         pipeline.prepare_data(ft, corpus, conditions=True, tokenizer_from=pre, **common)
@@ -75,6 +80,8 @@ def main(argv=None) -> dict:
     pipeline.train_run(ft, Shards(ft / "shards"), preset=args.preset, max_steps=args.finetune_steps, init_from=str(pre),
                        condition_dropout=args.condition_dropout)
     times["finetune_s"] = time.time() - t
+    if args.until == "finetune":
+        return {"times": times}
 
     reports = {}
     for label in ("composer", "period", "instrumentation"):

@@ -66,14 +66,16 @@ class Conditions:
         sorted; ``base`` = ``len(tok)``."""
         return cls(base).extended(pieces)
 
-    def extended(self, pieces: Iterable) -> "Conditions":
+    def extended(self, pieces: Iterable, counted: Iterable | None = None) -> "Conditions":
         """These conditions plus the values of ``pieces`` not yet known, appended (existing ids keep their
-        meaning); their combinations are counted in (a fine-tune keeps the pretraining's counts and adds its own)."""
+        meaning); the combinations of ``counted`` (default: ``pieces``; a run passes its training pieces only, so
+        held-out works leave no trace in what sampling is told was seen) are counted in (a fine-tune keeps the
+        pretraining's counts and adds its own)."""
         pieces = list(pieces)
         labels = [_labels(p) for p in pieces]
         new = [token_name(k, v) for i, k in enumerate(KINDS) for v in sorted({lab[i] for lab in labels})]
         combos = Counter(self.combinations)
-        combos.update("|".join(lab) for lab in labels)
+        combos.update("|".join(_labels(p)) for p in (pieces if counted is None else counted))
         return Conditions(self.base, self.tokens + tuple(t for t in new if t not in self.tokens), dict(combos))
 
     # ------------------------------------------------------------------------------------------------ looking up

@@ -31,7 +31,7 @@ from symusic import Score
 from tchaikovsky import io
 from tchaikovsky.data.augment import Augment, OutOfRange, apply_variant
 from tchaikovsky.data.conditions import Conditions
-from tchaikovsky.data.splits import assign_splits
+from tchaikovsky.data.splits import HASH_RULE, assign_splits
 from tchaikovsky.data.tokenizer import encode_with_notes, load_tokenizer, save_tokenizer, special_ids, tokenizer_hash
 
 INDEX_FILE = "index.json"
@@ -48,6 +48,12 @@ def _piece_dict(piece: Any) -> dict:
 def _cache_key(rel_path: str, tok_hash: str, variant=None) -> str:
     tag = "" if not variant else f"\0{variant}"
     return hashlib.sha256(f"{rel_path}\0{tok_hash}{tag}".encode()).hexdigest()[:24]
+
+
+def _content_hash(npy: Path) -> str:
+    """A piece's content hash: its music token ids (no condition tokens) under the run's tokenizer, so a copy of a
+    piece under another name or in another folder hashes alike."""
+    return hashlib.sha256(np.load(npy).astype(np.int64).tobytes()).hexdigest()[:20]
 
 
 def _encode_to_cache(tok, jobs: Sequence[tuple], cache: Path) -> list[tuple[str, dict]]:
@@ -134,7 +140,9 @@ def build_shards(
 
     ``conditions``: every piece is stored as ``[its condition ids..., BOS, ..., EOS]`` (``data.conditions``), the
     vocabulary is written beside the tokenizer (``conditions.json``) and into the index. ``held_out``: splits of
-    whole works set aside from training and validation (``assign_splits``), tokenized like the others.
+    whole works set aside from training and validation (``assign_splits``: a stable function of each work's key),
+    tokenized like the others. Every original piece's entry carries ``content``, a hash of its music token ids, so
+    a fine-tune can tell which of its held-out pieces a parent run trained on (``splits.held_out_overlap``).
     """
     out = Path(out_dir)
     cache = out / "pieces"
@@ -163,6 +171,7 @@ def build_shards(
                   "augmented_copies": len(extra)},
         "augment": dataclasses.asdict(augment) if augment else None,
         "conditions": conditions.to_dict() if conditions else None, "held_out": held_out or {},
+        "held_out_rule": HASH_RULE,
     }
     for name, ps in splits.items():
         metas = [(p, keys[p.rel_path], json.loads((cache / f"{keys[p.rel_path]}.json").read_text()), None)
@@ -176,8 +185,9 @@ def build_shards(
         prefixes = [conditions.encode(p) if conditions else [] for p, _, _, _ in kept]
         offsets = np.cumsum([0] + [m["n_tokens"] + len(c) for (_, _, m, _), c in zip(kept, prefixes)]).tolist()
         entries = [{**_piece_dict(p), "offset": o, "length": m["n_tokens"] + len(c), "n_notes": m["n_notes"],
-                    **({"conditions": c} if c else {}), **({"augment": list(v)} if v else {})}
-                   for (p, _, m, v), o, c in zip(kept, offsets, prefixes)]
+                    **({"conditions": c} if c else {}),
+                    **({"augment": list(v)} if v else {"content": _content_hash(cache / f"{key}.npy")})}
+                   for (p, key, m, v), o, c in zip(kept, offsets, prefixes)]
 
         def write(f, kept=kept, prefixes=prefixes):  # streamed piece by piece: a split never has to fit in memory
             for (_, key, _, _), c in zip(kept, prefixes):

@@ -72,6 +72,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "conditions": BOOL,
         "condition_dropout": _float(0.0, 1.0, optional=True),
         "judge_fraction": _float(0.0, 0.5),
+        "allow_overlap": BOOL,
     },
     "04_sample": {
         **COMMON,

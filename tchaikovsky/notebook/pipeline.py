@@ -78,28 +78,33 @@ def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, *, vocab_size: int, v
     and write the shards (with ``transpose_range`` = N, each training piece also transposed by -N..-1 and 1..N
     semitones). ``conditions``: pieces start with their period, composer and instrumentation tokens
     (``data.conditions``; with ``tokenizer_from``, that run's condition vocabulary extended by this corpus's
-    values). ``judge_fraction``: that share of each composer's works becomes the ``judge`` split, never trained
-    on. Returns a summary for the notebook."""
+    values). ``judge_fraction``: that share of the works (chosen by a hash of each work's key, so the same works
+    in every run with this fraction) is held out, never trained on: half as the ``judge`` split (validation: for
+    choices), half as ``judge_test`` (test: for reported figures). BPE merges and the condition combinations are
+    learned from the training pieces only. Returns a summary for the notebook."""
     from tchaikovsky.data import shards as shards_lib
     from tchaikovsky.data.augment import Augment
     from tchaikovsky.data.conditions import Conditions, load_conditions
+    from tchaikovsky.data.splits import assign_splits, held_out_roles
 
     shifts = tuple(t for t in range(-transpose_range, transpose_range + 1) if t)
     augment = Augment(transpose=shifts) if shifts else None
+    held_out = held_out_roles(judge_fraction)
+    train_pieces = assign_splits(corpus.pieces, val_fraction, seed, held_out)["train"]
 
     if tokenizer_from:
         source = find_run_dir(tokenizer_from)
         tok = tok_lib.load_tokenizer(source / "tokenizer.json")
         old = load_conditions(source, tok)
     else:
-        tok, old = tok_lib.train_tokenizer([p.path for p in corpus.pieces], vocab_size, progress=progress), None
+        tok = tok_lib.train_tokenizer([p.path for p in train_pieces], vocab_size, progress=progress)
+        old = None
     tok_lib.save_tokenizer(tok, run_dir / "tokenizer.json")
-    cond = (old or Conditions(len(tok))).extended(corpus.pieces) if conditions else None
+    cond = (old or Conditions(len(tok))).extended(corpus.pieces, counted=train_pieces) if conditions else None
     if cond is not None:
         cond.save(run_dir)
     shards_lib.build_shards(tok, corpus.pieces, run_dir / "shards", val_fraction=val_fraction, seed=seed,
-                            progress=progress, augment=augment, conditions=cond,
-                            held_out={"judge": judge_fraction} if judge_fraction else None)
+                            progress=progress, augment=augment, conditions=cond, held_out=held_out or None)
     sh = shards_lib.Shards(run_dir / "shards")
     return {
         "vocab_size": sh.vocab_size,
@@ -185,16 +190,21 @@ def wandb_logger(mode: str, run_dir: Path, config: dict):
 
 def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=None, max_minutes=None,
               batch_size=None, learning_rate=None, resume: bool = True, wandb_mode: str = "disabled",
-              sample_every: int = 0, progress: bool = True, init_from: str = "", condition_dropout=None):
+              sample_every: int = 0, progress: bool = True, init_from: str = "", condition_dropout=None,
+              allow_overlap: bool = False):
     """Train the named preset on the run's shards (see ``training.loop.train``). With ``sample_every`` > 0, a short
     unconditional sample is written, rendered and shown (and logged to wandb) every that many steps.
 
     ``init_from`` (another run, or one of its checkpoints): fine-tune its weights on these shards with a fresh
     optimizer and schedule; the learning rate defaults to a quarter of the preset's; the embedding and output layer
-    grow when these shards' conditions extend the pretrained run's. ``condition_dropout``: see ``TrainConfig``."""
+    grow when these shards' conditions extend the pretrained run's. A fine-tune whose held-out pieces (judge,
+    judge_test) the pretrained run (or its own parents) trained or validated on is refused (``check_held_out``)
+    unless ``allow_overlap``, and then the overlap is recorded in the checkpoints' meta, where the judge's report
+    finds it. ``condition_dropout``: see ``TrainConfig``."""
     from tchaikovsky.config import preset as get_preset
     from tchaikovsky.training.loop import train
 
+    extra_meta: dict = {"preset": preset}
     if init_from:
         source = find_run_dir(init_from)
         here_tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
@@ -203,6 +213,9 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
             raise ValueError(f"{run_dir} was tokenized with another tokenizer ({len(here_tok)} ids) than the run "
                              f"to fine-tune, {source} ({len(their_tok)} ids): use a new run_dir, and its data will "
                              "be tokenized with the pretrained run's tokenizer")
+        leaked = check_held_out(shards, source, allow_overlap=allow_overlap)
+        if leaked:
+            extra_meta["held_out_overlap"] = leaked
         if learning_rate is None:
             learning_rate = get_preset(preset).train.learning_rate / 4
     p = get_preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
@@ -211,8 +224,53 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
     if sample_every > 0:
         hooks.append(_sampler_hook(run_dir, sample_every, wandb_mode != "disabled"))
     return train(run_dir, p.model, p.train, shards, seed=seed, resume=resume, max_minutes=max_minutes,
-                 progress=progress, hooks=[h for h in hooks if h is not None], extra_meta={"preset": preset},
+                 progress=progress, hooks=[h for h in hooks if h is not None], extra_meta=extra_meta,
                  init_from=init_from or None)
+
+
+def check_held_out(shards, parent: Path, *, allow_overlap: bool = False) -> list[str]:
+    """The rel_paths of ``shards``' held-out pieces (every split but train and val) that ``parent`` (a run
+    directory) or the runs it was itself fine-tuned from trained or validated on, matched by content hash.
+    Raises ValueError naming them unless ``allow_overlap`` (then warns); [] when there is no overlap."""
+    import warnings
+
+    from tchaikovsky.data.shards import Shards
+    from tchaikovsky.data.splits import held_out_overlap
+
+    held = [e for name in shards.splits if name not in ("train", "val") for e in shards.pieces(name)
+            if not e.get("augment")]
+    leaked: dict[str, dict] = {}
+    for run in _lineage(parent):
+        if held and (run / "shards" / "index.json").is_file():
+            theirs = Shards(run / "shards")
+            trained = [e for name in ("train", "val") if name in theirs.splits for e in theirs.pieces(name)]
+            leaked.update({e["rel_path"]: e for e in held_out_overlap(held, trained)})
+    if not leaked:
+        return []
+    names = sorted(leaked)
+    what = (f"{len(names)} of this run's {len(held)} held-out pieces were trained or validated on by {parent} "
+            f"(or a run it was fine-tuned from): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+    if not allow_overlap:
+        raise ValueError(f"{what}. Their judge and test figures would not be about unseen music. Rebuild the "
+                         "pretrained run with the same judge_fraction (held-out works are a function of each work's "
+                         "identity, so it then holds the same works out), or pass allow_overlap=True to fine-tune "
+                         "anyway: the overlap is then recorded and the judge's report shows it")
+    warnings.warn(f"{what}; allowed (allow_overlap=True) and recorded in the checkpoints' meta", stacklevel=2)
+    return names
+
+
+def _lineage(run: Path, depth: int = 8) -> list[Path]:
+    """``run`` and the runs it was fine-tuned from (its checkpoints' ``init_from``), nearest first."""
+    from tchaikovsky.training import checkpoint
+
+    out = [Path(run)]
+    while len(out) < depth:
+        try:
+            meta = checkpoint.read_meta(checkpoint.latest(out[-1] / "checkpoints"))
+            out.append(find_run_dir((meta.get("init_from") or {})["path"]))
+        except (FileNotFoundError, KeyError, TypeError, ValueError):
+            break
+    return out
 
 
 def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 256):
