@@ -144,10 +144,11 @@ if evaluate:
 
 # %% [markdown]
 # ## Does it obey?
-# For a run fine-tuned with conditions whose data kept a judge split (`judge_fraction` in 02/03): an independent
-# judge, trained on real pieces of works the model never saw and looking only at the notes, says which composer it
-# hears in `judge_samples` pieces asked for each composer, and in as many asked for none (the chance level). Its
-# accuracy on real held-out works is the ceiling.
+# For a run fine-tuned with conditions whose data held works out (`judge_fraction` in 02/03): an independent judge,
+# trained on real pieces of the test works the model never saw and looking only at the notes, says which composer
+# it hears in `judge_samples` pieces asked for each composer (test seeds), and in as many asked for none: the
+# measured chance. Every rate shows its 95% interval and n; a piece that fails to decode counts as a miss. Its
+# cross-validated accuracy on real held-out works is the ceiling.
 
 # %%
 if evaluate and judge_samples:

@@ -19,8 +19,10 @@
 # fine-tuned with conditions (03 with `init_from`), each round samples many pieces per prompt (every condition
 # triple with enough real pieces), scores each by how close it sounds to the real pieces of that prompt, pairs the
 # best with the worst, and trains the model to prefer the better ones (DPO-Positive, against the previous round's
-# model). An independent judge that the optimisation never sees (trained on works set aside in 02/03's
-# `judge_fraction`) says whether the music really moved towards what was asked. Rerunning continues where it
+# model). An independent judge that the optimisation never sees (trained on works held out in 02/03's
+# `judge_fraction`) says whether the music really moved towards what was asked: a judge on the validation works
+# chooses the best round, another on the test works (other seeds) gives the figures reported, each with its 95%
+# interval. Rerunning continues where it
 # stopped: finished rounds are kept, an interrupted one resumes.
 
 # %% tags=["parameters"]
@@ -93,7 +95,7 @@ show(Markdown(report.summary_table(result)))
 
 # %% [markdown]
 # ## How the scorer separates real music
-# Nearest-centroid accuracy on the judge split's real pieces (works the scorer never saw), and the mean cosine
+# Nearest-centroid accuracy on the validation works' real pieces (works the scorer never saw), and the mean cosine
 # between pieces of the same label against pieces of different labels.
 
 # %%
@@ -102,7 +104,8 @@ result["scorer"]
 # %% [markdown]
 # ## Round by round
 # The reward (scorer, per prompt) is what the optimisation pushes; the judge and OA are what it never sees. When the
-# scorer rises while the judge falls, the model is learning the scorer's blind spots, not music (a warning says so).
+# scorer rises while the validation judge falls significantly, the model is learning the scorer's blind spots, not
+# music (a warning says so). The round to keep is the one the validation judge prefers; the test figures report it.
 
 # %%
 from tchaikovsky.evaluation.plots import plot_rounds  # noqa: E402

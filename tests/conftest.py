@@ -80,3 +80,50 @@ def trained(bach, tmp_path_factory) -> SimpleNamespace:
     run_dir = tmp_path_factory.mktemp("trained")
     result = train(run_dir, p.model, p.train, bach.shards, seed=0, progress=False)
     return SimpleNamespace(model=result.state.model, result=result, run_dir=run_dir, preset=p)
+
+
+@pytest.fixture(scope="session")
+def work_names():
+    """``work_names(roles, fraction, prefix)``: one work key per entry of ``roles`` that hashes into that held-out
+    split under ``held_out_roles(fraction)`` (None: not held out), so small test corpora have every role."""
+    from tchaikovsky.data.splits import held_out_role, held_out_roles
+
+    def make(roles, fraction=0.5, prefix="work "):
+        names, k = [], 0
+        for want in roles:
+            while held_out_role(f"{prefix}{k}", held_out_roles(fraction)) != want:
+                k += 1
+            names.append(f"{prefix}{k}")
+            k += 1
+        return names
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def conditioned_run(bach, tmp_path_factory, work_names):
+    """The fixture chorales as two composers' works, conditioned shards with held-out works (each composer has one
+    validation and one test work), the tiny preset trained a few steps: the smallest run preference tuning
+    accepts."""
+    from dataclasses import replace
+
+    names = ["Johann Sebastian Bach", "Claudio Monteverdi"]
+    works = work_names(["judge", "judge", "judge_test", "judge_test"] + [None] * 8)
+    pieces = [replace(p, composer=names[i % 2], period=["Baroque", "Renaissance"][i % 2], instrumentation="voices",
+                      work=works[i]) for i, p in enumerate(bach.pieces)]
+    from tchaikovsky.config import preset
+    from tchaikovsky.data import shards as shards_lib
+    from tchaikovsky.data import tokenizer as tok_lib
+    from tchaikovsky.data.conditions import Conditions
+    from tchaikovsky.data.splits import held_out_roles
+    from tchaikovsky.training.loop import train
+
+    run = tmp_path_factory.mktemp("pref") / "run"
+    cond = Conditions.build(len(bach.tok), pieces)
+    tok_lib.save_tokenizer(bach.tok, run / "tokenizer.json")
+    cond.save(run)
+    sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, run / "shards", conditions=cond,
+                                                   held_out=held_out_roles(0.5), progress=False))
+    p = preset("tiny", vocab_size=cond.vocab_size, max_steps=10, eval_every=10, checkpoint_every=10)
+    train(run, p.model, p.train, sh, progress=False)
+    return run

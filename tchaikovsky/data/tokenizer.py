@@ -183,23 +183,31 @@ def music_ids(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray) -> n
     return ids[(ids < len(tok)) & ~np.isin(ids, list(special_ids(tok).values()))]
 
 
-def decode_ids(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray) -> Score:
-    """Ids -> Score. Never raises: specials and out-of-range ids are dropped; anything undecodable -> empty Score.
-
-    Model samples are arbitrary id sequences, so this must be total: a bad sample is an empty piece, not a crash.
-    """
+def try_decode(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray) -> Score | None:
+    """Ids -> Score, or None when the tokenizer cannot decode them (the failure evaluations count as a miss).
+    Specials and out-of-range ids (condition tokens) are dropped first; no music ids at all is an empty Score."""
+    arr = np.asarray(ids, dtype=np.int64).ravel()
+    drop = list(special_ids(tok).values())
+    arr = arr[(arr >= 0) & (arr < len(tok)) & ~np.isin(arr, drop)]
+    if arr.size == 0:
+        return Score(tok.time_division)
+    seq = arr.tolist()
     try:
-        arr = np.asarray(ids, dtype=np.int64).ravel()
-        drop = list(special_ids(tok).values())
-        arr = arr[(arr >= 0) & (arr < len(tok)) & ~np.isin(arr, drop)]
-        if arr.size == 0:
-            return Score(tok.time_division)
-        seq = arr.tolist()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return tok.decode(seq if tok.one_token_stream else [seq])
-    except Exception:  # noqa: BLE001 - documented: decoding is total
-        return Score(tok.time_division)
+    except Exception:  # noqa: BLE001 - arbitrary sampled ids: any decoder error is this piece's failure
+        return None
+
+
+def decode_ids(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray) -> Score:
+    """Ids -> Score. Never raises: an undecodable sequence becomes an empty Score (``try_decode`` tells the two
+    apart, for evaluations, where a failure must count as a miss rather than vanish).
+
+    Model samples are arbitrary id sequences, so this must be total: a bad sample is an empty piece, not a crash.
+    """
+    score = try_decode(tok, ids)
+    return Score(tok.time_division) if score is None else score
 
 
 def save_midi(tok: miditok.MusicTokenizer, ids: Sequence[int] | np.ndarray, path: str | Path) -> Path:

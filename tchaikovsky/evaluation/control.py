@@ -1,92 +1,47 @@
 """Does a conditioned model obey? The independent judge's verdict on pieces asked for by period, composer or
-instrumentation.
+instrumentation, under the evaluation protocol (``evaluation.protocol``).
 
-The judge (``evaluation.judge``) is trained on the run's ``judge`` split: real pieces of works the generator never
-trained or validated on (``build_shards(held_out={"judge": ...})``), decoded from their tokens like the generated
-pieces are, so both sides pass through the same tokenizer grid. Its accuracy on held-out judge-split works is the
-ceiling. Then, for each value of a label, pieces are sampled with that condition and the judge says what it hears:
-the share recognised as requested (controllability), beside the share of pieces sampled with "any" condition that
-it calls the same value (the chance level of an unconditioned model), and OA against that value's real pieces.
+For a role ("validation" for choices, "test" for reported figures) the judge (``evaluation.judge``) is trained on
+that role's held-out works (real pieces the generator never trained or validated on, decoded from their tokens
+like the samples). Its cross-validated accuracy on those works, each piece predicted by a judge that never saw
+its work, is the ceiling. Then, for each value of a label, pieces are sampled with that condition, and as many
+with every condition "any", from the role's seeds; the judge says what it hears:
 
-    report = controllability(run_dir, label="composer", n_per_value=8)
-    report["table"]            # one row per value: ceiling, conditioned, unconditioned, OA, copies
-    report["confusion"]        # requested x predicted counts (plots.plot_confusion draws it)
+* ``conditioned``: the share recognised as asked, with n and a 95% interval (a piece that fails to decode or has
+  no notes is a miss and counts in n);
+* ``chance``: the measured share of "any" pieces the judge hears as that value;
+* ``lift``: conditioned - chance with Newcombe's interval; pooled over values by ``intervals.pooled_lift``;
+* OA against that value's held-out real pieces of the role, copies of the training tokens, failures.
+
+    report = controllability(run_dir, label="composer", role="test", n_per_value=16)
+    summary_table(report)      # Markdown, every rate with its interval and n
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tchaikovsky import io
+from tchaikovsky.data.conditions import KINDS, UNKNOWN
+from tchaikovsky.evaluation import protocol
 from tchaikovsky.evaluation.compare import compare_sets, mean_oa
 from tchaikovsky.evaluation.features import piece_metrics
-from tchaikovsky.evaluation.judge import Judge, split_by_work
-from tchaikovsky.evaluation.originality import NgramIndex, flag_copies
-
-REPORT_FILE = "controllability.json"
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """A piece decoded from its token ids, with what is known of it (for the judge and ``compare_sets``)."""
-
-    score: object
-    rel_path: str
-    work: str | None = None
-    composer: str | None = None
-    period: str | None = None
-    instrumentation: str | None = None
+from tchaikovsky.evaluation.intervals import Difference, Rate, fmt, pooled_lift
+from tchaikovsky.evaluation.judge import Judge, cross_validate
+from tchaikovsky.evaluation.originality import flag_copies
+from tchaikovsky.evaluation.views import decode_samples, decoded_split, has_notes, training_index
 
 
-def decoded_split(shards, tok, split: str, *, originals_only: bool = True) -> list[Decoded]:
-    """The pieces of a split decoded to Scores (augmented copies left out with ``originals_only``); pieces that
-    decode to no notes are skipped."""
-    from tchaikovsky.data.tokenizer import decode_ids
-
-    out = []
-    for i, entry in enumerate(shards.pieces(split)):
-        if originals_only and entry.get("augment"):
-            continue
-        score = decode_ids(tok, shards.piece_ids(split, i))
-        if score.note_num() > 0:
-            out.append(Decoded(score, entry["rel_path"], entry.get("work"), entry.get("composer"),
-                               entry.get("period"), entry.get("instrumentation")))
-    return out
-
-
-def judge_ceiling(pieces: Sequence[Decoded], label: str, *, repeats: int = 5, fraction: float = 0.3) -> dict:
-    """The judge's accuracy on real pieces of works it did not train on: mean and per-split accuracies over
-    ``repeats`` work-disjoint splits (``fraction`` of each value's pieces held out), and the per-value recall."""
-    accs, hits, counts = [], {}, {}
-    for r in range(repeats):
-        rest, held = split_by_work(pieces, fraction, seed=r, stratify=label)
-        held = [p for p in held if getattr(p, label) is not None]
-        if not held or len({getattr(p, label) for p in rest if getattr(p, label)}) < 2:
-            continue
-        judge = Judge.fit(rest, label)
-        held = [p for p in held if getattr(p, label) in judge.classes]
-        if not held:
-            continue
-        preds = judge.predict(held)
-        accs.append(float(np.mean([p == getattr(h, label) for p, h in zip(preds, held)])))
-        for p, h in zip(preds, held):
-            v = getattr(h, label)
-            counts[v] = counts.get(v, 0) + 1
-            hits[v] = hits.get(v, 0) + int(p == v)
-    return {"accuracy": float(np.mean(accs)) if accs else float("nan"), "splits": accs,
-            "recall": {v: hits[v] / counts[v] for v in sorted(counts)}}
+def report_path(run_dir: str | Path, label: str, role: str) -> Path:
+    return Path(run_dir) / f"controllability_{label}_{role}.json"
 
 
 def typical(cond, label: str, value: str) -> dict:
     """The full request for ``label=value``: the other conditions as in the most common training combination that
     has the value (as a user asks "Bach, Baroque, voices"), or "any" when no combination has it."""
-    from tchaikovsky.data.conditions import KINDS, UNKNOWN
-
     combos = [(n, c.split("|")) for c, n in cond.combinations.items() if c.split("|")[KINDS.index(label)] == value]
     if not combos:
         return {label: value}
@@ -94,130 +49,165 @@ def typical(cond, label: str, value: str) -> dict:
     return {k: (v if v != UNKNOWN else "") for k, v in zip(KINDS, best)}
 
 
-def training_index(shards, tok, seed: int = 0) -> NgramIndex:
-    """The n-gram index of the training split's music tokens (``tokenizer.music_ids``), for copy checks."""
-    from tchaikovsky.data.tokenizer import music_ids
-
-    return NgramIndex([music_ids(tok, shards.piece_ids("train", i)) for i in range(len(shards.pieces("train")))],
-                      seed=seed)
-
-
-def controllability(run_dir: str | Path, *, label: str = "composer", n_per_value: int = 8, num_tokens: int = 512,
-                    min_tokens: int = 0, temperature: float = 1.0, top_p: float = 0.95, seed: int = 0,
-                    min_pieces: int = 4, max_reference: int = 32, write: bool = True, progress: bool = True) -> dict:
-    """Sample ``n_per_value`` pieces per value of ``label`` (each value with at least ``min_pieces`` pieces in the
-    judge split) from the run's model with that condition (the other conditions as ``typical`` fills them), and as
-    many with every condition "any"; let the judge
-    (trained on the whole judge split) classify them. Returns (and writes ``run_dir/controllability.json``):
-    ``ceiling`` (``judge_ceiling``), ``values``, ``table`` (per value: ceiling recall, ``conditioned`` rate,
-    ``unconditioned`` rate, ``oa`` of the conditioned samples against that value's real training pieces,
-    ``copies``), ``confusion`` (requested x predicted, rows/columns in ``classes`` order), ``classes``, and the
-    means. Raises ValueError when the run has no conditions or no judge split."""
-    from tchaikovsky.config import SampleConfig
-    from tchaikovsky.data.conditions import load_conditions
-    from tchaikovsky.data.shards import Shards
-    from tchaikovsky.data.tokenizer import decode_ids, music_ids, special_ids
-    from tchaikovsky.generate.sampling import generate
-    from tchaikovsky.training.checkpoint import load_run_model
-
-    run_dir = Path(run_dir)
-    say = print if progress else (lambda *a, **k: None)
-    model, tok, _ = load_run_model(run_dir)
-    cond = load_conditions(run_dir, tok)
-    shards = Shards(run_dir / "shards")
-    if cond is None:
-        raise ValueError(f"{run_dir} has no conditions: fine-tune it with conditions first (notebook 03, init_from)")
-    if "judge" not in shards.splits:
-        raise ValueError(f"{run_dir / 'shards'} has no judge split: build the shards with judge_fraction > 0")
-    judged = decoded_split(shards, tok, "judge")
+def judged_values(pieces, cond, label: str, min_pieces: int) -> list[str]:
+    """The values of ``label`` the check covers: known to the conditions, with >= ``min_pieces`` held-out pieces."""
     counts: dict[str, int] = {}
-    for p in judged:
+    for p in pieces:
         if getattr(p, label):
             counts[getattr(p, label)] = counts.get(getattr(p, label), 0) + 1
     known = set(cond.known(label))
-    values = sorted(v for v, n in counts.items() if n >= min_pieces and v in known and v != "unknown")
+    values = sorted(v for v, n in counts.items() if n >= min_pieces and v in known and v != UNKNOWN)
     if len(values) < 2:
-        raise ValueError(f"the judge split has fewer than two {label} values with >= {min_pieces} pieces: {counts}")
-    say(f"judge: {len(judged)} real pieces; {label} values {values}", flush=True)
-    judge_pieces = [p for p in judged if getattr(p, label) in values]
-    ceiling = judge_ceiling(judge_pieces, label)
+        raise ValueError(f"the held-out split has fewer than two {label} values with >= {min_pieces} pieces: {counts}")
+    return values
+
+
+def _sample(model, tok, cond, requests: dict, config, seeds, temperature, say) -> dict:
+    """{value or None ("any"): [(ids, Score or None)]} for each request's condition prefix."""
+    from tchaikovsky.data.tokenizer import special_ids
+    from tchaikovsky.generate.sampling import generate
+
+    bos, out = special_ids(tok)["bos"], {}
+    for v, request in requests.items():
+        say(f"sampling {len(seeds)} x {config.num_tokens} tokens for {request or 'any'} ...", flush=True)
+        seqs = generate(model, np.asarray(cond.prefix(**request) + [bos], np.int32), config, seeds=seeds,
+                        temperatures=temperature, tok=tok, conditions=cond)
+        out[v] = list(zip(seqs, decode_samples(tok, seqs)[0]))
+    return out
+
+
+def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> dict:
+    """One value's verdict: ``pieces`` [(ids, Score or None)] asked for ``v``; ``uncond_heard`` the judge's
+    predictions of the "any" pieces (None for a failure)."""
+    from tchaikovsky.data.tokenizer import music_ids
+
+    scores = [sc for _, sc in pieces]
+    cond, chance = judge.rate(scores, [v] * len(scores)), Rate.of([h == v for h in uncond_heard])
+    heard = [sc for sc in scores if has_notes(sc)]
+    oa = (mean_oa(compare_sets([piece_metrics(sc) for sc in heard], [piece_metrics(p.score) for p in real]))
+          if len(real) >= 2 and heard else float("nan"))
+    flags = flag_copies([music_ids(tok, ids) for ids, _ in pieces], index)
+    recall = ceiling["recall"].get(v)
+    return {"value": v, "request": request, "ceiling": recall, "conditioned": cond.to_dict(),
+            "chance": chance.to_dict(), "lift": Difference(cond, chance).to_dict(), "n": len(scores),
+            "failed": len(scores) - len(heard), "oa": oa, "n_real": len(real),
+            "copies": int(sum(f["copied"] for f in flags)),
+            "mean_notes": float(np.mean([sc.note_num() for sc in heard])) if heard else 0.0}
+
+
+def controllability(run_dir: str | Path, *, label: str = "composer", role: str = "test", n_per_value: int = 8,
+                    num_tokens: int = 512, min_tokens: int = 0, temperature: float = 1.0, top_p: float = 0.95,
+                    seed: int = 0, min_pieces: int = 4, max_reference: int = 32, write: bool = True,
+                    progress: bool = True) -> dict:
+    """The judge's check of ``label`` for one protocol ``role`` (see the module docstring): ``n_per_value`` pieces
+    per value (each value with >= ``min_pieces`` held-out pieces of the role; the other conditions as ``typical``
+    fills them) and as many asked for "any", from the role's seeds (``seed`` offsets them). Returns (and writes
+    ``run_dir/controllability_<label>_<role>.json``, the judge in ``run_dir/judge/<role>/``): ``ceiling``
+    (``judge.cross_validate``), ``table`` (one row per value), ``pooled`` (``intervals.pooled_lift``),
+    ``conditioned`` (pooled Rate dict), ``failed`` (decode errors and note-less pieces, "any" included),
+    ``confusion`` (requested x heard, failures left out; ``classes`` order), ``settings`` and
+    ``held_out_overlap`` (pieces a parent run trained on, when the fine-tune was allowed to overlap). Raises
+    ValueError when the run has no conditions or no held-out split for the role."""
+    from tchaikovsky.config import SampleConfig
+    from tchaikovsky.data.conditions import load_conditions
+    from tchaikovsky.data.shards import Shards
+    from tchaikovsky.training import checkpoint
+
+    run_dir, r = Path(run_dir), protocol.role(role)
+    say = print if progress else (lambda *a, **k: None)
+    model, tok, _ = checkpoint.load_run_model(run_dir)
+    cond, shards = load_conditions(run_dir, tok), Shards(run_dir / "shards")
+    if cond is None:
+        raise ValueError(f"{run_dir} has no conditions: fine-tune it with conditions first (notebook 03, init_from)")
+    protocol.require_split(shards, r)
+    real = decoded_split(shards, tok, r.split)
+    values = judged_values(real, cond, label, min_pieces)
+    judge_pieces = [p for p in real if getattr(p, label) in values]
+    say(f"judge ({r.name}): {len(judge_pieces)} real held-out pieces; {label} values {values}", flush=True)
+    ceiling = cross_validate(judge_pieces, label, seed=seed)
     judge = Judge.fit(judge_pieces, label)
     if write:
-        judge.save(run_dir / "judge")
+        judge.save(run_dir / "judge" / r.name)
 
-    sp = special_ids(tok)
-    config = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p)
-    seeds = list(range(seed, seed + n_per_value))
-    prompts = {v: cond.prefix(**typical(cond, label, v)) for v in values}
-    prompts[None] = cond.prefix()
-    samples: dict = {}
-    for v, prefix in prompts.items():
-        say(f"sampling {n_per_value} x {num_tokens} tokens for {label}={v or 'any'} ...", flush=True)
-        seqs = generate(model, np.asarray(prefix + [sp["bos"]], np.int32), config, seeds=seeds,
-                        temperatures=temperature, tok=tok, conditions=cond)
-        samples[v] = [(s, decode_ids(tok, s)) for s in seqs]
-
-    train = decoded_split(shards, tok, "train")
-    index = training_index(shards, tok, seed)
-    rng = np.random.default_rng(seed)
-    uncond = [sc for _, sc in samples[None] if sc.note_num() > 0]
-    uncond_pred = judge.predict(uncond)
-    table, requested, heard, out_dir = [], [], [], run_dir / "samples" / "controllability"
+    config, seeds = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p), r.seeds(n_per_value, seed)
+    requests = {**{v: typical(cond, label, v) for v in values}, None: {}}
+    samples = _sample(model, tok, cond, requests, config, seeds, temperature, say)
+    index, rng = training_index(shards, tok, seed), np.random.default_rng(seed)
+    uncond_heard = judge.predict([sc for _, sc in samples[None]])
+    table = []
     for v in values:
-        pieces = [(ids, sc) for ids, sc in samples[v] if sc.note_num() > 0]
-        pred = judge.predict([sc for _, sc in pieces])
-        requested += [v] * len(pred)
-        heard += pred
-        real = [p for p in train if getattr(p, label) == v]
-        real = [real[i] for i in np.sort(rng.choice(len(real), min(max_reference, len(real)), replace=False))]
-        oa = (mean_oa(compare_sets([piece_metrics(sc) for _, sc in pieces], [piece_metrics(p.score) for p in real]))
-              if len(real) >= 2 and pieces else float("nan"))
-        flags = flag_copies([music_ids(tok, ids) for ids, _ in pieces], index)
-        if write:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for k, (_, sc) in enumerate(pieces[:2]):  # two to listen to per value; the numbers cover them all
-                sc.dump_midi(str(out_dir / f"{label}-{v.split()[-1]}-{k}.mid"))
-        table.append({"value": v, "request": typical(cond, label, v), "ceiling": ceiling["recall"].get(v, float("nan")), "n": len(pred),
-                      "conditioned": float(np.mean([p == v for p in pred])) if pred else float("nan"),
-                      "unconditioned": float(np.mean([p == v for p in uncond_pred])) if uncond_pred else float("nan"),
-                      "oa": oa, "copies": int(sum(f["copied"] for f in flags)),
-                      "mean_notes": float(np.mean([sc.note_num() for _, sc in pieces])) if pieces else 0.0})
-    classes = judge.classes
-    confusion = np.zeros((len(classes),) * 2, np.int64)
-    for r, h in zip(requested, heard):
-        confusion[classes.index(r), classes.index(h)] += 1
-    report = {"label": label, "values": values, "classes": classes, "ceiling": ceiling, "table": table,
-              "confusion": confusion.tolist(), "n_judge_pieces": len(judge_pieces),
-              "conditioned": float(np.mean([r == h for r, h in zip(requested, heard)])) if heard else float("nan"),
-              "unconditioned": float(np.mean([row["unconditioned"] for row in table])),
-              "settings": {"n_per_value": n_per_value, "num_tokens": num_tokens, "min_tokens": min_tokens,
-                           "temperature": temperature, "top_p": top_p, "seed": seed}}
+        refs = [p for p in real if getattr(p, label) == v]
+        refs = [refs[i] for i in np.sort(rng.choice(len(refs), min(max_reference, len(refs)), replace=False))]
+        table.append(_row(v, requests[v], samples[v], uncond_heard, judge, ceiling, refs, index, tok))
     if write:
-        io.atomic_write(run_dir / REPORT_FILE, json.dumps(io.jsonable(report), indent=1))
+        _keep_examples(run_dir / "samples" / "controllability" / r.name, label, samples, values)
+    generated = [sc for v in values for _, sc in samples[v]]
+    requested = [v for v in values for _ in samples[v]]
+    report = {"label": label, "role": r.name, "values": values, "classes": judge.classes, "ceiling": ceiling,
+              "table": table, "n_judge_pieces": len(judge_pieces),
+              "conditioned": judge.rate(generated, requested).to_dict(),
+              "pooled": pooled_lift([Rate.from_dict(t["conditioned"]) for t in table],
+                                    [Rate.from_dict(t["chance"]) for t in table], seed=seed),
+              "failed": {"asked": sum(t["failed"] for t in table),
+                         "any": sum(not has_notes(sc) for _, sc in samples[None]), "n_any": len(samples[None])},
+              "confusion": judge.confusion([sc for sc in generated], requested).tolist(),
+              "held_out_overlap": _overlap(run_dir),
+              "settings": {"n_per_value": n_per_value, "num_tokens": num_tokens, "min_tokens": min_tokens,
+                           "temperature": temperature, "top_p": top_p, "seeds": [seeds[0], seeds[-1]],
+                           "held_out_split": r.split}}
+    if write:
+        io.atomic_write(report_path(run_dir, label, r.name), json.dumps(io.jsonable(report), indent=1))
     return report
 
 
-def summary_table(report: dict) -> str:
-    """The report as a Markdown table, one row per value and a mean row."""
-    def f(x):
-        return "–" if x is None or x != x else f"{x:.2f}"
+def _keep_examples(out_dir: Path, label: str, samples: dict, values) -> None:
+    """Two pieces per value to listen to (the numbers cover them all)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for v in values:
+        for k, sc in enumerate([sc for _, sc in samples[v] if has_notes(sc)][:2]):
+            sc.dump_midi(str(out_dir / f"{label}-{v.split()[-1]}-{k}.mid"))
 
-    lines = [f"| {report['label']} | judge ceiling (real) | conditioned | unconditioned (chance) | OA vs its real "
-             "pieces | copies |", "|---|---|---|---|---|---|"]
-    for r in report["table"]:
-        lines.append(f"| {r['value']} | {f(r['ceiling'])} | {f(r['conditioned'])} | {f(r['unconditioned'])} | "
-                     f"{f(r['oa'])} | {r['copies']}/{r['n']} |")
-    oas = [r["oa"] for r in report["table"] if r["oa"] == r["oa"]]
-    lines.append(f"| **all** | {f(report['ceiling']['accuracy'])} | {f(report['conditioned'])} | "
-                 f"{f(report['unconditioned'])} | {f(float(np.mean(oas)) if oas else float('nan'))} | "
-                 f"{sum(r['copies'] for r in report['table'])}/{sum(r['n'] for r in report['table'])} |")
+
+def _overlap(run_dir: Path) -> list[str]:
+    """The held-out pieces this run's parent trained on, as recorded when the fine-tune was allowed anyway."""
+    from tchaikovsky.training import checkpoint
+
+    last = checkpoint.latest(run_dir / "checkpoints")
+    return list(checkpoint.read_meta(last).get("held_out_overlap", [])) if last else []
+
+
+def summary_table(report: dict) -> str:
+    """The report as Markdown: per value the judge's ceiling, recognised as asked, chance (asked for "any"), the
+    difference with its interval, OA, failures and copies; then the pooled row and any overlap warning."""
+    def rate(d):
+        return "–" if not d else str(Rate.from_dict(d))
+
+    def diff(d):
+        return f"{fmt(d['diff'], True)} [{fmt(d['lo'], True)}, {fmt(d['hi'], True)}]"
+
+    lines = [f"| {report['label']} ({report['role']}) | judge ceiling (real, unseen works) | recognised as asked | "
+             "chance: asked \"any\", heard as it | difference | OA vs its held-out pieces | failed | copies |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in report["table"]:
+        lines.append(f"| {t['value']} | {rate(t['ceiling'])} | {rate(t['conditioned'])} | {rate(t['chance'])} | "
+                     f"{diff(t['lift'])} | {fmt(t['oa'])} (n={t['n_real']}) | {t['failed']}/{t['n']} | "
+                     f"{t['copies']}/{t['n']} |")
+    p, n = report["pooled"], sum(t["n"] for t in report["table"])
+    lines.append(f"| **all** | {rate(report['ceiling']['accuracy'])} | {rate(report['conditioned'])} | "
+                 f"{fmt(p['chance_mean'])} (mean of measured) | **{fmt(p['lift'], True)} [{fmt(p['lo'], True)}, "
+                 f"{fmt(p['hi'], True)}]** | {fmt(float(np.nanmean([t['oa'] for t in report['table']])))} | "
+                 f"{report['failed']['asked']}/{n} (any: {report['failed']['any']}/{report['failed']['n_any']}) | "
+                 f"{sum(t['copies'] for t in report['table'])}/{n} |")
+    if report.get("held_out_overlap"):
+        lines.append(f"\n**Warning:** {len(report['held_out_overlap'])} held-out pieces were trained on by the "
+                     "parent run (allow_overlap): these figures are not about unseen music.")
     return "\n".join(lines)
 
 
 def show_controllability(run_dir: str | Path, *, label: str = "composer", **kwargs) -> dict | None:
     """For a notebook: run ``controllability`` and display its table and confusion matrix (saved as
-    ``run_dir/controllability_<label>.png``); a run it does not apply to (no conditions, no judge split, too few
-    values) gets one line saying why, and None."""
+    ``run_dir/controllability_<label>_<role>.png``); a run it does not apply to (no conditions, no held-out split,
+    too few values) gets one line saying why, and None."""
     from IPython.display import Markdown, display
 
     from tchaikovsky.evaluation.plots import plot_confusion
@@ -228,7 +218,8 @@ def show_controllability(run_dir: str | Path, *, label: str = "composer", **kwar
         print(f"no controllability check: {e}")
         return None
     display(Markdown(summary_table(report)))
-    fig = plot_confusion(report["confusion"], report["classes"], path=Path(run_dir) / f"controllability_{label}.png",
-                         title=f"requested {label} (rows) vs the judge's verdict (columns)")
+    fig = plot_confusion(report["confusion"], report["classes"],
+                         path=Path(run_dir) / f"controllability_{label}_{report['role']}.png",
+                         title=f"requested {label} (rows) vs the judge's verdict (columns), {report['role']}")
     display(fig)
     return report

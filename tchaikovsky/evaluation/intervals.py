@@ -129,7 +129,8 @@ def pooled_lift(conditioned: Sequence[Rate], chance: Sequence[Rate], *, n_boot: 
     themselves (k and n summed) and the mean chance. Values with n = 0 on either side are left out."""
     pairs = [(c, u) for c, u in zip(conditioned, chance) if c.n and u.n]
     if not pairs:
-        return {"lift": math.nan, "lo": math.nan, "hi": math.nan, "values": 0}
+        return {"lift": math.nan, "lo": math.nan, "hi": math.nan, "values": 0, "significant": False,
+                "conditioned": None, "chance_mean": math.nan}
     cn = np.array([[c.k, c.n] for c, _ in pairs], np.float64)
     un = np.array([[u.k, u.n] for _, u in pairs], np.float64)
     lift = float(np.mean(cn[:, 0] / cn[:, 1] - un[:, 0] / un[:, 1]))

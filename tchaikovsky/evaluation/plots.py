@@ -135,9 +135,15 @@ def plot_rounds(table: list[dict], path: str | Path | None = None):
     for key in (table[0]["prompts"] if table else {}):
         axes[0].plot(rounds, [_nan(m["prompts"].get(key, {}).get("scorer")) for m in table], marker="o",
                      label=key.rsplit("__", 1)[0].replace("__", ", ")[:40])
-    for ax, key, title in ((axes[1], "judge", "judge: recognised as asked"), (axes[2], "oa", "mean OA vs real")):
-        ax.plot(rounds, [_nan(m[key]) for m in table], marker="o", color="tab:green")
-        ax.set_title(title)
+    for rows, name, shift in ((table, "test", 0.0), ([m.get("validation", {}) for m in table], "validation", 0.08)):
+        rates = [r.get("judge_rate") or {} for r in rows]
+        y = np.array([_nan(r.get("rate")) for r in rates])
+        err = np.abs(np.array([[_nan(r.get("lo")) for r in rates], [_nan(r.get("hi")) for r in rates]]) - y)
+        axes[1].errorbar(np.array(rounds) + shift, y, yerr=err, marker="o", capsize=3, label=name)
+    axes[1].set_title("judge: recognised as asked (95% interval)")
+    axes[1].legend(fontsize=7)
+    axes[2].plot(rounds, [_nan(m["oa"]) for m in table], marker="o", color="tab:green")
+    axes[2].set_title("mean OA vs held-out real (test)")
     axes[0].set_title("scorer (cosine to the prompt's real pieces)")
     if table and table[0]["prompts"]:
         axes[0].legend(fontsize=7)

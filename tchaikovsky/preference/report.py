@@ -5,20 +5,36 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from tchaikovsky.preference.evaluate import eval_dir
 from tchaikovsky.preference.rounds import prompt_key
 
 
 def summary_table(result: dict) -> str:
-    """The per-round table as Markdown."""
+    """The per-round table as Markdown: the test role's figures (the judge's recognition with its interval and n,
+    and its difference to round 0 with Newcombe's interval), the validation judge that chooses the round, then the
+    chosen round and its test gain."""
+    from tchaikovsky.evaluation.intervals import Rate, fmt
+
     def f(x, d=3):
         return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{d}f}"
 
-    lines = ["| round | scorer ↑ | judge accuracy ↑ | mean OA ↑ | bits/note ↓ | NLL under round 0 | diversity | "
-             "copies |", "|---|---|---|---|---|---|---|---|"]
+    gains = {g["round"]: g for g in result.get("per_round", [])}
+    lines = ["| round | scorer ↑ | judge, test: recognised as asked ↑ | vs round 0 (test) | judge, validation | "
+             "mean OA vs held-out ↑ | bits/note ↓ | NLL under round 0 | diversity | failed | copies |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in result["table"]:
-        lines.append(f"| {m['round']} | {f(m['scorer'])} | {f(m['judge'], 2)} | {f(m['oa'], 2)} | "
+        g = gains.get(m["round"])
+        diff = "–" if not g or m["round"] == 0 else \
+            f"{fmt(g['diff'], True)} [{fmt(g['lo'], True)}, {fmt(g['hi'], True)}]"
+        lines.append(f"| {m['round']} | {f(m['scorer'])} | {Rate.from_dict(m['judge_rate'])} | {diff} | "
+                     f"{Rate.from_dict(m['validation']['judge_rate'])} | {f(m['oa'], 2)} | "
                      f"{f(m['bits_per_note'], 2)} | {f(m['nll_round0'], 2)} | {f(m['diversity'], 3)} | "
-                     f"{m['copies']}/{m['n']} |")
+                     f"{m['failed']}/{m['n']} | {m['copies']}/{m['n']} |")
+    if result.get("chosen_round") is not None and result.get("test_gain"):
+        g = result["test_gain"]
+        lines.append(f"\nChosen on validation: round {result['chosen_round']}. Its test gain over round 0: "
+                     f"{fmt(g['diff'], True)} [{fmt(g['lo'], True)}, {fmt(g['hi'], True)}] "
+                     f"({'significant' if g['significant'] else 'not significant: the interval includes 0'}).")
     return "\n".join(lines)
 
 
@@ -32,10 +48,9 @@ def show_before_after(run_dir: str | Path, result: dict, *, n: int = 2, preview_
         print("no finished round yet: nothing to compare")
         return []
     last, key = table[-1]["round"], prompt_key(result["prompts"][0])
-    root = Path(run_dir) / "preference" / "eval"
     pairs = []
     for k in range(n):
-        before, after = root / "round_00" / f"{key}-{k}.mid", root / f"round_{last:02d}" / f"{key}-{k}.mid"
+        before, after = eval_dir(run_dir, "test", 0) / f"{key}-{k}.mid", eval_dir(run_dir, "test", last) / f"{key}-{k}.mid"
         if not (before.is_file() and after.is_file()):
             break
         for path, when in ((before, "round 0"), (after, f"round {last}")):

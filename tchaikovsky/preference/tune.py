@@ -1,25 +1,28 @@
 """Preference tuning of a conditioned run, round after round (NotaGen's CLaMP-DPO with our own scorer).
 
     result = tune(run_dir, PreferenceConfig(rounds=3, samples_per_prompt=100))
-    result["table"]          # one row per policy (round 0 = the fine-tuned model): scorer, judge, OA, bits/note, ...
+    result["table"]          # one row per policy (round 0 = the fine-tuned model): test figures, ["validation"]
+    result["chosen_round"]   # the round the validation judge prefers; result["test_gain"]: its test gain vs round 0
     preference.report.summary_table(result)   # the same as Markdown
 
 Everything lives under ``run_dir/preference/``::
 
     scorer/                  the music scorer (trained on the run's training pieces, decoded), reused on reruns
-    scorer_report.json       how well it separates held-out real pieces (the judge split) by label
+    scorer_report.json       how well it separates held-out real pieces (the validation works) by label
     round_00/done.json       round 0: the fine-tuned model's evaluation
     round_<r>/               samples, scores, pairs.jsonl, selection.json (``preference.rounds.Round``),
                              train/ (the DPOP run: checkpoints, history.jsonl), done.json (the policy's evaluation)
-    eval/round_<r>/*.mid     the evaluation pieces of each policy: the same prompts and seeds every round
+    eval/<role>/round_<r>/   the evaluation pieces of each policy per protocol role: the same seeds every round
 
 Round r samples ``samples_per_prompt`` pieces per prompt from the previous policy (top-k 9, top-p 0.9, temperature
 1.2; every piece the same length, so length cannot be what the pairs teach), scores them (cosine to the prompt's
 real pieces under the scorer), drops malformed pieces and copies, pairs the best with the worst, and trains the
 previous policy with DPOP against itself as the reference. Each policy is then judged on fresh pieces by what the
-optimisation never saw: the judge (trained on the judge split), OA against the prompt's real pieces, held-out bits
-per note, its likelihood under the round-0 model, diversity and copies. A run killed anywhere resumes: finished
-rounds are skipped, a round's sampled and scored prompts are kept, its training resumes from its checkpoints.
+optimisation never saw (``preference.evaluate``), twice: on the validation role (a judge trained on the ``judge``
+works, OA against them, validation seeds), which chooses the round, and on the test role (the ``judge_test``
+works, test seeds), which is what the table reports; plus held-out bits per note, its likelihood under the
+round-0 model, diversity and copies. A run killed anywhere resumes: finished rounds are skipped, a round's sampled
+and scored prompts are kept, its training resumes from its checkpoints.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import time
 import warnings
 from pathlib import Path
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from tchaikovsky import io
+from tchaikovsky.preference.evaluate import EvalSpec, evaluate_round, sample, verdict
 from tchaikovsky.preference.rounds import Round, prompt_key, prompts_with_enough, round_dir
 from tchaikovsky.preference.selection import SelectionConfig
 
@@ -82,7 +85,8 @@ class _Context:
         from tchaikovsky.data.conditions import load_conditions
         from tchaikovsky.data.shards import Shards
         from tchaikovsky.data.tokenizer import special_ids
-        from tchaikovsky.evaluation.control import decoded_split
+        from tchaikovsky.evaluation import protocol
+        from tchaikovsky.evaluation.views import decoded_split
         from tchaikovsky.generate.grammar import Grammar
         from tchaikovsky.training.checkpoint import load_run_model
 
@@ -94,14 +98,13 @@ class _Context:
             raise ValueError(f"{run_dir} has no conditions: preference tuning needs a run fine-tuned with conditions "
                              "(notebook 03 with init_from)")
         self.shards = Shards(run_dir / "shards")
-        if "judge" not in self.shards.splits:
-            raise ValueError(f"{run_dir / 'shards'} has no judge split (judge_fraction > 0 in 02/03): without it "
-                             "nothing independent could confirm a gain")
+        for r in protocol.ROLES.values():  # without held-out works nothing independent could confirm a gain
+            protocol.require_split(self.shards, r)
         self.sp = special_ids(self.tok)
         self.grammar = Grammar(self.tok, self.cond)
         self.train_real = decoded_split(self.shards, self.tok, "train")
         self.val_real = decoded_split(self.shards, self.tok, "val")
-        self.judge_real = decoded_split(self.shards, self.tok, "judge")
+        self.held = {name: decoded_split(self.shards, self.tok, r.split) for name, r in protocol.ROLES.items()}
         self.prompts = prompts_with_enough(self.train_real, cfg.min_pieces)
         if not self.prompts:
             raise ValueError(f"no condition combination has more than {cfg.min_pieces} training pieces: lower "
@@ -116,12 +119,19 @@ class _Context:
     @functools.cached_property
     def index(self):
         """The n-gram index of the training split's music tokens (built on first use)."""
-        from tchaikovsky.evaluation.control import training_index
+        from tchaikovsky.evaluation.views import training_index
 
         return training_index(self.shards, self.tok, self.cfg.seed)
 
     def prefix(self, prompt: dict) -> np.ndarray:
         return np.asarray(self.cond.prefix(**prompt) + [self.sp["bos"]], np.int32)
+
+    def copies(self, seqs) -> list[bool]:
+        """Per sequence: does it repeat a long run of the training tokens (``originality.flag_copies``)?"""
+        from tchaikovsky.data.tokenizer import music_ids
+        from tchaikovsky.evaluation.originality import flag_copies
+
+        return [f["copied"] for f in flag_copies([music_ids(self.tok, s) for s in seqs], self.index)]
 
 
 def _scorer(ctx: _Context):
@@ -142,8 +152,8 @@ def _scorer(ctx: _Context):
     if len(ctx.val_real) >= MIN_CALIBRATION:  # fewer give no usable quantile: originality's copy flag alone then
         scorer.calibrate_copy_threshold([p.score for p in ctx.val_real])
     report = {"fit_s": time.time() - t0, "n_train": len(scores), "copy_threshold": scorer.info.get("copy_threshold")}
-    for label in cfg.labels:
-        held = [p for p in ctx.judge_real if getattr(p, label)]
+    for label in cfg.labels:  # held-out works of the validation role: the scorer never saw them
+        held = [p for p in ctx.held["validation"] if getattr(p, label)]
         if held:
             report[label] = separation(scorer, [p.score for p in held], label, [getattr(p, label) for p in held])
     scorer.info["separation"] = report
@@ -152,28 +162,8 @@ def _scorer(ctx: _Context):
     return scorer
 
 
-def _judge(ctx: _Context):
-    from tchaikovsky.evaluation.judge import Judge
-
-    return Judge.fit([p for p in ctx.judge_real if p.composer], "composer")
-
-
 def _policy_path(run_dir: Path, r: int) -> Path:
     return run_dir / "checkpoints" / "model.eqx" if r == 0 else round_dir(run_dir, r) / "train" / "checkpoints" / "model.eqx"
-
-
-def _sample(ctx: _Context, model, prompt: dict, n: int, seed: int, *, temperature, top_k, top_p, batch: int = 64):
-    """``n`` pieces of exactly ``num_tokens`` new tokens for ``prompt`` (EOS held back: equal lengths), in batches."""
-    from tchaikovsky.config import SampleConfig
-    from tchaikovsky.generate.sampling import generate
-
-    config = SampleConfig(num_tokens=ctx.num_tokens, min_tokens=ctx.num_tokens, top_k=top_k, top_p=top_p)
-    out = []
-    for s in range(0, n, batch):
-        seeds = list(range(seed + s, seed + min(n, s + batch)))
-        out += generate(model, ctx.prefix(prompt), config, seeds=seeds, temperatures=temperature, tok=ctx.tok,
-                        conditions=ctx.cond)
-    return out
 
 
 def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> None:
@@ -183,8 +173,9 @@ def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> 
     cfg = ctx.cfg
     for i, prompt in enumerate(rnd.pending(ctx.prompts, "samples")):
         ctx.say(f"round {r}: sampling {cfg.samples_per_prompt} pieces for {prompt_key(prompt)} ...", flush=True)
-        seqs = _sample(ctx, policy, prompt, cfg.samples_per_prompt, 1_000_000 * r + 10_000 * i + cfg.seed,
-                       temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        first = 2_000_000 + 1_000_000 * r + 10_000 * i + cfg.seed  # clear of both evaluation roles' seeds
+        seqs = sample(ctx, policy, prompt, range(first, first + cfg.samples_per_prompt), temperature=cfg.temperature,
+                      top_k=cfg.top_k, top_p=cfg.top_p)
         rnd.write_samples(prompt, [{"tokens": [int(t) for t in s], "prompt_len": ctx.prompt_len,
                                     "invalid_share": ctx.grammar.invalid_share(s)} for s in seqs])
     for prompt in rnd.pending(ctx.prompts, "scores"):
@@ -193,7 +184,7 @@ def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> 
         emb = scorer.embed_all(scores)
         reward, sim = scorer.score(scores, prompt, embedded=emb), scorer.max_similarity_to_real(scores, embedded=emb)
         heard = _judge_p(judge, scores, prompt)
-        copied = _copies(ctx, [s["tokens"] for s in records])
+        copied = ctx.copies([s["tokens"] for s in records])
         rnd.write_scores(prompt, [{"id": s["id"], "score": float(a), "max_similarity": float(b), "judge_p": float(c),
                                    "copied": bool(d), "n_notes": int(sc.note_num())}
                                   for s, a, b, c, d, sc in zip(records, reward, sim, heard, copied, scores)])
@@ -209,70 +200,6 @@ def _judge_p(judge, scores, prompt) -> np.ndarray:
     if ok:
         out[ok] = judge.predict_proba([scores[i] for i in ok])[:, judge.classes.index(composer)]
     return out
-
-
-def _copies(ctx: _Context, seqs) -> list[bool]:
-    """Per sequence: does it repeat a long run of the training tokens (``evaluation.originality.flag_copies``)?"""
-    from tchaikovsky.data.tokenizer import music_ids
-    from tchaikovsky.evaluation.originality import flag_copies
-
-    return [f["copied"] for f in flag_copies([music_ids(ctx.tok, s) for s in seqs], ctx.index)]
-
-
-def evaluate_policy(ctx: _Context, model, r: int, scorer, judge) -> dict:
-    """One policy judged by what the optimisation never saw (see the module docstring); its pieces are written to
-    ``preference/eval/round_<r>/``."""
-    from tchaikovsky.config import TrainConfig, compute_dtype
-    from tchaikovsky.data.tokenizer import decode_ids
-    from tchaikovsky.evaluation.compare import compare_sets, mean_oa
-    from tchaikovsky.evaluation.features import piece_metrics
-    from tchaikovsky.training.preference import sequence_logprobs
-    from tchaikovsky.training.step import evaluate
-
-    import equinox as eqx
-    import jax.numpy as jnp
-
-    cfg, out_dir = ctx.cfg, ctx.run_dir / "preference" / "eval" / f"round_{r:02d}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    nll0 = eqx.filter_jit(sequence_logprobs)
-    rows = {}
-    for i, prompt in enumerate(ctx.prompts):
-        seqs = _sample(ctx, model, prompt, cfg.eval_samples, 777 + 100 * i, temperature=1.0, top_k=0, top_p=0.95)
-        scores = [decode_ids(ctx.tok, s) for s in seqs]
-        key = prompt_key(prompt)
-        for k, (s, sc) in enumerate(zip(seqs, scores)):
-            sc.dump_midi(str(out_dir / f"{key}-{k}.mid"))
-        emb = scorer.embed_all(scores)
-        real = [p.score for p in ctx.train_real if all(getattr(p, a) == v for a, v in prompt.items())][:32]
-        tokens = np.stack([np.asarray(s, np.int32) for s in seqs])
-        mask = np.zeros((len(seqs), tokens.shape[1] - 1), np.float32)
-        mask[:, ctx.prompt_len - 1:] = 1.0
-        ll0 = np.asarray(nll0(ctx.model0, jnp.asarray(tokens), jnp.asarray(mask), jnp.float32))
-        e = emb.label
-        pairwise = (e @ e.T)[~np.eye(len(e), dtype=bool)]
-        pred = judge.predict([sc for sc in scores if sc.note_num() > 0])
-        rows[key] = {
-            "prompt": prompt,
-            "scorer": float(scorer.score(scores, prompt, embedded=emb).mean()),
-            "judge": float(np.mean([p == prompt.get("composer") for p in pred])) if pred else 0.0,
-            "oa": mean_oa(compare_sets([piece_metrics(sc) for sc in scores], [piece_metrics(x) for x in real]))
-            if len(real) >= 2 else math.nan,
-            "nll_round0": float(-ll0.sum() / mask.sum()),
-            "diversity": float(1.0 - pairwise.mean()) if pairwise.size else math.nan,
-            "copies": int(sum(_copies(ctx, seqs))),
-            "scorer_copies": int((scorer.max_similarity_to_real(scores, embedded=emb)
-                                  > scorer.info.get("copy_threshold", 1.01)).sum()),
-        }
-    tc = TrainConfig(**ctx.meta.get("train_config", {}))
-    loss = evaluate(model, ctx.shards, batch_size=tc.micro_batch, seq_len=min(tc.seq_len, model.config.context),
-                    dtype=compute_dtype(tc.compute_dtype), pad_id=ctx.shards.pad_id)
-    mean = lambda k: float(np.nanmean([v[k] for v in rows.values()]))  # noqa: E731
-    return {"round": r, "scorer": mean("scorer"), "judge": mean("judge"), "oa": mean("oa"),
-            "bits_per_note": loss.get("bits_per_note"), "eval_loss": loss.get("eval_loss"),
-            "nll_round0": mean("nll_round0"), "diversity": mean("diversity"),
-            "copies": int(sum(v["copies"] for v in rows.values())),
-            "scorer_copies": int(sum(v["scorer_copies"] for v in rows.values())),
-            "n": cfg.eval_samples * len(rows), "prompts": rows}
 
 
 def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max_minutes: float | None = None,
@@ -300,11 +227,13 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
                       stacklevel=2)
     io.atomic_write(saved, json.dumps(cfg.to_dict(), indent=1))
     ctx.say(f"{len(ctx.prompts)} prompt(s): " + "; ".join(prompt_key(p) for p in ctx.prompts), flush=True)
-    scorer, judge = _scorer(ctx), _judge(ctx)
+    scorer = _scorer(ctx)
+    specs = [EvalSpec.for_role(name, held) for name, held in ctx.held.items()]
+    judge = specs[0].judge  # validation's: the round samples' judge_p (the scorer-judge guard)
     zero = Round(round_dir(run_dir, 0))
     if not zero.done:
         ctx.say("round 0: judging the fine-tuned model ...", flush=True)
-        zero.finish(io.jsonable(evaluate_policy(ctx, ctx.model0, 0, scorer, judge)))
+        zero.finish(io.jsonable(evaluate_round(ctx, ctx.model0, 0, scorer, specs)))
     notes, stopped, guard = [], "done", None
     seq_len = ctx.prompt_len + ctx.num_tokens - 1
     for r in range(1, cfg.rounds + 1):
@@ -334,7 +263,7 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
                 stopped = "max_minutes"
                 break
             ctx.say(f"round {r}: judging the new policy ...", flush=True)
-            metrics = evaluate_policy(ctx, result.state.model, r, scorer, judge)
+            metrics = evaluate_round(ctx, result.state.model, r, scorer, specs)
             metrics["training"] = result.history[-1] if result.history else {}
             metrics["selection"] = json.loads((rnd.dir / "selection.json").read_text())["length"]
             rnd.finish(io.jsonable(metrics))
@@ -348,12 +277,11 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     if guard is not None and abs(guard) < 0.1:
         notes.append(f"the scorer and the judge hardly agree on round 1's pieces (Spearman {guard:.2f}): the scorer "
                      "is not a usable proxy of what the judge hears, so gains in its score may not be real")
-    for a, b in zip(table, table[1:]):
-        if b["scorer"] > a["scorer"] and b["judge"] < a["judge"]:
-            notes.append(f"round {b['round']}: the scorer rose ({a['scorer']:.3f} -> {b['scorer']:.3f}) while the "
-                         f"judge fell ({a['judge']:.2f} -> {b['judge']:.2f}): possible reward hacking")
+    decided = verdict(table)
+    notes += decided["warnings"]
     for n in notes:
         warnings.warn(n, stacklevel=2)
     report = json.loads((pref / "scorer_report.json").read_text()) if (pref / "scorer_report.json").is_file() else {}
     return {"table": table, "guard": guard, "warnings": notes, "stopped": stopped, "prompts": ctx.prompts,
-            "scorer": report}
+            "scorer": report, "chosen_round": decided["chosen_round"], "test_gain": decided["test_gain"],
+            "per_round": decided["per_round"]}

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import papermill as pm
 import numpy as np
 import pytest
 import symusic
 
 from tchaikovsky.notebook import params
 from tchaikovsky.data import tokenizer
+from tchaikovsky.data.splits import held_out_role, held_out_roles
 from tchaikovsky.notebook.runner import NOTEBOOK_DIR, NOTEBOOKS, run_all, run_notebook
 from tchaikovsky.render import audio, preview
 
@@ -204,12 +206,23 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
     data = tmp_path / "giantmidi"
     data.mkdir()
     src = sorted(embedded.embedded_corpus(max_files=8, cache_dir=corpus_cache, progress=False).rglob("*.mid"))[:8]
+    # titles whose works hash into each role, so that both composers have training, validation and test works
+    wanted = ["judge", "judge_test", None, None]
     for i, f in enumerate(src):
-        name = ("Chopin, Frédéric, Nocturne Op.{i}" if i % 2 else "Bach, Johann Sebastian, Chorale {i}").format(i=i)
-        shutil.copy(f, data / f"{name}, {'abcdefghij'[i]}{i:05d}XyZ.mid")
+        surname, first, title = ("Chopin", "Frédéric", "Nocturne Op.") if i % 2 else ("Bach", "Johann Sebastian",
+                                                                                     "Chorale ")
+        title += str(next(k for k in range(1000) if held_out_role(f"{first} {surname}: {title}{k}",
+                                                                   held_out_roles(0.5)) == wanted[i // 2]
+                          and f"{title}{k}" not in str(list(data.iterdir()))))
+        shutil.copy(f, data / f"{surname}, {first}, {title}, {'abcdefghij'[i]}{i:05d}XyZ.mid")
     ft = tmp_path / "ft"
+    # the same chorales under other names: held-out copies of pieces pretraining trained on are refused ...
+    with pytest.raises(pm.PapermillExecutionError, match="held-out pieces were trained or validated on by"):
+        run_notebook("03_train", ft, data_dir=str(data), max_files=None, init_from=str(pre), preset="tiny",
+                     max_steps=6, judge_fraction=0.5)
+    # ... unless the user accepts it, and then every report says so
     run_notebook("03_train", ft, data_dir=str(data), max_files=None, init_from=str(pre), preset="tiny", max_steps=6,
-                 judge_fraction=0.3)
+                 judge_fraction=0.5, allow_overlap=True)
     cond = load_conditions(ft)
     assert "Frédéric Chopin" in cond.known("composer") and cond.tokens[: len(load_conditions(pre).tokens)] == \
         load_conditions(pre).tokens  # extended, never rebuilt
@@ -220,14 +233,13 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
     out = run_notebook("04_sample", ft, composer="chopin", num_tokens=60, seeds=[0], temperatures=[1.0],
                        judge_samples=1, interactive=True)
     text = out.read_text()
-    assert "no controllability check" in text or "judge ceiling" in text
+    assert "no controllability check" not in text and "judge ceiling" in text and "recognised as asked" in text
+    assert "held-out pieces were trained on by the parent run (allow_overlap)" in text
     mids = sorted((ft / "samples").glob("sample-*.mid"))
     assert len(mids) == 1 and symusic.Score(str(mids[0])).note_num() > 0
     views = ["".join(o["data"]["text/plain"]) for o in _outputs(out)
              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert any(v.startswith("SamplerPanel(") for v in views)
-    import papermill as pm
-
     with pytest.raises(pm.PapermillExecutionError, match="composer 'liszt' is not known.*Frédéric Chopin"):
         run_notebook("04_sample", ft, composer="liszt", evaluate=False, interactive=False)
 
@@ -244,6 +256,7 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
 
     report = control.controllability(ft, n_per_value=2, num_tokens=40, min_pieces=1, progress=False)
     n = len(report["classes"])
+    assert report["role"] == "test" and report["held_out_overlap"]
     assert np.asarray(report["confusion"]).shape == (n, n) and np.asarray(report["confusion"]).sum() <= 2 * n
-    assert all(0.0 <= r["conditioned"] <= 1.0 for r in report["table"])
-    assert (ft / "controllability.json").exists() and (ft / "judge" / "judge_composer.json").exists()
+    assert all(r["conditioned"]["n"] == 2 and r["chance"]["n"] == 2 for r in report["table"])  # failures count
+    assert control.report_path(ft, "composer", "test").exists() and (ft / "judge" / "test" / "judge_composer.json").exists()

@@ -6,34 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from tchaikovsky.config import preset
-from tchaikovsky.data import shards as shards_lib
 from tchaikovsky.data import tokenizer as tok_lib
-from tchaikovsky.data.conditions import Conditions
 from tchaikovsky.preference.report import summary_table
 from tchaikovsky.preference.tune import PreferenceConfig, tune
-from tchaikovsky.training.loop import train
 
 TINY = PreferenceConfig(rounds=2, samples_per_prompt=6, top_fraction=0.25, steps_per_round=3, batch_size=2,
                         eval_samples=2, scorer_steps=10, min_pieces=1, learning_rate=1e-3)
-
-
-@pytest.fixture(scope="module")
-def conditioned_run(bach, tmp_path_factory):
-    """The fixture chorales as two composers' works, conditioned shards with a judge split, the tiny preset trained
-    a few steps: the smallest run preference tuning accepts."""
-    names = ["Johann Sebastian Bach", "Claudio Monteverdi"]
-    pieces = [replace(p, composer=names[i % 2], period=["Baroque", "Renaissance"][i % 2], instrumentation="voices",
-                      work=f"w{i // 2}") for i, p in enumerate(bach.pieces)]
-    run = tmp_path_factory.mktemp("pref") / "run"
-    cond = Conditions.build(len(bach.tok), pieces)
-    tok_lib.save_tokenizer(bach.tok, run / "tokenizer.json")
-    cond.save(run)
-    sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, run / "shards", conditions=cond,
-                                                   held_out={"judge": 0.3}, progress=False))
-    p = preset("tiny", vocab_size=cond.vocab_size, max_steps=10, eval_every=10, checkpoint_every=10)
-    train(run, p.model, p.train, sh, progress=False)
-    return run
 
 
 @pytest.mark.slow
@@ -52,8 +30,15 @@ def test_rounds_write_everything_and_an_interrupted_run_resumes_to_the_same_resu
         history = [json.loads(line) for line in (rd / "train" / "history.jsonl").read_text().splitlines()]
         assert history[-1]["step"] == 3 and "reward_margin" in history[-1]
     assert (pref / "scorer" / "scorer.json").exists() and (pref / "scorer_report.json").exists()
-    assert sorted(p.name for p in (pref / "eval").iterdir()) == ["round_00", "round_01", "round_02"]
-    assert isinstance(done["guard"], float) and "| 2 |" in summary_table(done)
+    for role in ("validation", "test"):  # every policy judged on both roles' seeds and works
+        assert sorted(p.name for p in (pref / "eval" / role).iterdir()) == ["round_00", "round_01", "round_02"]
+    for m in done["table"]:
+        assert m["judge_rate"]["n"] == m["validation"]["judge_rate"]["n"] == m["n"] == TINY.eval_samples * \
+            len(done["prompts"])  # failures stay in n
+        assert m["seeds"][0] >= 1_000_000 > m["validation"]["seeds"][-1]  # test seeds apart from validation's
+    assert done["chosen_round"] in (0, 1, 2) and set(done["test_gain"]) >= {"diff", "lo", "hi", "significant"}
+    assert isinstance(done["guard"], float) and "| 2 |" in summary_table(done) and "Chosen on validation" in \
+        summary_table(done)
 
     # interrupted during round 1's training (out of time), then rerun: the same table as the straight run
     cut = tune(broken, TINY, max_minutes=1e-4, progress=False)
@@ -77,3 +62,40 @@ def test_runs_it_cannot_tune_say_why(trained, conditioned_run, bach, tmp_path):
         tune(conditioned_run, replace(TINY, min_pieces=50), progress=False)
     with pytest.raises(ValueError, match="no sample would be chosen"):
         PreferenceConfig(samples_per_prompt=4, top_fraction=0.1)
+
+
+def test_evaluate_policy_sees_only_its_roles_works_and_seeds(conditioned_run, tmp_path):
+    from tchaikovsky.preference.evaluate import EvalSpec, evaluate_policy
+    from tchaikovsky.preference.tune import _Context, _scorer
+
+    run = tmp_path / "run"
+    shutil.copytree(conditioned_run, run)
+    ctx = _Context(run, TINY, progress=False)
+    train_paths = {p.rel_path for p in ctx.train_real}
+    specs = {name: EvalSpec.for_role(name, held) for name, held in ctx.held.items()}
+    assert {p.rel_path for p in specs["validation"].real}.isdisjoint({p.rel_path for p in specs["test"].real})
+    for spec in specs.values():  # references and judges come from held-out works only, never the scorer's pieces
+        assert spec.real and train_paths.isdisjoint(p.rel_path for p in spec.real)
+        assert set(spec.judge.info["train_works"]) <= {p.work for p in spec.real}
+    m = evaluate_policy(ctx, ctx.model0, 0, _scorer(ctx), specs["test"])
+    assert m["role"] == "test" and m["n"] == TINY.eval_samples * len(ctx.prompts) == m["judge_rate"]["n"]
+    assert m["seeds"][0] == 1_000_000 and m["judge"] == m["judge_rate"]["k"] / m["n"]
+    assert sorted(p.name for p in (run / "preference" / "eval").iterdir()) == ["test"]
+    for row in m["prompts"].values():
+        assert row["n_real"] == len(specs["test"].references(row["prompt"]))
+
+
+def test_verdict_chooses_on_validation_and_warns_only_on_a_significant_fall():
+    from tchaikovsky.preference.evaluate import verdict
+
+    def row(r, val_k, test_k, scorer, n=40):
+        return {"round": r, "judge_rate": {"k": test_k, "n": n}, "scorer": scorer,
+                "validation": {"judge_rate": {"k": val_k, "n": n}, "scorer": scorer}}
+
+    out = verdict([row(0, 10, 12, 0.4), row(1, 20, 13, 0.5), row(2, 19, 30, 0.6)])
+    assert out["chosen_round"] == 1  # validation's best, although round 2 looks best on test
+    assert out["test_gain"]["diff"] == pytest.approx((13 - 12) / 40) and not out["test_gain"]["significant"]
+    assert out["warnings"] == []  # 20 -> 19 of 40 is noise
+    hacked = verdict([row(0, 30, 30, 0.4), row(1, 8, 8, 0.7)])
+    assert hacked["chosen_round"] == 0 and len(hacked["warnings"]) == 1 and "round 1" in hacked["warnings"][0]
+    assert verdict([row(0, 5, 5, 0.4), row(1, 5, 5, 0.4)])["chosen_round"] == 0  # a tie keeps the earlier round
