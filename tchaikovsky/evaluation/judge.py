@@ -4,9 +4,12 @@ It never sees our tokens, the model or the reward: ``judge_features`` turns the 
 musicological features (key-normalised pitch-class histogram, 12x12 pitch-class transitions, interval,
 note-length and inter-onset histograms, density, polyphony, range, ...; built from ``evaluation.features``), and
 ``Judge`` is a standardised multinomial logistic regression on them (numpy, full-batch gradient descent with L2).
-Train it on a split of real pieces disjoint by work from everything else (``split_by_work``); its accuracy on
-held-out real pieces is the ceiling, its accuracy on generated pieces for each requested label the
-controllability. ``save`` / ``load`` keep it in a run directory as ``judge.json`` + ``judge.npz``.
+Train it on real pieces disjoint by work from everything else (``split_by_work``). Its ceiling is its accuracy on
+real pieces of works it never trained on (``cross_validate``: every piece predicted once, by a judge trained
+without its work); its rate on generated pieces for each requested label (``Judge.rate``) is the controllability.
+Every rate is a ``Rate`` (k of n, Wilson 95% interval); a piece the judge cannot hear (no pitched notes, or None:
+a generated piece that failed to decode) is a miss that stays in n. ``save`` / ``load`` keep it in a run
+directory as ``judge_<label>.json`` + ``.npz``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import numpy as np
 
 from tchaikovsky import io
 from tchaikovsky.evaluation import features as F
+from tchaikovsky.evaluation.intervals import Rate
 
-__all__ = ["FEATURE_NAMES", "judge_features", "feature_matrix", "split_by_work", "Judge"]
+__all__ = ["FEATURE_NAMES", "judge_features", "feature_matrix", "split_by_work", "Judge", "cross_validate"]
 
 _FORMAT = "tchaikovsky-judge/1"
 _SCALARS = ("pitch_range", "n_pitch_classes", "pitch_class_entropy", "scale_consistency", "polyphony",
@@ -38,13 +42,17 @@ FEATURE_NAMES = (
 )
 
 
+class _NoNotes(ValueError):
+    """A piece without pitched notes: the judge cannot hear it."""
+
+
 def judge_features(score_or_path) -> np.ndarray:
     """The judge's feature vector of one piece (a symusic Score or MIDI path), float64, shape
     (len(FEATURE_NAMES),): pitch classes counted from the estimated tonic (so transposition does not change it),
     undefined values (a piece with one note) as 0. Drum tracks and programs are ignored: only pitched notes."""
     notes = F.Notes(score_or_path)
     if notes.n == 0:
-        raise ValueError("the judge needs pitched notes; this piece has none")
+        raise _NoNotes("the judge needs pitched notes; this piece has none")
     tonic, mode, clarity = F.estimate_key(notes)
     pc = np.bincount((notes.pitch - tonic) % 12, weights=np.maximum(notes.duration, 1), minlength=12)
     onsets, counts = np.unique(notes.time, return_counts=True)
@@ -62,19 +70,47 @@ def _file_features(path: str, mtime_ns: int, size: int) -> np.ndarray:
     return judge_features(path)
 
 
-def feature_matrix(pieces: Sequence) -> np.ndarray:
-    """(n_pieces, n_features) judge features of pieces (Piece objects, objects with a ``score``, MIDI paths or
-    symusic Scores); a file's
-    features are computed once per process (cached by path, modification time and size)."""
-    rows = []
-    for p in pieces:
-        src = p.score if hasattr(p, "score") else getattr(p, "path", p)  # decoded pieces carry their Score
+def _features(piece) -> np.ndarray | None:
+    """The features of one piece; None for a piece that is None (or whose ``score`` is) or has no pitched notes."""
+    src = None if piece is None else piece.score if hasattr(piece, "score") else getattr(piece, "path", piece)
+    if src is None:
+        return None
+    try:
         if isinstance(src, (str, os.PathLike)):
             st = os.stat(src)
-            rows.append(_file_features(str(src), st.st_mtime_ns, st.st_size))
-        else:
-            rows.append(judge_features(src))
+            return _file_features(str(src), st.st_mtime_ns, st.st_size)
+        return judge_features(src)
+    except _NoNotes:
+        return None
+
+
+def _stack(rows: list) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, len(FEATURE_NAMES)))
+
+
+def feature_matrix(pieces: Sequence) -> np.ndarray:
+    """(n_pieces, n_features) judge features of pieces (Piece objects, objects with a ``score``, MIDI paths or
+    symusic Scores); a file's features are computed once per process (cached by path, modification time and
+    size). Raises ValueError for a piece without pitched notes (or None)."""
+    rows = [_features(p) for p in pieces]
+    if any(r is None for r in rows):
+        raise ValueError("the judge needs pitched notes; a piece has none (or is None)")
+    return _stack(rows)
+
+
+def _work_of(piece) -> str:
+    return getattr(piece, "work", None) or getattr(piece, "rel_path", None) or str(getattr(piece, "path", piece))
+
+
+def _grouped(pieces: Sequence, idx, label: str | None) -> tuple[dict, dict]:
+    """({work: indices of its pieces among idx}, {``label`` of a work's first piece (None without label): works})."""
+    works: dict[str, list[int]] = defaultdict(list)
+    for i in idx:
+        works[_work_of(pieces[i])].append(i)
+    strata: dict = defaultdict(list)
+    for w, ii in works.items():
+        strata[getattr(pieces[ii[0]], label, None) if label else None].append(w)
+    return works, strata
 
 
 def split_by_work(pieces: Sequence, fraction: float, seed: int = 0, *, stratify: str | None = None):
@@ -85,15 +121,10 @@ def split_by_work(pieces: Sequence, fraction: float, seed: int = 0, *, stratify:
     at least two works. Order within each side follows ``pieces``. Deterministic for a given seed."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    works: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(pieces):
-        works[getattr(p, "work", None) or getattr(p, "rel_path", None) or str(getattr(p, "path", p))].append(i)
-    strata: dict[str, list[str]] = defaultdict(list)
-    for w, idx in works.items():
-        strata[str(getattr(pieces[idx[0]], stratify, None)) if stratify else ""].append(w)
+    works, strata = _grouped(pieces, range(len(pieces)), stratify)
     rng = random.Random(seed)
     chosen: set[int] = set()
-    for key in sorted(strata):
+    for key in sorted(strata, key=str):
         names = sorted(strata[key])
         rng.shuffle(names)
         total = sum(len(works[w]) for w in names)
@@ -105,6 +136,17 @@ def split_by_work(pieces: Sequence, fraction: float, seed: int = 0, *, stratify:
             taken += len(works[w])
     rest = [p for i, p in enumerate(pieces) if i not in chosen]
     return rest, [p for i, p in enumerate(pieces) if i in chosen]
+
+
+def _confusion(classes: list, truth: Sequence, predicted: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """(true x predicted counts of the heard pieces, per-true-class counts of the unheard ones: prediction None)."""
+    m, failed = np.zeros((len(classes),) * 2, np.int64), np.zeros(len(classes), np.int64)
+    for y, p in zip(truth, predicted):
+        if p is None:
+            failed[classes.index(y)] += 1
+        else:
+            m[classes.index(y), classes.index(p)] += 1
+    return m, failed
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -131,14 +173,20 @@ class Judge:
         """Train on ``pieces`` (Piece objects, or paths/Scores with ``labels``) whose ``label`` is known (pieces
         with None are left out). ``l2`` weights the penalty 0.5 * l2 * |W|^2 on the mean cross-entropy; ``steps``
         of gradient descent at rate ``lr`` (standardised features make one rate fit all). Raises ValueError with
-        fewer than two classes."""
+        fewer than two classes or for a piece without pitched notes."""
         ys = list(labels) if labels is not None else [getattr(p, label) for p in pieces]
         keep = [i for i, y in enumerate(ys) if y is not None]
-        classes = sorted({ys[i] for i in keep})
+        works = sorted({getattr(pieces[i], "work", None) or "" for i in keep} - {""})
+        return cls._fit(label, feature_matrix([pieces[i] for i in keep]), [ys[i] for i in keep], works,
+                        l2=l2, steps=steps, lr=lr)
+
+    @classmethod
+    def _fit(cls, label: str, X: np.ndarray, ys: list, works: list, *, l2: float = 1e-2, steps: int = 2000,
+             lr: float = 0.5) -> "Judge":
+        classes = sorted(set(ys))
         if len(classes) < 2:
             raise ValueError(f"the judge needs at least two values of {label!r} among the pieces, got {classes}")
-        X = feature_matrix([pieces[i] for i in keep])
-        y = np.array([classes.index(ys[i]) for i in keep])
+        y = np.array([classes.index(v) for v in ys])
         mean, std = X.mean(axis=0), X.std(axis=0)
         std = np.where(std > 1e-9, std, 1.0)
         Z = (X - mean) / std
@@ -148,42 +196,57 @@ class Judge:
             G = (_softmax(Z @ W + b) - Y) / len(y)
             W -= lr * (Z.T @ G + l2 * W)
             b -= lr * G.sum(axis=0)
-        works = sorted({getattr(pieces[i], "work", None) or "" for i in keep} - {""})
-        info = {"n_train": len(keep), "train_works": works, "l2": l2, "steps": steps, "lr": lr,
+        info = {"n_train": len(y), "train_works": works, "l2": l2, "steps": steps, "lr": lr,
                 "train_counts": {c: int((y == k).sum()) for k, c in enumerate(classes)}}
         return cls(label, classes, mean, std, W, b, info)
 
-    def predict_proba(self, pieces: Sequence) -> np.ndarray:
-        """(n_pieces, n_classes) class probabilities, columns in ``classes`` order."""
-        X = feature_matrix(pieces)
+    def _proba(self, X: np.ndarray) -> np.ndarray:
         return _softmax(((X - self.mean) / self.std) @ self.W + self.b)
 
-    def predict(self, pieces: Sequence) -> list[str]:
-        """The most probable class of each piece."""
-        return [self.classes[k] for k in self.predict_proba(pieces).argmax(axis=1)] if len(pieces) else []
+    def predict_proba(self, pieces: Sequence) -> np.ndarray:
+        """(n_pieces, n_classes) class probabilities, columns in ``classes`` order; a row of NaN for a piece the
+        judge cannot hear (None, or no pitched notes)."""
+        rows = [_features(p) for p in pieces]
+        out = np.full((len(rows), len(self.classes)), np.nan)
+        if heard := [i for i, r in enumerate(rows) if r is not None]:
+            out[heard] = self._proba(_stack([rows[i] for i in heard]))
+        return out
+
+    def predict(self, pieces: Sequence) -> list[str | None]:
+        """The most probable class of each piece; None for a piece the judge cannot hear (None: a failed decode,
+        or no pitched notes)."""
+        return [None if np.isnan(row).any() else self.classes[int(row.argmax())] for row in self.predict_proba(pieces)]
 
     def _truth(self, pieces, labels) -> tuple[list, list]:
-        ys = list(labels) if labels is not None else [getattr(p, self.label) for p in pieces]
+        ys = list(labels) if labels is not None else [None if p is None else getattr(p, self.label) for p in pieces]
+        if len(ys) != len(pieces):
+            raise ValueError(f"{len(ys)} labels for {len(pieces)} pieces")
         keep = [i for i, y in enumerate(ys) if y is not None]
         return [pieces[i] for i in keep], [ys[i] for i in keep]
 
-    def accuracy(self, pieces: Sequence, labels: Sequence[str] | None = None) -> float:
-        """Share of pieces whose predicted class is their label (``labels``, e.g. the labels requested of
-        generated pieces, else each piece's own ``label``); pieces with an unknown label are left out. NaN if
-        none is left."""
+    def rate(self, pieces: Sequence, labels: Sequence[str] | None = None) -> Rate:
+        """The share of pieces recognised as their label (``labels``, e.g. the labels requested of generated
+        pieces, else each piece's own ``label``): a ``Rate`` k/n with its Wilson interval. A piece the judge cannot
+        hear (None: a failed decode, or no pitched notes) is a miss, in n; so is a label outside ``classes``.
+        Pieces whose label is None (unknown) are left out."""
         pieces, ys = self._truth(pieces, labels)
-        return float(np.mean([p == y for p, y in zip(self.predict(pieces), ys)])) if ys else float("nan")
+        return Rate.of([p == y for p, y in zip(self.predict(pieces), ys)])
 
-    def confusion(self, pieces: Sequence, labels: Sequence[str] | None = None) -> np.ndarray:
-        """(n_classes, n_classes) int counts: row = true (or requested) label, column = predicted, in ``classes``
-        order. A label the judge does not know raises ValueError."""
+    def accuracy(self, pieces: Sequence, labels: Sequence[str] | None = None) -> float:
+        """``rate(pieces, labels).value``: NaN if no piece has a known label."""
+        return self.rate(pieces, labels).value
+
+    def confusion(self, pieces: Sequence, labels: Sequence[str] | None = None, *, with_failed: bool = False):
+        """(n_classes, n_classes) int counts of the pieces the judge could hear: row = true (or requested) label,
+        column = predicted, in ``classes`` order. With ``with_failed``, returns ``(matrix, failed)``, ``failed``
+        (n_classes,) int counts per row of pieces it could not hear (None, or no pitched notes), so that
+        ``matrix.sum(1) + failed`` is the number of pieces of each label. Pieces whose label is None are left out;
+        a label the judge does not know raises ValueError."""
         pieces, ys = self._truth(pieces, labels)
         if unknown := sorted(set(ys) - set(self.classes)):
             raise ValueError(f"labels {unknown} are not among the judge's classes {self.classes}")
-        m = np.zeros((len(self.classes),) * 2, np.int64)
-        for y, p in zip(ys, self.predict(pieces)):
-            m[self.classes.index(y), self.classes.index(p)] += 1
-        return m
+        m, failed = _confusion(self.classes, ys, self.predict(pieces))
+        return (m, failed) if with_failed else m
 
     def save(self, directory: str | Path, name: str | None = None) -> Path:
         """Write ``<name>.json`` (format, label, classes, feature names, info) and ``<name>.npz`` (mean, std, W,
@@ -208,3 +271,65 @@ class Judge:
             raise ValueError(f"{path} is not a judge with this version's features ({_FORMAT})")
         with np.load(path.with_suffix(".npz")) as a:
             return cls(meta["label"], meta["classes"], a["mean"], a["std"], a["W"], a["b"], meta.get("info"))
+
+
+def cross_validate(pieces: Sequence, label: str, *, folds: int = 5, seed: int = 0, **fit_kwargs) -> dict:
+    """The judge's ceiling: its accuracy on real pieces of works it never trained on, by work-grouped,
+    label-stratified k-fold cross-validation. Each value of ``label`` deals its works (a work: ``piece.work``,
+    else its rel_path; a work counts under its first piece's value), shuffled with ``seed``, round-robin into
+    ``folds`` folds (the deal continues from value to value), so each fold holds every value that has at least
+    ``folds`` works. Fold f's pieces are predicted by a judge (``Judge.fit(**fit_kwargs)``) trained on every other
+    labelled piece: each testable piece is predicted exactly once, never by a judge that saw its work. A value with
+    a single work cannot be held out: its pieces are only ever trained on (``not_testable``). Pieces whose label
+    is None are left out; a piece without pitched notes is a miss (and never trained on).
+
+    Returns a JSON-able dict: ``label``, ``folds``, ``seed``, ``classes`` (sorted values, trained ones included);
+    ``accuracy`` (``Rate.to_dict``: rate, lo, hi, k, n over the tested pieces); ``recall`` {value: Rate dict};
+    ``majority`` (Rate dict of always guessing ``majority_class``, the most common value among the tested
+    pieces: the best constant guess, measured on the same pieces); ``confusion`` (rows true, columns predicted,
+    ``classes`` order, heard pieces) and ``failed`` (per row: pieces not heard); ``n_pieces`` / ``n_works`` (tested
+    pieces and works); ``not_testable`` {value: pieces}; ``unlabelled`` (pieces left out); ``fold`` and
+    ``predicted`` (per input piece: its fold and predicted class, None where it was not tested / not heard).
+    Deterministic for a given seed. Raises ValueError with fewer than two values or no value of two works."""
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    ys = [None if p is None else getattr(p, label) for p in pieces]
+    labelled = [i for i, y in enumerate(ys) if y is not None]
+    classes = sorted({ys[i] for i in labelled})
+    if len(classes) < 2:
+        raise ValueError(f"cross-validating the judge needs at least two values of {label!r}, got {classes}")
+    works, by_value = _grouped(pieces, labelled, label)
+    rng, fold, dealt, not_testable = random.Random(seed), [None] * len(pieces), 0, {}
+    for v in sorted(by_value):
+        if len(names := sorted(by_value[v])) < 2:
+            not_testable[v] = sum(len(works[w]) for w in names)
+            continue
+        rng.shuffle(names)
+        for w in names:
+            for i in works[w]:
+                fold[i] = dealt % folds
+            dealt += 1
+    if not dealt:
+        raise ValueError(f"no value of {label!r} has two works to hold one out: {dict(by_value)}")
+    rows = {i: _features(pieces[i]) for i in labelled}
+    predicted: list = [None] * len(pieces)
+    for f in range(folds):
+        test = [i for i in labelled if fold[i] == f and rows[i] is not None]
+        if not test:
+            continue
+        train = [i for i in labelled if fold[i] != f and rows[i] is not None]
+        judge = Judge._fit(label, _stack([rows[i] for i in train]), [ys[i] for i in train], [], **fit_kwargs)
+        for i, k in zip(test, judge._proba(_stack([rows[i] for i in test])).argmax(axis=1)):
+            predicted[i] = judge.classes[int(k)]
+    tested = [i for i in labelled if fold[i] is not None]
+    counts = {v: sum(ys[i] == v for i in tested) for v in classes}
+    majority = max(classes, key=lambda v: counts[v])  # ties: the first in sorted order
+    confusion, failed = _confusion(classes, [ys[i] for i in tested], [predicted[i] for i in tested])
+    return {"label": label, "folds": folds, "seed": seed, "classes": classes,
+            "accuracy": Rate.of([predicted[i] == ys[i] for i in tested]).to_dict(),
+            "recall": {v: Rate.of([predicted[i] == v for i in tested if ys[i] == v]).to_dict()
+                       for v in classes if counts[v]},
+            "majority": Rate(counts[majority], len(tested)).to_dict(), "majority_class": majority,
+            "confusion": confusion.tolist(), "failed": failed.tolist(), "n_pieces": len(tested),
+            "n_works": len({_work_of(pieces[i]) for i in tested}), "not_testable": not_testable,
+            "unlabelled": len(pieces) - len(labelled), "fold": fold, "predicted": predicted}

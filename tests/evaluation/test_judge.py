@@ -1,6 +1,7 @@
 """Tests for tchaikovsky.evaluation.judge on real MIDI files whose answers are known by construction."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +9,9 @@ import symusic
 
 from tchaikovsky.data.corpus import Piece
 from tchaikovsky.evaluation import features as F
-from tchaikovsky.evaluation.judge import FEATURE_NAMES, Judge, judge_features, split_by_work
+from tchaikovsky.evaluation.intervals import Rate
+from tchaikovsky.evaluation.judge import (FEATURE_NAMES, Judge, cross_validate, feature_matrix, judge_features,
+                                          split_by_work)
 
 MAJOR = [0, 2, 4, 5, 7, 9, 11]
 
@@ -141,3 +144,103 @@ def test_confusion_picture(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 1000
     assert fig.axes[0].get_title() == "instrumentation (accuracy 88%)"
     assert [t.get_text() for t in fig.axes[0].texts] == ["3", "1", "0", "4"]
+
+
+def drums_only(path: Path) -> Path:
+    """A real MIDI file whose only notes are drums: nothing pitched for the judge to hear."""
+    score = symusic.Score(480)
+    track = symusic.Track(name="drums", program=0, is_drum=True)
+    track.notes.extend([symusic.Note(i * 240, 120, 36 + i % 3, 100) for i in range(16)])
+    score.tracks.append(track)
+    score.dump_midi(str(path))
+    return path
+
+
+def test_pieces_the_judge_cannot_hear_are_misses_in_the_denominator(tmp_path):
+    pieces = make_pieces(tmp_path, {"scales": scale_runs, "clusters": clusters}, 8, "composer")
+    judge = Judge.fit(pieces[::2], "composer", steps=200)
+    test = pieces[1::2]
+    silent = Piece(path=drums_only(tmp_path / "drums.mid"), rel_path="drums.mid", composer="scales", work="d")
+    undecoded = SimpleNamespace(score=None, composer="clusters")  # a generated piece that failed to decode
+    unknown = Piece(path=test[0].path, rel_path=test[0].rel_path)  # composer None: left out
+    everything = test + [silent, None, undecoded, unknown]
+    assert judge.predict(everything)[-4:] == [None, None, None, test[0].composer]
+    proba = judge.predict_proba(everything)
+    assert np.isnan(proba[len(test):-1]).all() and np.allclose(proba[:len(test)].sum(1), 1.0)
+    assert judge.predict(test) == [judge.classes[k] for k in proba[:len(test)].argmax(1)]
+    truth = [p.composer for p in test]
+    assert judge.rate(test) == Rate(len(test), len(test))  # the obvious classes: every heard piece right
+    # own labels: silent and undecoded are misses, in n; None has no label of its own and unknown's is None
+    assert judge.rate(everything) == Rate(len(test), len(test) + 2)
+    requested = truth + ["scales", "scales", "clusters", None]  # as asked of generated pieces
+    r = judge.rate(everything, labels=requested)
+    assert r == Rate(len(test), len(test) + 3) and judge.accuracy(everything, requested) == r.value
+    m, failed = judge.confusion(everything, requested, with_failed=True)
+    np.testing.assert_array_equal(m, judge.confusion(test))
+    assert m.sum() == len(test) and np.trace(m) == len(test)
+    assert dict(zip(judge.classes, failed.tolist())) == {"clusters": 1, "scales": 2}
+    assert np.isnan(judge.accuracy([unknown]))
+    with pytest.raises(ValueError, match="labels for"):
+        judge.rate(test, labels=["scales"])
+
+
+def _cv_pieces(tmp_path):
+    """Two obvious classes of 6 two-piece works each, a class with a single work (not testable), a piece without
+    known composer and a silent piece (drums only) of its own work labelled "scales"."""
+    pieces = make_pieces(tmp_path, {"scales": scale_runs, "clusters": clusters}, 12, "composer")
+    pieces += make_pieces(tmp_path, {"voices": chorale}, 2, "composer")  # one work: voices-work0
+    scale_runs(np.random.default_rng(9)).dump_midi(str(tmp_path / "unlabelled.mid"))
+    pieces.append(Piece(path=tmp_path / "unlabelled.mid", rel_path="unlabelled.mid", work="u"))
+    pieces.append(Piece(path=drums_only(tmp_path / "drums.mid"), rel_path="drums.mid", composer="scales", work="d"))
+    return pieces
+
+
+def test_cross_validate_holds_each_work_out_once(tmp_path, monkeypatch):
+    pieces = _cv_pieces(tmp_path)
+    # instrument the real fits and predictions: which pieces (known by their feature rows) each judge trained on
+    # and which it predicted
+    calls, fit, proba = [], Judge._fit.__func__, Judge._proba
+    row_of = {feature_matrix([p]).tobytes(): k for k, p in enumerate(pieces) if p.rel_path != "drums.mid"}
+    monkeypatch.setattr(Judge, "_fit", classmethod(lambda cls, label, X, *a, **kw: (
+        calls.append(("fit", [row_of[x.tobytes()] for x in X])), fit(cls, label, X, *a, **kw))[1]))
+    monkeypatch.setattr(Judge, "_proba", lambda self, X: (
+        calls.append(("predict", [row_of[x.tobytes()] for x in X])), proba(self, X))[1])
+    cv = cross_validate(pieces, "composer", folds=3, seed=1, steps=200)
+    assert [c for c, _ in calls] == ["fit", "predict"] * 3
+    predicted_once = [k for (_, fitted), (_, held) in zip(calls[::2], calls[1::2]) for k in held]
+    for (_, fitted), (_, held) in zip(calls[::2], calls[1::2]):
+        assert not {pieces[k].work for k in fitted} & {pieces[k].work for k in held}
+        assert {pieces[k].composer for k in held} == {"scales", "clusters"}  # stratified: both in every fold
+        assert {"voices", "unlabelled.mid"} & {pieces[k].composer or pieces[k].rel_path for k in fitted} == {"voices"}
+    testable = [k for k, p in enumerate(pieces) if p.composer in ("scales", "clusters") and p.rel_path != "drums.mid"]
+    assert sorted(predicted_once) == testable  # every heard testable piece exactly once
+    # the returned fold assignment says the same: one fold per work, none for the untestable and unlabelled
+    fold_of_work = {}
+    for p, f in zip(pieces, cv["fold"]):
+        assert fold_of_work.setdefault(p.work, f) == f
+    assert [f for p, f in zip(pieces, cv["fold"]) if p.composer in (None, "voices")] == [None] * 3
+    # the figures: the silent piece is a miss in n; voices trained on but never tested
+    assert cv["classes"] == ["clusters", "scales", "voices"] and cv["not_testable"] == {"voices": 2}
+    assert cv["unlabelled"] == 1 and cv["n_pieces"] == 25 and cv["n_works"] == 13
+    assert cv["accuracy"]["n"] == 25 and cv["accuracy"]["k"] >= 23 and cv["accuracy"]["lo"] < cv["accuracy"]["rate"]
+    assert cv["failed"] == [0, 1, 0] and np.sum(cv["confusion"]) == 24
+    assert cv["majority_class"] == "scales" and cv["majority"] == Rate(13, 25).to_dict()
+    assert {v: (r["n"]) for v, r in cv["recall"].items()} == {"clusters": 12, "scales": 13}
+    assert sum(r["k"] for r in cv["recall"].values()) == cv["accuracy"]["k"] == np.trace(cv["confusion"])
+
+
+def test_cross_validate_predicts_as_the_public_judge_and_is_deterministic(tmp_path):
+    pieces = _cv_pieces(tmp_path)
+    cv = cross_validate(pieces, "composer", folds=3, seed=1, steps=200)
+    train = [p for p, f in zip(pieces, cv["fold"]) if f != 0 and p.composer and p.rel_path != "drums.mid"]
+    held = [k for k, f in enumerate(cv["fold"]) if f == 0]
+    assert Judge.fit(train, "composer", steps=200).predict([pieces[k] for k in held]) == \
+        [cv["predicted"][k] for k in held]
+    assert cross_validate(pieces, "composer", folds=3, seed=1, steps=200) == cv
+    assert cross_validate(pieces, "composer", folds=3, seed=2, steps=200)["fold"] != cv["fold"]
+    with pytest.raises(ValueError, match="at least two values"):
+        cross_validate([p for p in pieces if p.composer == "scales"], "composer", steps=10)
+    with pytest.raises(ValueError, match="two works"):
+        cross_validate(make_pieces(tmp_path, {"a": scale_runs, "b": clusters}, 2, "composer"), "composer", steps=10)
+    with pytest.raises(ValueError, match="folds"):
+        cross_validate(pieces, "composer", folds=1)
