@@ -18,7 +18,8 @@ def test_frames_known_answers():
     # C4 for a quarter, then E4 + G4 for a half note: 3 beats = 12 sixteenths
     x = frames(score_of([[(0, 1, 60), (1, 2, 64)], [(1, 2, 67)]]))
     assert x.shape == (12, N_CHANNELS) and x.dtype == np.float32
-    np.testing.assert_array_equal(x[:4, 0], 1) and np.testing.assert_array_equal(x[4:, 0], 0)
+    np.testing.assert_array_equal(x[:4, 0], 1)
+    np.testing.assert_array_equal(x[4:, 0], 0)
     assert x[0, 12] == 1 and x[1:4, 12].sum() == 0  # C starts in frame 0 only
     assert x[4, 12 + 4] == x[4, 12 + 7] == 1 and x[5:, 12:24].sum() == 0
     assert x[0, 24] == x[0, 25] == 0  # lowest / highest sounding pitch: C4 = (60 - 60) / 24
