@@ -1,12 +1,103 @@
-"""The judge's check of a conditioned run under the evaluation protocol, on a real tiny run."""
+"""The judge's check of a conditioned run under the evaluation protocol, on a real tiny run; its helpers: the full request ``typical`` makes of one value (from the training combinations of a
+real ``Conditions``), and the training n-gram index ``training_index`` builds from real shards of real chorales."""
 
-import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from tchaikovsky.data import shards as shards_lib
 from tchaikovsky.data.conditions import Conditions
+from tchaikovsky.data.tokenizer import music_ids
+import json
+
 from tchaikovsky.evaluation import control
+from tchaikovsky.evaluation.control import typical
 from tchaikovsky.evaluation.intervals import Rate
+from tchaikovsky.evaluation.views import training_index
+from tchaikovsky.evaluation.originality import flag_copies
+
+
+def _pieces(n, period=None, composer=None, instrumentation=None):
+    return [{"period": period, "composer": composer, "instrumentation": instrumentation}] * n
+
+
+TRAINING = (_pieces(3, "Baroque", "Bach", "voices") + _pieces(1, "Baroque", "Bach", "keyboard")
+            + _pieces(1, "Classical", "Mozart", "keyboard") + _pieces(2, "Classical", "Mozart")  # instrumentation unknown
+            + _pieces(2, None, "Anon", "voices")  # period unknown
+            + _pieces(1, "Classical", "Haydn", "strings") + _pieces(1, "Classical", "Haydn", "keyboard"))  # a tie
+
+
+def test_typical_request_is_the_most_common_training_combination_with_the_value():
+    cond = Conditions.build(500, TRAINING)
+    assert typical(cond, "composer", "Bach") == {"period": "Baroque", "composer": "Bach", "instrumentation": "voices"}
+    # any label: voices are Bach's (3) more often than Anon's (2)
+    assert typical(cond, "instrumentation", "voices") == {"period": "Baroque", "composer": "Bach",
+                                                          "instrumentation": "voices"}
+    assert typical(cond, "period", "Classical")["composer"] == "Mozart"  # Mozart/unknown (2) beats every other (1)
+    # an unknown value in the winning combination is asked as "any" (""), never as the literal "unknown"
+    assert typical(cond, "composer", "Mozart") == {"period": "Classical", "composer": "Mozart", "instrumentation": ""}
+    assert typical(cond, "composer", "Anon") == {"period": "", "composer": "Anon", "instrumentation": "voices"}
+    # a tie: one of the tied combinations, the same one every time
+    haydn = typical(cond, "composer", "Haydn")
+    assert haydn in ({"period": "Classical", "composer": "Haydn", "instrumentation": i} for i in ("strings", "keyboard"))
+    assert typical(cond, "composer", "Haydn") == haydn
+    # no training combination has the value: just the value, the others left to the sampler's "any"
+    assert typical(cond, "composer", "Chopin") == {"composer": "Chopin"}
+    assert typical(Conditions.build(500), "period", "Baroque") == {"period": "Baroque"}
+    # what a sampler is given: the request is one cond.prefix accepts, "" becoming the unknown token
+    ids = cond.ids()
+    assert cond.prefix(**typical(cond, "composer", "Mozart")) == [
+        ids["Period_Classical"], ids["Composer_Mozart"], cond.unknown_id("instrumentation")]
+    # a fine-tune's pieces count in: enough Mozart string quartets outnumber the earlier combinations
+    grown = cond.extended(_pieces(3, "Classical", "Mozart", "strings"))
+    assert typical(grown, "composer", "Mozart")["instrumentation"] == "strings"
+    assert typical(grown, "composer", "Bach") == typical(cond, "composer", "Bach")
+
+
+@pytest.fixture(scope="module")
+def index(bach):
+    return training_index(bach.shards, bach.tok)
+
+
+def _music(shards, tok, split, i):
+    return music_ids(tok, shards.piece_ids(split, i))
+
+
+def test_training_index_finds_training_pieces_as_copies_and_not_held_out_ones(bach, index):
+    sh, tok = bach.shards, bach.tok
+    train = [_music(sh, tok, "train", i) for i in range(len(sh.pieces("train")))]
+    val = [_music(sh, tok, "val", i) for i in range(len(sh.pieces("val")))]
+    assert len(train) >= 2 and val
+    # the music tokens of every training piece, and nothing else (BOS / EOS are not music)
+    assert index.n_tokens == sum(map(len, train)) < sh.n_tokens("train")
+    raw = sh.piece_ids("train", 1)
+    assert index.longest_common_runs([raw])[0] == len(train[1]) == len(raw) - 2  # [BOS music EOS]: the music
+    # a passage lifted from a training piece is a copy; a held-out piece is not, nor is most of it found
+    lifted = train[0][40:140]
+    assert len(lifted) == 100 and index.longest_common_runs([lifted]) == [100]
+    flags = flag_copies([lifted, *val], index)
+    assert flags[0]["copied"] and not any(f["copied"] for f in flags[1:])
+    assert all(f["longest_run"] < f["length"] / 2 for f in flags[1:])
+    # pieces are indexed apart: the end of one joined to the start of the next is not one run
+    joined = np.r_[train[0][-30:], train[1][:30]]
+    assert 30 <= index.longest_common_runs([joined])[0] < 60
+    # the hash seed changes nothing found
+    again = training_index(sh, tok, seed=7)
+    assert again.longest_common_runs([lifted, joined, *val]) == index.longest_common_runs([lifted, joined, *val])
+
+
+def test_training_index_leaves_out_condition_tokens(bach, tmp_path):
+    """In conditioned shards a piece is [conditions, BOS, music, EOS]: only the music is indexed."""
+    pieces = [replace(p, composer="Bach" if i % 2 else "Anon") for i, p in enumerate(bach.pieces[:6])]
+    cond = Conditions.build(len(bach.tok), pieces)
+    sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, tmp_path / "shards", progress=False,
+                                                   conditions=cond, val_fraction=0.2))
+    index = training_index(sh, bach.tok)
+    raw = sh.piece_ids("train", 0)
+    assert cond.is_condition(raw[:3]).all() and len(raw) > 5
+    assert index.n_tokens == sum(len(_music(sh, bach.tok, "train", i)) for i in range(len(sh.pieces("train"))))
+    assert index.longest_common_runs([raw])[0] == len(raw) - 5  # 3 conditions, BOS, EOS
 
 
 def test_controllability_reports_rates_with_n_against_measured_chance(conditioned_run):
@@ -36,14 +127,3 @@ def test_test_role_uses_other_works_and_seeds(conditioned_run):
         control.controllability(conditioned_run, role="train", progress=False)
     with pytest.raises(ValueError, match="fewer than two composer values with >= 50"):
         control.controllability(conditioned_run, min_pieces=50, progress=False)
-
-
-def test_typical_request_is_the_most_common_training_combination():
-    pieces = [{"period": "Baroque", "composer": "Bach", "instrumentation": "voices"}] * 3 + \
-        [{"period": "Baroque", "composer": "Bach", "instrumentation": "keyboard"}] + \
-        [{"period": "Renaissance", "composer": "Palestrina", "instrumentation": "voices"}]
-    cond = Conditions.build(100, pieces)
-    assert control.typical(cond, "composer", "Bach") == {"period": "Baroque", "composer": "Bach",
-                                                         "instrumentation": "voices"}
-    assert control.typical(cond, "instrumentation", "keyboard")["composer"] == "Bach"
-    assert control.typical(cond, "composer", "Mozart") == {"composer": "Mozart"}

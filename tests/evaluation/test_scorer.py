@@ -1,6 +1,8 @@
 """The scorer: its roll of a piece (known answers), a tiny encoder trained on pieces of known classes, the reward,
 copies, saving. The classes are the judge tests' made-up "composers" (real MIDI files written by the tests)."""
 
+import copy
+
 import numpy as np
 import pytest
 import symusic
@@ -18,7 +20,8 @@ def test_frames_known_answers():
     # C4 for a quarter, then E4 + G4 for a half note: 3 beats = 12 sixteenths
     x = frames(score_of([[(0, 1, 60), (1, 2, 64)], [(1, 2, 67)]]))
     assert x.shape == (12, N_CHANNELS) and x.dtype == np.float32
-    np.testing.assert_array_equal(x[:4, 0], 1) and np.testing.assert_array_equal(x[4:, 0], 0)
+    np.testing.assert_array_equal(x[:4, 0], 1)
+    np.testing.assert_array_equal(x[4:, 0], 0)
     assert x[0, 12] == 1 and x[1:4, 12].sum() == 0  # C starts in frame 0 only
     assert x[4, 12 + 4] == x[4, 12 + 7] == 1 and x[5:, 12:24].sum() == 0
     assert x[0, 24] == x[0, 25] == 0  # lowest / highest sounding pitch: C4 = (60 - 60) / 24
@@ -86,3 +89,26 @@ def test_saved_scorer_reloads_to_identical_embeddings(fitted, tmp_path):
     assert not list((tmp_path / "run").glob(".tmp-*"))
     with pytest.raises(ValueError, match="no scorer"):
         Scorer.load(tmp_path)
+
+
+def test_copy_threshold_is_a_quantile_of_held_out_similarity(fitted, tmp_path):
+    scorer, train, test = fitted
+    scorer = copy.copy(scorer)  # its own info: the module's fitted scorer stays as fit
+    scorer.info = dict(scorer.info)
+    sims = scorer.max_similarity_to_real(test)
+    assert len(test) >= 4 and len(set(np.round(sims, 5))) > 1  # distinct values: the quantile is not trivial
+    t = scorer.calibrate_copy_threshold(test, 0.75)
+    assert t == pytest.approx(float(np.quantile(sims, 0.75)))
+    assert 0.25 - 1 / len(test) <= np.mean(sims > t) <= 0.25  # about a quarter of the held-out pieces exceed it
+    assert scorer.info["copy_threshold"] == t
+    assert scorer.info["copy_threshold_from"] == {"n": len(test), "quantile": 0.75}
+    assert np.all(scorer.max_similarity_to_real(train[:3]) > t)  # a reference piece itself is a copy
+    # the ends: the largest and smallest similarity; recalibrating replaces the record
+    assert scorer.calibrate_copy_threshold(test, 1.0) == pytest.approx(float(sims.max()))
+    assert not np.any(sims > scorer.info["copy_threshold"])
+    assert scorer.calibrate_copy_threshold(test, 0.0) == pytest.approx(float(sims.min()))
+    assert scorer.info["copy_threshold_from"]["quantile"] == 0.0
+    assert scorer.calibrate_copy_threshold(test) == pytest.approx(float(np.quantile(sims, 0.99)))  # the default
+    again = Scorer.load(scorer.save(tmp_path / "scorer"))  # the threshold travels with the scorer
+    assert again.info["copy_threshold"] == scorer.info["copy_threshold"]
+    assert again.info["copy_threshold_from"] == {"n": len(test), "quantile": 0.99}

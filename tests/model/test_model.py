@@ -192,3 +192,35 @@ def test_cpu_fast_paths_compute_the_reference_loss_and_gradients(model, piece_to
     assert abs(float(l1) - float(l0)) <= 1e-5 * abs(float(l0))
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))) + 1e-8)
+
+
+@pytest.mark.parametrize("T", [256, 320])  # the demo preset's context; one that ends in a partial block
+def test_cpu_fast_paths_match_the_reference_over_several_query_blocks(small_config, bach, T):
+    """The same check beyond one block of queries: at 256 and 320 positions the blocked attention runs 2 and 3
+    blocks (the last one partial at 320), each scoring only the keys up to its own end."""
+    import dataclasses
+    import inspect
+
+    from tchaikovsky.model.layers import blocked_causal_attention, cpu_fast_paths
+    from tchaikovsky.training.losses import next_token_loss
+
+    block = inspect.signature(blocked_causal_attention).parameters["block"].default
+    assert T >= 2 * block  # several blocks, not one: the masked blocks above the diagonal are really skipped
+    model = GPT(dataclasses.replace(small_config, context=320), key=jax.random.key(2))
+    tokens = jnp.asarray(bach.shards.batch(0, 2, T, seed=3))  # real windows of T + 1 training tokens
+    assert tokens.shape == (2, T + 1) and int((tokens != bach.shards.pad_id).sum()) > T  # not mostly padding
+    out = {}
+    for fast in (False, True):
+        with cpu_fast_paths(fast):  # a fresh function per side: the switch acts when it is traced
+            f = eqx.filter_jit(eqx.filter_value_and_grad(lambda m, t: next_token_loss(m, t, jnp.float32, 0)[0]))
+            out[fast] = f(model, tokens)
+    (l0, g0), (l1, g1) = out[False], out[True]
+    assert abs(float(l1) - float(l0)) <= 1e-5 * abs(float(l0))
+    leaves0, leaves1 = jax.tree.leaves(g0), jax.tree.leaves(g1)
+    assert len(leaves0) == len(leaves1)
+    for a, b in zip(leaves1, leaves0):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))) + 1e-8)
+    # the late positions, whose queries sit in the last block, get the gradient the reference gives them
+    late = np.asarray(g0.pos.weight[T - 8 : T])
+    assert np.abs(late).max() > 0
+    np.testing.assert_allclose(g1.pos.weight[T - 8 : T], late, rtol=1e-4, atol=1e-4 * np.abs(late).max())

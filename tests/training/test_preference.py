@@ -13,7 +13,7 @@ import pytest
 from tchaikovsky.config import ModelConfig, TrainConfig
 from tchaikovsky.model import build
 from tchaikovsky.training import checkpoint, loop
-from tchaikovsky.training.preference import DPOPLoss, PairShards, dpop_terms, sequence_logprobs
+from tchaikovsky.training.preference import DPOPLoss, PairShards, dpop_terms, reference_logprobs, sequence_logprobs
 
 CFG = ModelConfig(vocab_size=12, context=16, d_model=16, n_layers=1, n_heads=2)
 PAD = 0
@@ -82,6 +82,32 @@ def test_lambda_zero_is_plain_dpo_and_the_penalty_only_acts_below_the_reference(
     dpop, _ = dpop_terms(pi_w, pi_l, ref_w, ref_l, 0.1, 10.0)
     assert dpop[0] > dpo[0]  # pi_w < ref_w: penalised
     assert dpop[1] == pytest.approx(float(dpo[1]))  # pi_w > ref_w: no penalty
+
+
+def test_reference_logprobs_are_the_sequence_logprobs_of_every_pair_in_any_batch_size(model):
+    rng = np.random.default_rng(3)
+    n, seq_len = 7, 9
+    # pairs of different lengths (some longer than the window of 10 tokens) and prompts; chosen != rejected
+    chosen = [[1] + list(rng.integers(3, 12, int(rng.integers(3, 14)))) + [2] for _ in range(n)]
+    rejected = [[1] + list(rng.integers(3, 12, int(rng.integers(3, 14)))) + [2] for _ in range(n)]
+    pairs = PairShards(chosen, rejected, rng.integers(1, 4, n), pad_id=PAD)
+    w = pairs.windows(range(n), seq_len)
+    logprobs = eqx.filter_jit(sequence_logprobs)  # all n rows at once, in a shape of its own
+    direct = [np.asarray(logprobs(model, w[side], w[f"{side}_mask"], jnp.float32)) for side in ("chosen", "rejected")]
+    assert len(set(np.round(direct[0], 4))) == n and not np.allclose(direct[0], direct[1])  # order matters
+    for batch_size in (3, 16):  # 3 + 3 + 1 (the last padded by repeating a pair); one batch mostly padding
+        ref_w, ref_l = reference_logprobs(model, pairs, seq_len, batch_size=batch_size)
+        assert ref_w.shape == ref_l.shape == (n,) and ref_w.dtype == ref_l.dtype == np.float32
+        np.testing.assert_allclose(ref_w, direct[0], rtol=1e-5, atol=1e-5, err_msg=f"batch_size {batch_size}")
+        np.testing.assert_allclose(ref_l, direct[1], rtol=1e-5, atol=1e-5, err_msg=f"batch_size {batch_size}")
+    # one pair by hand (float64 numpy): the window's masked targets
+    assert ref_l[4] == pytest.approx(numpy_logprob(model, w["rejected"][4], w["rejected_mask"][4]), rel=1e-5)
+    # with_reference serves exactly these for its window, and refuses another
+    held = pairs.with_reference(model, seq_len, batch_size=3)
+    b = held.batch(0, 5, seq_len, seed=2)
+    idx = np.random.default_rng([2, 0]).integers(0, n, size=5)
+    np.testing.assert_allclose(b["ref_chosen"], direct[0][idx], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b["ref_rejected"], direct[1][idx], rtol=1e-5, atol=1e-5)
 
 
 def test_gradient_pushes_the_chosen_likelihood_up_when_it_fell_below_the_reference(model):
