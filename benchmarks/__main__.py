@@ -1,4 +1,5 @@
-"""``python -m benchmarks {training,sampling,data,scorer,judge} [options]``: each prints progress lines, then ONE JSON line last.
+"""``python -m benchmarks {training,sampling,data,scorer,judge} [options]``: each prints progress lines, then ONE
+JSON line last.
 
 ``training``  tokens/s, step time and MFU of the package's train step (``benchmarks.training``).
 ``sampling``  KV-cached ``generate`` vs full recomputation: speedup, flatness, batched throughput, bandwidth
