@@ -1,4 +1,5 @@
-"""``python -m benchmarks {training,sampling,data,scorer} [options]``: each prints progress lines, then ONE JSON line last.
+"""``python -m benchmarks {training,sampling,data,scorer,judge} [options]``: each prints progress lines, then ONE
+JSON line last.
 
 ``training``  tokens/s, step time and MFU of the package's train step (``benchmarks.training``).
 ``sampling``  KV-cached ``generate`` vs full recomputation: speedup, flatness, batched throughput, bandwidth
@@ -6,6 +7,8 @@
 ``data``      ``build_shards`` vs a plain miditok loop; ``Shards.batch`` vs a train step (``benchmarks.data``).
 ``scorer``    the preference scorer's training time and its separation of held-out real pieces by label
               (``benchmarks.scorer``).
+``judge``     the judge's ceiling: cross-validated accuracy on real pieces of unseen works per label, with 95%
+              intervals, the majority baseline and the difference (``benchmarks.judge``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--cache-dir", help="embedded-corpus cache (default: tchaikovsky.data.embedded.default_cache_dir())")
     c.add_argument("--save", help="also save the trained scorer to this directory")
     c.add_argument("--seed", type=int, default=0)
+
+    j = sub.add_parser("judge", help="the judge's cross-validated accuracy on unseen works, with intervals")
+    j.add_argument("--composers", nargs="+", metavar="NAME=N",
+                   help="music21 composers and pieces of each (default: bach=20 palestrina=20 monteverdi=20 "
+                        "haydn=8 mozart=8 beethoven=7)")
+    j.add_argument("--labels", nargs="+", default=["composer", "period", "instrumentation"])
+    j.add_argument("--folds", type=int, default=5)
+    j.add_argument("--steps", type=int, default=2000, help="the judge's gradient steps (Judge.fit's default)")
+    j.add_argument("--cache-dir", help="embedded-corpus cache (default: tchaikovsky.data.embedded.default_cache_dir())")
+    j.add_argument("--seed", type=int, default=0)
     return ap
 
 
@@ -98,6 +111,11 @@ def main(argv: list[str] | None = None) -> dict:
         result = bench_scorer(args.files, data_dir=args.data_dir, per_composer=args.per_composer, steps=args.steps,
                               temperature=args.temperature, test_fraction=args.test_fraction, seed=args.seed,
                               cache_dir=args.cache_dir, save=args.save, log=log)
+    elif args.command == "judge":
+        from benchmarks.judge import bench_judge, parse_counts
+
+        result = bench_judge(parse_counts(args.composers) if args.composers else None, labels=tuple(args.labels),
+                             folds=args.folds, seed=args.seed, steps=args.steps, cache_dir=args.cache_dir, log=log)
     else:
         from benchmarks.data import bench_data
 

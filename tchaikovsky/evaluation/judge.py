@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -275,12 +275,13 @@ class Judge:
 
 def cross_validate(pieces: Sequence, label: str, *, folds: int = 5, seed: int = 0, **fit_kwargs) -> dict:
     """The judge's ceiling: its accuracy on real pieces of works it never trained on, by work-grouped,
-    label-stratified k-fold cross-validation. Each value of ``label`` deals its works (a work: ``piece.work``,
-    else its rel_path; a work counts under its first piece's value), shuffled with ``seed``, round-robin into
-    ``folds`` folds (the deal continues from value to value), so each fold holds every value that has at least
-    ``folds`` works. Fold f's pieces are predicted by a judge (``Judge.fit(**fit_kwargs)``) trained on every other
-    labelled piece: each testable piece is predicted exactly once, never by a judge that saw its work. A value with
-    a single work cannot be held out: its pieces are only ever trained on (``not_testable``). Pieces whose label
+    label-stratified k-fold cross-validation. A work is ``piece.work``, else its rel_path; a value of ``label``
+    found in at least two works is testable. Each testable value deals its works (those whose first piece of a
+    testable value has it), shuffled with ``seed``, round-robin into ``folds`` folds (the deal continues from value
+    to value), so each fold holds every value that has at least ``folds`` works. Fold f's pieces of testable values
+    are predicted by a judge (``Judge.fit(**fit_kwargs)``) trained on the labelled pieces of every work not in fold
+    f: each is predicted exactly once, never by a judge that saw its work. A piece of a value found in one work only
+    is never predicted (``not_testable``); it is trained on whenever its work is not held out. Pieces whose label
     is None are left out; a piece without pitched notes is a miss (and never trained on).
 
     Returns a JSON-able dict: ``label``, ``folds``, ``seed``, ``classes`` (sorted values, trained ones included);
@@ -288,8 +289,9 @@ def cross_validate(pieces: Sequence, label: str, *, folds: int = 5, seed: int = 
     ``majority`` (Rate dict of always guessing ``majority_class``, the most common value among the tested
     pieces: the best constant guess, measured on the same pieces); ``confusion`` (rows true, columns predicted,
     ``classes`` order, heard pieces) and ``failed`` (per row: pieces not heard); ``n_pieces`` / ``n_works`` (tested
-    pieces and works); ``not_testable`` {value: pieces}; ``unlabelled`` (pieces left out); ``fold`` and
-    ``predicted`` (per input piece: its fold and predicted class, None where it was not tested / not heard).
+    pieces and their works); ``not_testable`` {value: pieces not predicted}; ``unlabelled`` (pieces left out);
+    ``fold`` and ``predicted`` (per input piece: the fold that held it out and its predicted class; None where it
+    was not tested, and ``predicted`` None also for a tested piece not heard).
     Deterministic for a given seed. Raises ValueError with fewer than two values or no value of two works."""
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
@@ -298,26 +300,29 @@ def cross_validate(pieces: Sequence, label: str, *, folds: int = 5, seed: int = 
     classes = sorted({ys[i] for i in labelled})
     if len(classes) < 2:
         raise ValueError(f"cross-validating the judge needs at least two values of {label!r}, got {classes}")
-    works, by_value = _grouped(pieces, labelled, label)
-    rng, fold, dealt, not_testable = random.Random(seed), [None] * len(pieces), 0, {}
-    for v in sorted(by_value):
-        if len(names := sorted(by_value[v])) < 2:
-            not_testable[v] = sum(len(works[w]) for w in names)
-            continue
-        rng.shuffle(names)
+    works = _grouped(pieces, labelled, None)[0]
+    n_works = Counter(v for idx in works.values() for v in {ys[i] for i in idx})
+    testable, strata = {v for v, n in n_works.items() if n > 1}, defaultdict(list)
+    if not testable:
+        raise ValueError(f"no value of {label!r} has two works to hold one out: {dict(n_works)}")
+    for w, idx in works.items():
+        if firsts := [ys[i] for i in idx if ys[i] in testable]:
+            strata[firsts[0]].append(w)
+    rng, work_fold = random.Random(seed), {}
+    for v in sorted(strata):
+        rng.shuffle(names := sorted(strata[v]))
         for w in names:
-            for i in works[w]:
-                fold[i] = dealt % folds
-            dealt += 1
-    if not dealt:
-        raise ValueError(f"no value of {label!r} has two works to hold one out: {dict(by_value)}")
+            work_fold[w] = len(work_fold) % folds
+    held = {i: work_fold.get(_work_of(pieces[i])) for i in labelled}  # the fold that holds its work out
+    fold = [held[i] if i in held and ys[i] in testable else None for i in range(len(pieces))]
+    not_testable = dict(sorted(Counter(ys[i] for i in labelled if fold[i] is None).items()))
     rows = {i: _features(pieces[i]) for i in labelled}
     predicted: list = [None] * len(pieces)
     for f in range(folds):
         test = [i for i in labelled if fold[i] == f and rows[i] is not None]
         if not test:
             continue
-        train = [i for i in labelled if fold[i] != f and rows[i] is not None]
+        train = [i for i in labelled if held[i] != f and rows[i] is not None]
         judge = Judge._fit(label, _stack([rows[i] for i in train]), [ys[i] for i in train], [], **fit_kwargs)
         for i, k in zip(test, judge._proba(_stack([rows[i] for i in test])).argmax(axis=1)):
             predicted[i] = judge.classes[int(k)]

@@ -227,3 +227,33 @@ def test_data(capsys, corpus_cache):
     assert r["long"]["notes_per_file"] > r["chorales"]["notes_per_file"]
     for part in (r["chorales"], r["long"]):
         assert _ratio_ok(part["pool_speedup"], part["pool_files_per_s"], part["baseline_files_per_s"])
+
+
+def test_judge(capsys, corpus_cache):
+    """The judge's cross-validated table on a tiny real selection: Bach and Palestrina (three works each) are
+    tested; Mozart (two movements of one quartet) is trained on but cannot be held out."""
+    from benchmarks.judge import parse_counts
+
+    r = main(["judge", "--composers", "bach=3", "palestrina=3", "mozart=2", "--folds", "3", "--steps", "100",
+              "--cache-dir", str(corpus_cache)])
+    out = capsys.readouterr().out
+    assert _last_json(out) == r
+    assert r["n_pieces"] == 8 and sorted(r["pieces_per_composer"].values()) == [2, 3, 3]
+    assert r["composers"] == {"bach": 3, "palestrina": 3, "mozart": 2} and r["folds"] == 3
+    assert set(r["labels"]) == {"composer", "period", "instrumentation"} and not r["skipped"]
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")][:-1]
+    assert lines == list(r["labels"].values())  # one JSON line per label, then the result
+    for label, s in r["labels"].items():
+        acc, maj, lift = s["accuracy"], s["majority"], s["lift"]
+        assert acc["n"] == maj["n"] == s["n_pieces"] == 6 and s["n_works"] == 6  # Mozart's piece never tested
+        assert list(s["not_testable"].values()) == [2] and s["unlabelled"] == 0
+        assert 0 <= acc["lo"] <= acc["rate"] <= acc["hi"] <= 1 and acc["rate"] == acc["k"] / acc["n"]
+        assert lift["diff"] == pytest.approx(acc["rate"] - maj["rate"]) and lift["lo"] <= lift["diff"] <= lift["hi"]
+        assert maj["k"] == max(x["n"] for x in s["recall"].values())  # 3 (composer, period), 6 (all voices)
+        assert sum(x["k"] for x in s["recall"].values()) == acc["k"]
+        assert sum(map(sum, s["confusion"])) + sum(s["failed"]) == 6
+        assert f"| {label} | 6 | 6 | {acc['rate']:.2f} [{acc['lo']:.2f}, {acc['hi']:.2f}] ({acc['k']}/6) |" in out
+    assert "| label | pieces | works | accuracy [95%] (k/n)" in out
+    assert parse_counts(["bach=20", "haydn=8"]) == {"bach": 20, "haydn": 8}
+    with pytest.raises(ValueError, match="composer=count"):
+        parse_counts(["bach"])

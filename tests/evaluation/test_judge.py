@@ -185,10 +185,13 @@ def test_pieces_the_judge_cannot_hear_are_misses_in_the_denominator(tmp_path):
 
 
 def _cv_pieces(tmp_path):
-    """Two obvious classes of 6 two-piece works each, a class with a single work (not testable), a piece without
-    known composer and a silent piece (drums only) of its own work labelled "scales"."""
+    """Two obvious classes of 6 two-piece works each, a class with a single work (not testable), a "solo" piece in
+    a work of clusters (not testable either, its work held out with the clusters), a piece without known composer
+    and a silent piece (drums only) of its own work labelled "scales"."""
     pieces = make_pieces(tmp_path, {"scales": scale_runs, "clusters": clusters}, 12, "composer")
     pieces += make_pieces(tmp_path, {"voices": chorale}, 2, "composer")  # one work: voices-work0
+    piano(np.random.default_rng(8)).dump_midi(str(tmp_path / "solo.mid"))
+    pieces.append(Piece(path=tmp_path / "solo.mid", rel_path="solo.mid", composer="solo", work="clusters-work0"))
     scale_runs(np.random.default_rng(9)).dump_midi(str(tmp_path / "unlabelled.mid"))
     pieces.append(Piece(path=tmp_path / "unlabelled.mid", rel_path="unlabelled.mid", work="u"))
     pieces.append(Piece(path=drums_only(tmp_path / "drums.mid"), rel_path="drums.mid", composer="scales", work="d"))
@@ -205,25 +208,29 @@ def test_cross_validate_holds_each_work_out_once(tmp_path, monkeypatch):
         calls.append(("fit", [row_of[x.tobytes()] for x in X])), fit(cls, label, X, *a, **kw))[1]))
     monkeypatch.setattr(Judge, "_proba", lambda self, X: (
         calls.append(("predict", [row_of[x.tobytes()] for x in X])), proba(self, X))[1])
-    cv = cross_validate(pieces, "composer", folds=3, seed=1, steps=200)
+    cv = cross_validate(pieces, "composer", folds=3, seed=1)
     assert [c for c, _ in calls] == ["fit", "predict"] * 3
     predicted_once = [k for (_, fitted), (_, held) in zip(calls[::2], calls[1::2]) for k in held]
     for (_, fitted), (_, held) in zip(calls[::2], calls[1::2]):
         assert not {pieces[k].work for k in fitted} & {pieces[k].work for k in held}
         assert {pieces[k].composer for k in held} == {"scales", "clusters"}  # stratified: both in every fold
         assert {"voices", "unlabelled.mid"} & {pieces[k].composer or pieces[k].rel_path for k in fitted} == {"voices"}
+        assert all(pieces[k].composer in ("scales", "clusters") for k in held)
     testable = [k for k, p in enumerate(pieces) if p.composer in ("scales", "clusters") and p.rel_path != "drums.mid"]
     assert sorted(predicted_once) == testable  # every heard testable piece exactly once
+    solo = next(k for k, p in enumerate(pieces) if p.composer == "solo")
+    assert [k for _, fitted in calls[::2] for k in fitted].count(solo) == 2  # not when its work is held out
     # the returned fold assignment says the same: one fold per work, none for the untestable and unlabelled
     fold_of_work = {}
     for p, f in zip(pieces, cv["fold"]):
-        assert fold_of_work.setdefault(p.work, f) == f
-    assert [f for p, f in zip(pieces, cv["fold"]) if p.composer in (None, "voices")] == [None] * 3
-    # the figures: the silent piece is a miss in n; voices trained on but never tested
-    assert cv["classes"] == ["clusters", "scales", "voices"] and cv["not_testable"] == {"voices": 2}
+        assert f is None or fold_of_work.setdefault(p.work, f) == f
+    assert [f for p, f in zip(pieces, cv["fold"]) if p.composer in (None, "voices", "solo")] == [None] * 4
+    # the figures: the silent piece is a miss in n; voices and solo trained on but never tested
+    assert cv["classes"] == ["clusters", "scales", "solo", "voices"]
+    assert cv["not_testable"] == {"solo": 1, "voices": 2}
     assert cv["unlabelled"] == 1 and cv["n_pieces"] == 25 and cv["n_works"] == 13
     assert cv["accuracy"]["n"] == 25 and cv["accuracy"]["k"] >= 23 and cv["accuracy"]["lo"] < cv["accuracy"]["rate"]
-    assert cv["failed"] == [0, 1, 0] and np.sum(cv["confusion"]) == 24
+    assert cv["failed"] == [0, 1, 0, 0] and np.sum(cv["confusion"]) == 24
     assert cv["majority_class"] == "scales" and cv["majority"] == Rate(13, 25).to_dict()
     assert {v: (r["n"]) for v, r in cv["recall"].items()} == {"clusters": 12, "scales": 13}
     assert sum(r["k"] for r in cv["recall"].values()) == cv["accuracy"]["k"] == np.trace(cv["confusion"])
@@ -231,13 +238,14 @@ def test_cross_validate_holds_each_work_out_once(tmp_path, monkeypatch):
 
 def test_cross_validate_predicts_as_the_public_judge_and_is_deterministic(tmp_path):
     pieces = _cv_pieces(tmp_path)
-    cv = cross_validate(pieces, "composer", folds=3, seed=1, steps=200)
-    train = [p for p, f in zip(pieces, cv["fold"]) if f != 0 and p.composer and p.rel_path != "drums.mid"]
+    cv = cross_validate(pieces, "composer", folds=3, seed=1)
+    out = {p.work for p, f in zip(pieces, cv["fold"]) if f == 0}
+    train = [p for p in pieces if p.work not in out and p.composer and p.rel_path != "drums.mid"]
     held = [k for k, f in enumerate(cv["fold"]) if f == 0]
-    assert Judge.fit(train, "composer", steps=200).predict([pieces[k] for k in held]) == \
+    assert Judge.fit(train, "composer").predict([pieces[k] for k in held]) == \
         [cv["predicted"][k] for k in held]
-    assert cross_validate(pieces, "composer", folds=3, seed=1, steps=200) == cv
-    assert cross_validate(pieces, "composer", folds=3, seed=2, steps=200)["fold"] != cv["fold"]
+    assert cross_validate(pieces, "composer", folds=3, seed=1) == cv
+    assert cross_validate(pieces, "composer", folds=3, seed=2)["fold"] != cv["fold"]
     with pytest.raises(ValueError, match="at least two values"):
         cross_validate([p for p in pieces if p.composer == "scales"], "composer", steps=10)
     with pytest.raises(ValueError, match="two works"):
