@@ -90,7 +90,7 @@ def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> 
     recall = ceiling["recall"].get(v)
     return {"value": v, "request": request, "ceiling": recall, "conditioned": cond.to_dict(),
             "chance": chance.to_dict(), "lift": Difference(cond, chance).to_dict(), "n": len(scores),
-            "failed": len(scores) - len(heard), "oa": oa, "n_real": len(real),
+            "oa": oa, "n_real": len(real),
             "copies": int(sum(f["copied"] for f in flags)),
             "mean_notes": float(np.mean([sc.note_num() for sc in heard])) if heard else 0.0}
 
@@ -146,14 +146,17 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
         _keep_examples(run_dir / "samples" / "controllability" / r.name, label, samples, values)
     generated = [sc for v in values for _, sc in samples[v]]
     requested = [v for v in values for _ in samples[v]]
+    confusion, failed = judge.confusion(generated, requested, with_failed=True)
+    for t in table:  # pieces the judge could not hear (no decode, no pitched notes): misses, counted in n
+        t["failed"] = int(failed[judge.classes.index(t["value"])])
     report = {"label": label, "role": r.name, "values": values, "classes": judge.classes, "ceiling": ceiling,
               "table": table, "n_judge_pieces": len(judge_pieces),
               "conditioned": judge.rate(generated, requested).to_dict(),
               "pooled": pooled_lift([Rate.from_dict(t["conditioned"]) for t in table],
                                     [Rate.from_dict(t["chance"]) for t in table], seed=seed),
-              "failed": {"asked": sum(t["failed"] for t in table),
-                         "any": sum(not has_notes(sc) for _, sc in samples[None]), "n_any": len(samples[None])},
-              "confusion": judge.confusion([sc for sc in generated], requested).tolist(),
+              "failed": {"asked": sum(t["failed"] for t in table), "any": sum(h is None for h in uncond_heard),
+                         "n_any": len(uncond_heard)},
+              "confusion": confusion.tolist(),
               "held_out_overlap": _overlap(run_dir),
               "settings": {"n_per_value": n_per_value, "num_tokens": num_tokens, "min_tokens": min_tokens,
                            "temperature": temperature, "top_p": top_p, "seeds": [seeds[0], seeds[-1]],
