@@ -90,7 +90,8 @@ config
 
 # %%
 result = pref.tune(run, config, max_minutes=max_minutes)
-print(f"stopped: {result['stopped']}; scorer vs judge on round 1's pieces (Spearman): {result['guard']}")
+print(f"stopped: {result['stopped']}; scorer vs judge on round 1's pieces (Spearman): {result['guard']}; per prompt: "
+      + ", ".join(f"{k.rsplit('__', 1)[0]} {v:.2f}" for k, v in result["guard_by_prompt"].items()))
 show(Markdown(report.summary_table(result)))
 
 # %% [markdown]

@@ -207,7 +207,9 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     """Run (or resume) the preference rounds of ``run_dir``; see the module docstring. ``max_minutes`` ends the
     call cleanly (a round's training stops with a checkpoint; the next call resumes). Returns ``table`` (the
     evaluation of every finished policy, round 0 first), ``guard`` (the scorer-judge rank correlation on round 1's
-    samples), ``warnings``, ``stopped`` ("done" or "max_minutes"), ``prompts`` and ``scorer`` (its report)."""
+    samples; ``guard_by_prompt``: per prompt), ``warnings``, ``stopped`` ("done" or "max_minutes"), ``prompts``,
+    ``scorer`` (its report), and ``preference.evaluate.verdict``'s ``chosen_round``, ``test_gain`` and
+    ``per_round``."""
     import jax
 
     from tchaikovsky.config import TrainConfig, compute_dtype
@@ -234,7 +236,7 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     if not zero.done:
         ctx.say("round 0: judging the fine-tuned model ...", flush=True)
         zero.finish(io.jsonable(evaluate_round(ctx, ctx.model0, 0, scorer, specs)))
-    notes, stopped, guard = [], "done", None
+    notes, stopped, guard, guard_by_prompt = [], "done", None, {}
     seq_len = ctx.prompt_len + ctx.num_tokens - 1
     for r in range(1, cfg.rounds + 1):
         rnd = Round(round_dir(run_dir, r))
@@ -270,6 +272,8 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
         if r == 1:
             rows = rnd.scores()
             guard = spearman([x["score"] for x in rows], [x["judge_p"] for x in rows])
+            guard_by_prompt = {prompt_key(p): spearman([x["score"] for x in rnd.scores(p)],
+                                                       [x["judge_p"] for x in rnd.scores(p)]) for p in ctx.prompts}
         if deadline is not None and time.time() > deadline and r < cfg.rounds:
             stopped = "max_minutes"
             break
@@ -282,6 +286,6 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     for n in notes:
         warnings.warn(n, stacklevel=2)
     report = json.loads((pref / "scorer_report.json").read_text()) if (pref / "scorer_report.json").is_file() else {}
-    return {"table": table, "guard": guard, "warnings": notes, "stopped": stopped, "prompts": ctx.prompts,
+    return {"table": table, "guard": guard, "guard_by_prompt": guard_by_prompt, "warnings": notes, "stopped": stopped, "prompts": ctx.prompts,
             "scorer": report, "chosen_round": decided["chosen_round"], "test_gain": decided["test_gain"],
             "per_round": decided["per_round"]}
