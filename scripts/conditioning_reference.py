@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
         return {"times": times}
 
     # The choice (sampling temperature) is made on the validation role: its works, its seeds, its judge ...
-    sampling = dict(n_per_value=args.samples, num_tokens=args.num_tokens, min_tokens=args.min_tokens)
+    sampling = dict(n_per_value=args.samples, num_tokens=args.num_tokens, min_tokens=args.min_tokens, min_pieces=4)
     choice = {}
     for temperature in args.temperatures:
         t = time.time()

@@ -97,7 +97,7 @@ def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> 
 
 def controllability(run_dir: str | Path, *, label: str = "composer", role: str = "test", n_per_value: int = 8,
                     num_tokens: int = 512, min_tokens: int = 0, temperature: float = 1.0, top_p: float = 0.95,
-                    seed: int = 0, min_pieces: int = 4, max_reference: int = 32, write: bool = True,
+                    seed: int = 0, min_pieces: int = 2, max_reference: int = 32, write: bool = True,
                     progress: bool = True) -> dict:
     """The judge's check of ``label`` for one protocol ``role`` (see the module docstring): ``n_per_value`` pieces
     per value (each value with >= ``min_pieces`` held-out pieces of the role; the other conditions as ``typical``

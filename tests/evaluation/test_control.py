@@ -127,3 +127,19 @@ def test_test_role_uses_other_works_and_seeds(conditioned_run):
         control.controllability(conditioned_run, role="train", progress=False)
     with pytest.raises(ValueError, match="fewer than two composer values with >= 50"):
         control.controllability(conditioned_run, min_pieces=50, progress=False)
+
+
+def test_decoded_split_is_the_originals_decoded_with_their_labels(conditioned_run):
+    from tchaikovsky.data.shards import Shards
+    from tchaikovsky.data.tokenizer import load_tokenizer
+    from tchaikovsky.evaluation.views import decode_samples, decoded_split
+
+    sh, tok = Shards(conditioned_run / "shards"), load_tokenizer(conditioned_run / "tokenizer.json")
+    for split in sh.splits:
+        got = decoded_split(sh, tok, split)
+        entries = [e for e in sh.pieces(split) if not e.get("augment")]
+        assert [d.rel_path for d in got] == [e["rel_path"] for e in entries]
+        assert all(d.score.note_num() == e["n_notes"] and d.composer == e["composer"] and d.work == e["work"]
+                   for d, e in zip(got, entries))
+    scores, failed = decode_samples(tok, [sh.piece_ids("train", 0), [], [len(tok) + 1]])
+    assert scores[0].note_num() > 0 and failed == {"decode_error": 0, "no_notes": 2}  # kept in place, counted

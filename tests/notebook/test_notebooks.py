@@ -205,16 +205,16 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
 
     data = tmp_path / "giantmidi"
     data.mkdir()
-    src = sorted(embedded.embedded_corpus(max_files=8, cache_dir=corpus_cache, progress=False).rglob("*.mid"))[:8]
+    src = sorted(embedded.embedded_corpus(max_files=12, cache_dir=corpus_cache, progress=False).rglob("*.mid"))[:12]
     # titles whose works hash into each role, so that both composers have training, validation and test works
-    wanted = ["judge", "judge_test", None, None]
+    wanted = ["judge", "judge_test", "judge_test", None, None, None]
     for i, f in enumerate(src):
         surname, first, title = ("Chopin", "Frédéric", "Nocturne Op.") if i % 2 else ("Bach", "Johann Sebastian",
                                                                                      "Chorale ")
         title += str(next(k for k in range(1000) if held_out_role(f"{first} {surname}: {title}{k}",
                                                                    held_out_roles(0.5)) == wanted[i // 2]
                           and f"{title}{k}" not in str(list(data.iterdir()))))
-        shutil.copy(f, data / f"{surname}, {first}, {title}, {'abcdefghij'[i]}{i:05d}XyZ.mid")
+        shutil.copy(f, data / f"{surname}, {first}, {title}, {'abcdefghijkl'[i]}{i:05d}XyZ.mid")
     ft = tmp_path / "ft"
     # the same chorales under other names: held-out copies of pieces pretraining trained on are refused ...
     with pytest.raises(pm.PapermillExecutionError, match="held-out pieces were trained or validated on by"):
