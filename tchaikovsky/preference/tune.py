@@ -202,6 +202,29 @@ def _judge_p(judge, scores, prompt) -> np.ndarray:
     return out
 
 
+def _train_round(ctx: _Context, rnd: Round, r: int, policy, deadline: float | None):
+    """DPOP training of round ``r`` on its pairs, from (and against) the previous ``policy``: every pair's reference
+    log-probabilities computed once, then the training loop (exact resume; stops at ``deadline``)."""
+    import jax
+
+    from tchaikovsky.config import TrainConfig, compute_dtype
+    from tchaikovsky.training.loop import train
+    from tchaikovsky.training.preference import DPOPLoss
+
+    cfg, steps, seq_len = ctx.cfg, ctx.cfg.steps_per_round, ctx.prompt_len + ctx.num_tokens - 1
+    n_dev = jax.device_count()  # every device takes a share of the pairs: round up to a multiple
+    tc = TrainConfig(batch_size=-(-cfg.batch_size // n_dev) * n_dev, seq_len=seq_len, learning_rate=cfg.learning_rate,
+                     warmup_steps=max(1, steps // 10), max_steps=steps, min_lr_ratio=1.0, weight_decay=0.0,
+                     eval_every=steps, log_every=max(1, min(10, steps // 5)), checkpoint_every=steps,
+                     keep_checkpoints=1)
+    pairs = rnd.pair_shards(pad_id=ctx.sp["pad"], tokenizer_hash=ctx.shards.tokenizer_hash)
+    pairs = pairs.with_reference(policy, seq_len, dtype=compute_dtype(tc.compute_dtype))
+    left = None if deadline is None else max((deadline - time.time()) / 60, 0.01)
+    return train(rnd.dir / "train", policy.config, tc, pairs, seed=cfg.seed + r,
+                 init_from=_policy_path(ctx.run_dir, r - 1), loss_fn=DPOPLoss(cfg.beta, cfg.dpop_lambda),
+                 max_minutes=left, progress=ctx.progress, extra_meta={"preference_round": r})
+
+
 def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max_minutes: float | None = None,
          progress: bool = True) -> dict:
     """Run (or resume) the preference rounds of ``run_dir``; see the module docstring. ``max_minutes`` ends the
@@ -210,13 +233,8 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     samples; ``guard_by_prompt``: per prompt), ``warnings``, ``stopped`` ("done" or "max_minutes"), ``prompts``,
     ``scorer`` (its report), and ``preference.evaluate.verdict``'s ``chosen_round``, ``test_gain`` and
     ``per_round``."""
-    import jax
-
-    from tchaikovsky.config import TrainConfig, compute_dtype
     from tchaikovsky.evaluation.compare import spearman
     from tchaikovsky.training.checkpoint import load_model
-    from tchaikovsky.training.loop import train
-    from tchaikovsky.training.preference import DPOPLoss
 
     run_dir = Path(run_dir)
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
@@ -237,7 +255,6 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
         ctx.say("round 0: judging the fine-tuned model ...", flush=True)
         zero.finish(io.jsonable(evaluate_round(ctx, ctx.model0, 0, scorer, specs)))
     notes, stopped, guard, guard_by_prompt = [], "done", None, {}
-    seq_len = ctx.prompt_len + ctx.num_tokens - 1
     for r in range(1, cfg.rounds + 1):
         rnd = Round(round_dir(run_dir, r))
         if not rnd.done:
@@ -249,18 +266,7 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
                 raise ValueError(f"round {r} found no pairs: {[sel.stats['dropped'] for sel in chosen.values()]} "
                                  f"samples dropped per prompt (see {rnd.dir / 'selection.json'}); sample more per "
                                  "prompt or raise top_fraction")
-            pairs = rnd.pair_shards(pad_id=ctx.sp["pad"], tokenizer_hash=ctx.shards.tokenizer_hash)
-            steps = cfg.steps_per_round
-            n_dev = jax.device_count()  # every device takes a share of the pairs: round up to a multiple
-            tc = TrainConfig(batch_size=-(-cfg.batch_size // n_dev) * n_dev, seq_len=seq_len, learning_rate=cfg.learning_rate,
-                             warmup_steps=max(1, steps // 10), max_steps=steps, min_lr_ratio=1.0, weight_decay=0.0,
-                             eval_every=steps, log_every=max(1, min(10, steps // 5)), checkpoint_every=steps,
-                             keep_checkpoints=1)
-            pairs = pairs.with_reference(policy, seq_len, dtype=compute_dtype(tc.compute_dtype))
-            left = None if deadline is None else max((deadline - time.time()) / 60, 0.01)
-            result = train(rnd.dir / "train", policy.config, tc, pairs, seed=cfg.seed + r,
-                           init_from=_policy_path(run_dir, r - 1), loss_fn=DPOPLoss(cfg.beta, cfg.dpop_lambda),
-                           max_minutes=left, progress=progress, extra_meta={"preference_round": r})
+            result = _train_round(ctx, rnd, r, policy, deadline)
             if result.stopped == "max_minutes":
                 stopped = "max_minutes"
                 break
@@ -286,6 +292,6 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     for n in notes:
         warnings.warn(n, stacklevel=2)
     report = json.loads((pref / "scorer_report.json").read_text()) if (pref / "scorer_report.json").is_file() else {}
-    return {"table": table, "guard": guard, "guard_by_prompt": guard_by_prompt, "warnings": notes, "stopped": stopped, "prompts": ctx.prompts,
-            "scorer": report, "chosen_round": decided["chosen_round"], "test_gain": decided["test_gain"],
+    return {"table": table, "guard": guard, "guard_by_prompt": guard_by_prompt, "warnings": notes, "stopped": stopped,
+            "prompts": ctx.prompts, "scorer": report, "chosen_round": decided["chosen_round"], "test_gain": decided["test_gain"],
             "per_round": decided["per_round"]}
