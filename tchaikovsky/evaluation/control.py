@@ -201,13 +201,18 @@ def summary_table(report: dict) -> str:
     p, n = report["pooled"], sum(t["n"] for t in report["table"])
     lines.append(f"| **all** | {rate(report['ceiling']['accuracy'])} | {rate(report['conditioned'])} | "
                  f"{fmt(p['chance_mean'])} (mean of measured) | **{fmt(p['lift'], True)} [{fmt(p['lo'], True)}, "
-                 f"{fmt(p['hi'], True)}]** | {fmt(float(np.nanmean([t['oa'] for t in report['table']])))} | "
+                 f"{fmt(p['hi'], True)}]** | {fmt(_finite_mean([t['oa'] for t in report['table']]))} | "
                  f"{report['failed']['asked']}/{n} (any: {report['failed']['any']}/{report['failed']['n_any']}) | "
                  f"{sum(t['copies'] for t in report['table'])}/{n} |")
     if report.get("held_out_overlap"):
         lines.append(f"\n**Warning:** {len(report['held_out_overlap'])} held-out pieces were trained on by the "
                      "parent run (allow_overlap): these figures are not about unseen music.")
     return "\n".join(lines)
+
+
+def _finite_mean(xs) -> float:
+    xs = [x for x in xs if x == x]
+    return float(np.mean(xs)) if xs else float("nan")
 
 
 def show_controllability(run_dir: str | Path, *, label: str = "composer", **kwargs) -> dict | None:

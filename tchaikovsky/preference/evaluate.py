@@ -116,7 +116,10 @@ def evaluate_policy(ctx, model, r: int, scorer, spec: EvalSpec) -> dict:
                                   > scorer.info.get("copy_threshold", 1.01)).sum()) if heard else 0,
         }
     judge = Rate(sum(v["judge_rate"]["k"] for v in rows.values()), sum(v["judge_rate"]["n"] for v in rows.values()))
-    mean = lambda k: float(np.nanmean([v[k] for v in rows.values()]))  # noqa: E731
+    def mean(k):  # over the prompts where it is defined (OA needs >= min_real references)
+        x = [v[k] for v in rows.values() if v[k] == v[k]]
+        return float(np.mean(x)) if x else math.nan
+
     return {"role": spec.role.name, "judge": judge.value, "judge_rate": judge.to_dict(), "scorer": mean("scorer"),
             "oa": mean("oa"), "nll_round0": mean("nll_round0"), "diversity": mean("diversity"),
             "copies": int(sum(v["copies"] for v in rows.values())),
