@@ -64,8 +64,9 @@ test-platforms: system-deps
 	$(call suite,.venv-platforms,constraints-platforms.txt,-m "not slow or kaggle_session" $(CORE_TESTS) \
 	    tests/render tests/test_env.py tests/notebook/test_kaggle_session.py)
 
-# Keep every .ipynb in step with its .py source (edit the .py files only).
+# Keep every .ipynb in step with its .py source (edit the .py files only); the set-up cell from its one source.
 sync: setup
+	$(PY) -m tchaikovsky.notebook.setup_cell --write
 	$(VENV)/bin/jupytext --sync notebooks/*.py
 
 # One folder per notebook for `kaggle kernels push -p kaggle/<name>`, plus the package as a Kaggle dataset.
