@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,10 +140,6 @@ class Conditions:
         ids = np.asarray(ids)
         return (ids >= self.base) & (ids < self.vocab_size)
 
-    def kind_of(self) -> list[str]:
-        """Per condition token (in id order), its kind's token prefix (``Period``, ``Composer``, ...)."""
-        return [t.split("_", 1)[0] for t in self.tokens]
-
     def dropout_targets(self) -> np.ndarray:
         """(vocab_size,) int: every id maps to itself, except a condition id, which maps to its kind's unknown id:
         what ``condition_dropout`` replaces a dropped condition with."""
@@ -207,8 +203,3 @@ def load_conditions(path: str | Path, tok=None) -> Conditions | None:
         raise ValueError(f"{path} was made for a tokenizer of {cond.base} ids, this one has {len(tok)}: the "
                          "conditions and tokenizer.json come from different runs")
     return cond
-
-
-def labels_of(pieces: Sequence) -> list[tuple[str, ...]]:
-    """(period, composer, instrumentation) per piece, ``unknown`` for None."""
-    return [_labels(p) for p in pieces]

@@ -234,9 +234,3 @@ def render(
         wav_path = Path(midi).with_suffix(".wav")
     audio = render_array(midi, soundfont=soundfont, sample_rate=sample_rate, tail_s=tail_s, gain=gain)
     return write_wav(wav_path, audio, sample_rate)
-
-
-def wav_duration(path: str | Path) -> float:
-    """Length of a WAV file in seconds."""
-    with wave.open(str(path), "rb") as f:
-        return f.getnframes() / f.getframerate()
