@@ -152,11 +152,10 @@ if evaluate:
 
 # %%
 if evaluate and judge_samples:
-    from tchaikovsky.evaluation import control
+    from tchaikovsky.notebook import show as show_report
 
-    control.show_controllability(run, n_per_value=judge_samples, num_tokens=num_tokens,
-                                 min_tokens=config.min_tokens,
-                                 seed=seed)
+    show_report.show_controllability(run, n_per_value=judge_samples, num_tokens=num_tokens,
+                                     min_tokens=config.min_tokens, seed=seed)
 
 # %% [markdown]
 # ## Try it yourself

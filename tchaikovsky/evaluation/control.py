@@ -213,24 +213,3 @@ def summary_table(report: dict) -> str:
 def _finite_mean(xs) -> float:
     xs = [x for x in xs if x == x]
     return float(np.mean(xs)) if xs else float("nan")
-
-
-def show_controllability(run_dir: str | Path, *, label: str = "composer", **kwargs) -> dict | None:
-    """For a notebook: run ``controllability`` and display its table and confusion matrix (saved as
-    ``run_dir/controllability_<label>_<role>.png``); a run it does not apply to (no conditions, no held-out split,
-    too few values) gets one line saying why, and None."""
-    from IPython.display import Markdown, display
-
-    from tchaikovsky.evaluation.plots import plot_confusion
-
-    try:
-        report = controllability(run_dir, label=label, **kwargs)
-    except ValueError as e:
-        print(f"no controllability check: {e}")
-        return None
-    display(Markdown(summary_table(report)))
-    fig = plot_confusion(report["confusion"], report["classes"],
-                         path=Path(run_dir) / f"controllability_{label}_{report['role']}.png",
-                         title=f"requested {label} (rows) vs the judge's verdict (columns), {report['role']}")
-    display(fig)
-    return report
