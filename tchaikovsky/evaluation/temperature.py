@@ -1,34 +1,40 @@
 """Choose the sampling temperature on validation samples, report it on test samples never used for the choice.
 
-    python -m tchaikovsky.evaluation --run-dir runs/demo --temperatures 0.8 0.9 1.0 --n-samples 24
+    python -m tchaikovsky.evaluation --run-dir runs/demo --temperatures 0.8 0.9 1.0 --n-samples 48
 
 ``choose_temperature`` draws ``n_samples`` unconditional samples at every candidate temperature with the
 **validation** seeds ``seed .. seed + n - 1``, scores each temperature by the mean overlapped area (OA) of its
 samples against a **validation reference** of training pieces, and chooses the best. Then it draws ``n_samples``
 fresh samples at the chosen temperature with the **test** seeds ``test_seed .. test_seed + n - 1`` (a disjoint
-range) and scores them against a **test reference**: other training pieces, disjoint from the validation
-reference. That test figure is the one to report; the validation figures were used for a choice, and the best of
-several noisy figures is biased upwards.
+range) and scores them against a **test reference**: training pieces of other works than the validation
+reference's (one transposition per piece). That test figure is the one to report; the validation figures were used
+for a choice, and the best of several noisy figures is biased upwards.
 
 The samples are drawn as notebook 04's evaluation draws them (``report.sample_ids``: 512 new tokens, top-p 0.95,
 no grammar, no least length) and the OA is ``report.evaluate_run``'s (``compare.compare_sets``, mean over the
-features), so the test figure is comparable with the README's mean OA.
+features, against up to 64 training pieces), so the test figure is comparable with ``evaluate_run``'s mean OA of
+as many samples (not of fewer: a set's OA grows with its size, see below).
 
-Why the intervals are a bootstrap over samples of the set's OA, and not a mean of per-sample OAs: OA is a property
-of a *set* (how the distances from its pieces to the reference are distributed, against the distances within the
-reference), and that set figure is what the evaluation reports. An OA of one piece alone is a different, lower
-quantity (min(p, q) is concave, so the OA of a pooled set is at least the mean of its pieces' OAs), and its
-histogram of a piece's distances to the reference is coarse. The samples of one temperature are independent
-draws (one seed each), so resampling them with replacement and recomputing the set's OA (``compare.
-resampled_mean_oa``, exactly ``mean_oa(compare_sets(...))`` of the resampled set) gives the sampling distribution
-of that very figure; the 95% interval is its 2.5 and 97.5% percentiles. The reference is held fixed, not
-resampled (a repeated reference piece would add distances of 0 to the intra-set distribution), so the intervals are
-conditional on the reference pieces; validation uses one reference for all temperatures. One seed draws the same
-uniforms at every temperature (inverse-CDF sampling), so the i-th samples of the temperatures are paired, and the
-bootstrap resamples the seeds jointly: the interval of a difference between temperatures comes from the same
-draws, which removes the noise the two share. The difference of each temperature to the validation best is shown
-with that interval; where every interval holds 0, the choice is within noise. The percentile bootstrap of a set
-statistic is approximate at small n: a few dozen samples are the least to read the intervals by.
+The intervals, and why they are over sets and not over per-sample figures. OA is a property of a *set* (how the
+distances from its pieces to the reference are distributed, against the distances within the reference), and that
+set figure is what the evaluation reports. An OA of one piece alone is another, lower quantity (min(p, q) is
+concave, so the OA of a pooled set is at least the mean of its pieces' OAs). The set's OA also grows with the
+set's size (a fuller histogram of distances overlaps more), so the figure estimated is the expected OA of ``n``
+samples, of which the set's OA is one unbiased draw. Its spread comes from a bootstrap over samples: the samples
+of one temperature are independent draws (one seed each), so their resamples with replacement, scored exactly as
+the set is (``compare.resampled_mean_oa``), spread as sets of fresh samples do. But a resample holds only about
+63% distinct pieces, so its OA runs lower than a set of ``n`` distinct ones: the plain percentile interval would
+sit below the figure it is for. The interval is therefore the bootstrap's 2.5 and 97.5% percentiles moved by the
+point estimate minus the bootstrap mean (centred as the point is). ``scripts/temperature_interval_check.py``
+checks this against independent sets of fresh samples on a trained run.
+
+The reference is held fixed, not resampled (a repeated reference piece would add distances of 0 to the intra-set
+distribution), so the intervals are conditional on the reference pieces; validation uses one reference for all
+temperatures. One seed draws the same uniforms at every temperature (inverse-CDF sampling), so the i-th samples of
+the temperatures are paired, and the bootstrap resamples the seeds jointly: the interval of a difference between
+temperatures comes from the same draws, which removes the noise the two share. Each temperature's difference to
+the validation best is shown with that interval; where every interval holds 0, the choice is within noise. The
+intervals are approximate at small ``n``: a few dozen samples are the least to read them by.
 """
 
 from __future__ import annotations
@@ -46,15 +52,42 @@ from tchaikovsky.evaluation.compare import resampled_mean_oa
 from tchaikovsky.evaluation.intervals import fmt
 from tchaikovsky.evaluation.report import _split_pieces, load_run, sample_ids
 
-__all__ = ["TEST_SEED", "choose_temperature", "temperature_table", "main_temperatures"]
+__all__ = ["TEST_SEED", "centred_interval", "disjoint_references", "choose_temperature", "temperature_table",
+           "main_temperatures"]
 
 TEST_SEED = 1_000_000  # first seed of the test samples: validation ranges below it never meet it
 
 
-def _interval(oa: np.ndarray) -> tuple[float, float]:
-    """The 95% percentile interval of the bootstrap rows (all but row 0) of one temperature's figures."""
+def centred_interval(oa: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
+    """The 95% interval of row 0 (the point estimate) from the bootstrap rows (the rest): their 2.5 and 97.5%
+    percentiles moved by (point - their mean), so it is centred as the point is (module docstring), clipped to
+    [lo, hi]."""
     d = oa[1:][np.isfinite(oa[1:])]
-    return (float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))) if d.size else (math.nan, math.nan)
+    if not d.size or not math.isfinite(oa[0]):
+        return math.nan, math.nan
+    shift = oa[0] - d.mean()
+    return (max(lo, float(np.quantile(d, 0.025) + shift)), min(hi, float(np.quantile(d, 0.975) + shift)))
+
+
+def disjoint_references(pieces: list[dict], k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Two references of up to ``k`` training pieces each (indices into ``pieces``, the shards' piece records) that
+    share no work (``work``, else the file): one piece per file, so transposed copies of a piece (the augmented
+    shards hold several) never stand twice in a reference nor once in each."""
+    refs, works = {"validation": [], "test": []}, {"validation": set(), "test": set()}
+    files = set()
+    for i in rng.permutation(len(pieces)):
+        p = pieces[i]
+        file, work = p.get("rel_path", i), p.get("work") or p.get("rel_path", i)
+        if file in files:
+            continue
+        for name in sorted(refs, key=lambda n: len(refs[n])):  # the smaller first: both fill alike
+            other = "test" if name == "validation" else "validation"
+            if len(refs[name]) < k and work not in works[other]:
+                refs[name].append(int(i))
+                works[name].add(work)
+                files.add(file)
+                break
+    return {name: np.sort(np.asarray(idx, np.int64)) for name, idx in refs.items()}
 
 
 def _score(tok, ids_list) -> list[dict]:
@@ -85,12 +118,10 @@ def choose_temperature(run_dir: str | Path, temperatures: Sequence[float], *, n_
     say = print if progress else (lambda *a, **k: None)
     run = load_run(run_dir)
     train = _split_pieces(run.shards, "train")
-    k = min(max_reference, len(train) // 2)
-    if k < 2:
-        raise ValueError(f"{len(train)} training pieces: need 4 for two disjoint references")
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train))
-    refs = {name: np.sort(order[i * k:(i + 1) * k]) for i, name in enumerate(("validation", "test"))}
+    refs = disjoint_references(run.shards.pieces("train"), max_reference, rng)
+    if min(len(r) for r in refs.values()) < 2:
+        raise ValueError(f"{run_dir}: too few training works for two disjoint references of 2 pieces or more")
     ref_pieces = {name: _score(run.tok, [train[i][: 1 + num_tokens] for i in idx]) for name, idx in refs.items()}
     # row 0: the samples themselves (the point estimate); rows 1..n_boot: resamples, the same for every temperature
     draws = np.vstack([np.arange(n_samples), rng.integers(0, n_samples, (n_boot, n_samples))])
@@ -106,8 +137,8 @@ def choose_temperature(run_dir: str | Path, temperatures: Sequence[float], *, n_
     rows = []
     for j, t in enumerate(temperatures):
         diff = oa[j] - oa[best]
-        lo, hi = _interval(oa[j])
-        dlo, dhi = _interval(diff)
+        lo, hi = centred_interval(oa[j])
+        dlo, dhi = centred_interval(diff, -1.0, 1.0)
         rows.append({"temperature": t, "mean_oa": float(oa[j, 0]), "lo": lo, "hi": hi, "n": n_samples,
                      "diff": {"diff": float(diff[0]), "lo": dlo, "hi": dhi,
                               "significant": bool(dlo > 0 or dhi < 0)}})
@@ -118,7 +149,7 @@ def choose_temperature(run_dir: str | Path, temperatures: Sequence[float], *, n_
     test_pieces = _score(run.tok, sample_ids(run, num_tokens=num_tokens, top_p=top_p,
                                              seeds=np.arange(test_seed, test_seed + n_samples), temperatures=chosen))
     test_oa = resampled_mean_oa([test_pieces], ref_pieces["test"], draws)[0]
-    lo, hi = _interval(test_oa)
+    lo, hi = centred_interval(test_oa)
     result = {
         "run_dir": str(run_dir), "step": run.meta.get("step"),
         "settings": {"temperatures": temperatures, "n_samples": n_samples, "num_tokens": num_tokens, "top_p": top_p,
@@ -150,9 +181,10 @@ def temperature_table(result: dict) -> str:
                  f"{fmt(t['hi'])}] | |")
     lines.append("")
     lines.append(f"Mean OA against {len(v['reference'])} training pieces (validation) and {len(t['reference'])} "
-                 f"others (test), {st['num_tokens']} new tokens, top-p {st['top_p']}; seeds {v['seeds'][0]}-"
-                 f"{v['seeds'][1]} (validation) and {t['seeds'][0]}-{t['seeds'][1]} (test); 95% percentile "
-                 f"bootstrap over samples ({st['n_boot']} draws, validation paired across temperatures). "
+                 f"of other works (test), {st['num_tokens']} new tokens, top-p {st['top_p']}; seeds {v['seeds'][0]}-"
+                 f"{v['seeds'][1]} (validation) and {t['seeds'][0]}-{t['seeds'][1]} (test); 95% intervals from a "
+                 f"bootstrap over samples ({st['n_boot']} draws, percentiles centred on the figure; validation "
+                 f"paired across temperatures). "
                  + ("Every difference's interval holds 0: the choice is within noise." if result["within_noise"]
                     else "The chosen temperature beats some others beyond noise."))
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from tchaikovsky.data.tokenizer import decode_ids
 from tchaikovsky.evaluation import report as E
 from tchaikovsky.evaluation.compare import compare_sets, mean_oa
 from tchaikovsky.evaluation.features import piece_metrics
-from tchaikovsky.evaluation.temperature import TEST_SEED, choose_temperature
+from tchaikovsky.evaluation.temperature import TEST_SEED, centred_interval, choose_temperature, disjoint_references
 
 TEMPERATURES = [0.6, 1.0, 2.0]
 N, TOKENS = 4, 96  # test_report evaluates 4 samples of 96 tokens too: the test split reuses that compilation
@@ -34,20 +34,24 @@ def test_chooses_the_validation_best_with_intervals(chosen):
     assert result["chosen"] == best["temperature"] == result["test"]["temperature"]
     assert best["diff"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0, "significant": False}
     for r in rows + [result["test"]]:
-        assert r["n"] == N and 0.0 <= r["lo"] <= r["hi"] <= 1.0 and 0.0 <= r["mean_oa"] <= 1.0
+        assert r["n"] == N and 0.0 <= r["lo"] <= r["mean_oa"] <= r["hi"] <= 1.0 and r["lo"] < r["hi"]
     for r in rows:
         d = r["diff"]
         assert d["diff"] == pytest.approx(r["mean_oa"] - best["mean_oa"]) and d["diff"] <= 0.0
-        assert d["lo"] <= d["hi"] and d["significant"] == (d["lo"] > 0 or d["hi"] < 0)
+        assert d["lo"] <= d["diff"] <= d["hi"] and d["significant"] == (d["lo"] > 0 or d["hi"] < 0)
     assert result["within_noise"] == (not any(r["diff"]["significant"] for r in rows))
 
 
-def test_validation_and_test_never_meet(chosen):
+def test_validation_and_test_never_meet(chosen, tiny_run):
     result, _ = chosen
     v, t = result["validation"], result["test"]
     assert v["seeds"] == [0, N - 1] and t["seeds"] == [TEST_SEED, TEST_SEED + N - 1]
-    assert len(v["reference"]) == len(t["reference"]) >= 2
-    assert not set(v["reference"]) & set(t["reference"])
+    assert len(v["reference"]) >= 2 and len(t["reference"]) >= 2
+    train = E.load_run(tiny_run).shards.pieces("train")
+    works = [{train[i]["work"] for i in r["reference"]} for r in (v, t)]
+    assert not works[0] & works[1]  # no work, so no piece and no transposition of one, in both references
+    files = [train[i]["rel_path"] for r in (v, t) for i in r["reference"]]
+    assert len(files) == len(set(files))
 
 
 def test_figures_are_those_of_the_seeds_and_references_named(chosen, tiny_run):
@@ -86,3 +90,23 @@ def test_prints_a_table_and_one_json_line(chosen):
 def test_validation_seeds_may_not_reach_the_test_seeds(tiny_run):
     with pytest.raises(ValueError, match="test seeds"):
         choose_temperature(tiny_run, [1.0], n_samples=4, seed=TEST_SEED - 3)
+
+
+def test_centred_interval_sits_on_the_figure():
+    """Bootstrap figures that run 0.02 below the point (resamples repeat pieces): the interval is their spread
+    around the point, not the plain percentiles below it; clipped to the figure's range."""
+    boot = np.random.default_rng(0).normal(0.88, 0.01, 4000)
+    lo, hi = centred_interval(np.concatenate([[0.90], boot]))
+    assert lo == pytest.approx(0.90 - 0.0196, abs=0.002) and hi == pytest.approx(0.90 + 0.0196, abs=0.002)
+    assert centred_interval(np.concatenate([[0.995], boot]))[1] == 1.0
+
+
+def test_references_share_no_work_and_no_transposition():
+    # five works of two chorales each, every chorale in three transpositions
+    pieces = [{"work": f"w{w}", "rel_path": f"w{w}.{c}.mid"} for w in range(5) for c in range(2) for _ in range(3)]
+    for seed in range(5):
+        refs = disjoint_references(pieces, 3, np.random.default_rng(seed))
+        files = [pieces[i]["rel_path"] for r in refs.values() for i in r]
+        assert len(files) == len(set(files))
+        assert not {pieces[i]["work"] for i in refs["validation"]} & {pieces[i]["work"] for i in refs["test"]}
+        assert min(len(r) for r in refs.values()) >= 2 and max(len(r) for r in refs.values()) == 3
