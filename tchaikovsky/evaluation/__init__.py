@@ -3,5 +3,6 @@
 ``features`` (per-piece measures, pure functions of notes) < ``compare`` (set comparison: overlapped area, KL)
 and ``originality`` (verbatim copies of the training tokens) and ``baselines`` (bigram, random tokens) <
 ``judge`` (the independent composer / period / instrumentation classifier) < ``plots`` < ``report``
-(``evaluate_run`` on a trained run, its summary table, ``python -m tchaikovsky.evaluation``).
+(``evaluate_run`` on a trained run, its summary table, ``python -m tchaikovsky.evaluation``) < ``temperature``
+(the sampling temperature chosen on validation seeds and reported on test seeds: ``--temperatures``).
 """

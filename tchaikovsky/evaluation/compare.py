@@ -19,7 +19,8 @@ import numpy as np
 
 from tchaikovsky.evaluation.features import FEATURES
 
-__all__ = ["overlapped_area", "kl_divergence", "intra_inter", "compare_sets", "mean_oa", "ranks", "spearman"]
+__all__ = ["overlapped_area", "kl_divergence", "intra_inter", "compare_sets", "mean_oa", "resampled_mean_oa", "ranks",
+           "spearman"]
 
 
 def _finite(x) -> np.ndarray:
@@ -64,12 +65,18 @@ def kl_divergence(a, b, *, bins: int | None = None, eps: float = 1e-3) -> float:
     return float(max((pa * np.log(pa / pb)).sum(), 0.0))
 
 
-def _feature_matrix(pieces, feature: str) -> np.ndarray:
-    """(n_valid, d) values of ``feature`` over a list of metric dicts (or raw values); rows with NaN dropped."""
+def _feature_rows(pieces, feature: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) values of ``feature`` over a list of metric dicts (or raw values), and which rows hold no NaN."""
     rows = [p[feature] if isinstance(p, dict) else p for p in pieces]
     m = np.array([np.atleast_1d(np.asarray(r, dtype=np.float64)) for r in rows]) if rows else np.zeros((0, 1))
     m = m.reshape(len(rows), -1)
-    return m[np.isfinite(m).all(axis=1)]
+    return m, np.isfinite(m).all(axis=1)
+
+
+def _feature_matrix(pieces, feature: str) -> np.ndarray:
+    """(n_valid, d) values of ``feature`` over a list of metric dicts (or raw values); rows with NaN dropped."""
+    m, ok = _feature_rows(pieces, feature)
+    return m[ok]
 
 
 def _distances(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
@@ -126,6 +133,33 @@ def mean_oa(comparison: dict[str, dict]) -> float:
     """Mean overlapped area over the features of a ``compare_sets`` result (NaN features skipped)."""
     vals = _finite([c["oa"] for c in comparison.values()])
     return float(vals.mean()) if vals.size else math.nan
+
+
+def resampled_mean_oa(sets: Sequence[Sequence[dict]], reference: Sequence[dict], draws, *,
+                      features: Sequence[str] = FEATURES, bins: int | None = None) -> np.ndarray:
+    """``mean_oa(compare_sets(...))`` of every set in ``sets`` resampled by every row of ``draws``: element [s, b] is
+    the mean OA of ``[sets[s][i] for i in draws[b]]`` against ``reference``, exactly, computed without recomputing
+    the reference's intra-set distances or any piece's distances to the reference. The sets must be equally long,
+    since one row of piece indices (``draws``: (n_draws, k) ints) resamples them all alike: a paired bootstrap, for
+    sets whose i-th pieces belong together (the same sampling seed at several temperatures)."""
+    draws = np.atleast_2d(np.asarray(draws, np.int64))
+    if len({len(s) for s in sets}) > 1:
+        raise ValueError(f"resampled_mean_oa needs equally long sets, got {[len(s) for s in sets]}")
+    oa = np.full((len(sets), len(draws), len(features)), np.nan)
+    for j, f in enumerate(features):
+        a = _feature_matrix(reference, f)
+        if len(a) < 2:
+            continue  # as intra_inter: NaN, skipped by the mean
+        intra = _distances(a)
+        for s, pieces in enumerate(sets):
+            m, ok = _feature_rows(pieces, f)
+            dist = np.linalg.norm(m[:, None, :] - a[None, :, :], axis=2)  # (n, n_ref); NaN rows unused
+            for b, idx in enumerate(draws):
+                rows = idx[ok[idx]]
+                oa[s, b, j] = overlapped_area(intra, dist[rows].ravel(), bins=bins) if rows.size else 0.0
+    with np.errstate(all="ignore"):
+        counts = np.isfinite(oa).sum(axis=2)
+        return np.where(counts > 0, np.nansum(oa, axis=2) / np.maximum(counts, 1), np.nan)
 
 
 def ranks(x) -> np.ndarray:

@@ -32,6 +32,7 @@ import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -42,7 +43,7 @@ from tchaikovsky.evaluation.features import FEATURES, SCALAR_FEATURES, piece_met
 from tchaikovsky.evaluation.originality import NgramIndex, flag_copies
 from tchaikovsky.evaluation.plots import LABELS, _nan, plot_evaluation
 
-__all__ = ["EVALUATION_FILE", "evaluate_run", "summary_table", "main"]
+__all__ = ["EVALUATION_FILE", "load_run", "sample_ids", "evaluate_run", "summary_table", "main"]
 
 EVALUATION_FILE = "evaluation.json"
 TABLE_FEATURES = ("pitch_class_entropy", "scale_consistency", "polyphony", "groove_consistency")
@@ -56,6 +57,37 @@ def _split_pieces(shards, split: str) -> list[np.ndarray]:
     if split not in shards.splits:
         return []
     return [shards.piece_ids(split, i) for i in range(len(shards.pieces(split)))]
+
+
+def load_run(run_dir: str | Path) -> SimpleNamespace:
+    """A trained run's ``model``, ``tok``, ``meta``, ``shards`` (checked to match the tokenizer), ``special`` ids and
+    ``start``, the prompt of an unconditional piece (conditioned runs: "any" of each condition, then BOS)."""
+    from tchaikovsky.data.conditions import load_conditions
+    from tchaikovsky.data.shards import Shards
+    from tchaikovsky.data.tokenizer import special_ids, tokenizer_hash
+    from tchaikovsky.training.checkpoint import load_run_model
+
+    run_dir = Path(run_dir)
+    model, tok, meta = load_run_model(run_dir)
+    shards = Shards(run_dir / "shards")
+    if shards.tokenizer_hash != tokenizer_hash(tok):
+        raise ValueError(f"{run_dir / 'shards'} was built with another tokenizer than {run_dir / 'tokenizer.json'}")
+    sp = special_ids(tok)
+    cond = load_conditions(run_dir, tok)
+    start = np.array((cond.prefix() if cond else []) + [sp["bos"]], np.int32)
+    return SimpleNamespace(model=model, tok=tok, meta=meta, shards=shards, special=sp, start=start)
+
+
+def sample_ids(run: SimpleNamespace, *, num_tokens: int, top_p: float, seeds, temperatures) -> list[np.ndarray]:
+    """Token ids of the evaluation's samples of a ``load_run`` run, one per (seed, temperature) of their numpy
+    broadcast (``generate``'s batch, decoded in one call): unconditional, nucleus ``top_p``, no grammar, no least
+    length (the model may end a piece at once)."""
+    from tchaikovsky.config import SampleConfig
+    from tchaikovsky.generate.sampling import generate
+
+    config = SampleConfig(num_tokens=num_tokens, top_p=top_p, grammar=False)
+    return [np.asarray(s, np.int32) for s in generate(run.model, run.start, config, seeds=np.asarray(seeds),
+                                                      temperatures=temperatures, tok=run.tok)]
 
 
 def _mean(values) -> float:
@@ -80,27 +112,16 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     ``copied`` per piece, ``n_copied``; runs are counted in tokens without BOS/EOS); ``summary`` (per set: what
     ``summary_table`` prints); ``plots`` and ``midi`` (files written). NaN is written as null.
     """
-    from tchaikovsky.training.checkpoint import load_run_model
-    from tchaikovsky.config import TrainConfig
-    from tchaikovsky.config import SampleConfig
-    from tchaikovsky.generate.sampling import generate
-    from tchaikovsky.data.conditions import load_conditions
-    from tchaikovsky.data.shards import Shards
-    from tchaikovsky.data.tokenizer import decode_ids, music_ids, special_ids, tokenizer_hash
-    from tchaikovsky.config import compute_dtype
+    from tchaikovsky.config import TrainConfig, compute_dtype
+    from tchaikovsky.data.tokenizer import decode_ids, music_ids
     from tchaikovsky.training.step import evaluate
 
     t0 = time.time()
     run_dir = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)
-    model, tok, meta = load_run_model(run_dir)
-    shards = Shards(run_dir / "shards")
-    if shards.tokenizer_hash != tokenizer_hash(tok):
-        raise ValueError(f"{run_dir / 'shards'} was built with another tokenizer than {run_dir / 'tokenizer.json'}")
-    sp = special_ids(tok)
+    run = load_run(run_dir)
+    model, tok, meta, shards, sp = run.model, run.tok, run.meta, run.shards, run.special
     V = model.config.vocab_size  # the tokenizer's ids, then any condition tokens
-    cond = load_conditions(run_dir, tok)
-    start = np.array((cond.prefix() if cond else []) + [sp["bos"]], np.int32)  # conditioned runs: "any" of each
     rng = np.random.default_rng(seed)
 
     train_pieces = _split_pieces(shards, "train")
@@ -116,9 +137,8 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     if val_pieces:  # no validation split: no held-out row, no held-out loss
         seqs["heldout"] = pick(val_pieces)
     say(f"generating {n_samples} samples of {num_tokens} tokens ...", flush=True)
-    seqs["model"] = [np.asarray(s, np.int32) for s in generate(
-        model, start, SampleConfig(num_tokens=num_tokens, top_p=top_p, grammar=False),
-        seeds=list(range(seed, seed + n_samples)), temperatures=temperature, tok=tok)]
+    seqs["model"] = sample_ids(run, num_tokens=num_tokens, top_p=top_p, seeds=range(seed, seed + n_samples),
+                               temperatures=temperature)
     train_flat = np.concatenate(train_pieces)
     bigram = BigramModel(train_flat, V)
     if baselines:
@@ -262,14 +282,24 @@ def summary_table(evaluation: dict) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", required=True, help="a trained run: tokenizer.json, shards/, checkpoints/model.eqx")
-    ap.add_argument("--n-samples", type=int, default=8)
+    ap.add_argument("--n-samples", type=int, default=None, help="default 8; with --temperatures, 24 per split")
     ap.add_argument("--num-tokens", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--max-reference", type=int, default=64, help="at most this many train / held-out pieces")
     ap.add_argument("--no-baselines", action="store_true", help="skip the bigram and random baselines")
+    ap.add_argument("--temperatures", type=float, nargs="+", default=None,
+                    help="instead: choose among these on validation seeds, report the choice on test seeds "
+                         "(evaluation.temperature; prints a table and one JSON line, writes nothing)")
+    ap.add_argument("--n-boot", type=int, default=2000, help="with --temperatures: bootstrap resamples")
     args = ap.parse_args(argv)
+    if args.temperatures:
+        from tchaikovsky.evaluation.temperature import main_temperatures
+
+        args.n_samples = args.n_samples or 24
+        return main_temperatures(args)
+    args.n_samples = args.n_samples or 8
     evaluation = evaluate_run(args.run_dir, n_samples=args.n_samples, num_tokens=args.num_tokens, seed=args.seed,
                               temperature=args.temperature, top_p=args.top_p, baselines=not args.no_baselines,
                               max_reference=args.max_reference)

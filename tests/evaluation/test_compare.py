@@ -57,3 +57,20 @@ def test_spearman_known_values():
     assert math.isnan(spearman([1], [2])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
     with pytest.raises(ValueError, match="paired"):
         spearman([1, 2], [1, 2, 3])
+
+
+def test_resampled_mean_oa_is_compare_sets_of_the_resampled_sets():
+    rng = np.random.default_rng(1)
+    ref = [{"x": v, "h": [v, 1 - v, v * v]} for v in rng.uniform(0, 1, 30)]
+    near = [{"x": v, "h": [v, 1 - v, v]} for v in rng.uniform(0, 1.2, 12)]
+    far = [{"x": v, "h": [v, 1 - v, v]} for v in rng.uniform(0.5, 3, 12)]
+    near[2] = far[5] = {"x": math.nan, "h": [math.nan] * 3}  # a piece without notes: left out, as compare_sets does
+    draws = np.vstack([np.arange(12), rng.integers(0, 12, (6, 12)), np.full((1, 12), 2)])
+    got = M.resampled_mean_oa([near, far], ref, draws, features=("x", "h"))
+    assert got.shape == (2, 8)
+    for s, pieces in enumerate([near, far]):
+        for b, idx in enumerate(draws):
+            assert got[s, b] == M.mean_oa(M.compare_sets([pieces[i] for i in idx], ref, features=("x", "h")))
+    assert got[0, 0] > got[1, 0] and got[0, -1] == got[1, -1] == 0.0  # only the empty piece, drawn 12 times
+    with pytest.raises(ValueError, match="equally long"):
+        M.resampled_mean_oa([near, far[:5]], ref, draws[:, :5], features=("x",))

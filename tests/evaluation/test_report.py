@@ -1,7 +1,6 @@
 """Evaluation of a trained run end to end (real chorales, a real tiny model): JSON, plots, table, command line."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,9 @@ from tchaikovsky.evaluation import report as E
 
 
 @pytest.fixture(scope="module")
-def evaluated(bach, trained, tmp_path_factory):
-    """A run directory in the pipeline's layout, made of the session's fixture tokenizer, shards and tiny model,
-    evaluated once through the command line entry point."""
-    run = tmp_path_factory.mktemp("evaluated")
-    shutil.copy(bach.tokenizer_path, run / "tokenizer.json")
-    (run / "shards").symlink_to(bach.shards_dir, target_is_directory=True)
-    (run / "checkpoints").symlink_to(trained.run_dir / "checkpoints", target_is_directory=True)
+def evaluated(tiny_run):
+    """The tiny trained run (``conftest.tiny_run``), evaluated once through the command line entry point."""
+    run = tiny_run
     result = E.main(["--run-dir", str(run), "--n-samples", "4", "--num-tokens", "96", "--max-reference", "16"])
     return run, result
 
