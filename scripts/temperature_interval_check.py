@@ -25,7 +25,8 @@ def main(argv=None) -> dict:
     from tchaikovsky.evaluation.compare import resampled_mean_oa
     from tchaikovsky.evaluation.intervals import fmt
     from tchaikovsky.evaluation.report import _split_pieces, load_run, sample_ids
-    from tchaikovsky.evaluation.temperature import _score, centred_interval, disjoint_references
+    from tchaikovsky.evaluation.intervals import centred_interval
+    from tchaikovsky.evaluation.temperature import _score, disjoint_references
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", required=True)

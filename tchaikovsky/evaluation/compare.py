@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tchaikovsky.evaluation.features import FEATURES
+from tchaikovsky.evaluation.intervals import centred_interval
 
 __all__ = ["overlapped_area", "kl_divergence", "intra_inter", "compare_sets", "mean_oa", "resampled_mean_oa", "ranks",
            "spearman"]
@@ -189,3 +190,15 @@ def spearman(a, b) -> float:
     ra, rb = ranks(a) - (len(a) + 1) / 2, ranks(b) - (len(a) + 1) / 2
     denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
     return float((ra * rb).sum() / denom) if denom > 0 else math.nan
+
+
+def oa_interval(generated: Sequence[dict], reference: Sequence[dict], *, n_boot: int = 300, seed: int = 0) -> dict:
+    """Mean OA of ``generated`` against ``reference`` (``piece_metrics`` dicts) with a 95% bootstrap interval over
+    the generated pieces (``resampled_mean_oa``, percentiles centred on the figure): ``{"oa", "lo", "hi", "n"}``."""
+    n = len(generated)
+    if n == 0 or len(reference) < 2:
+        return {"oa": math.nan, "lo": math.nan, "hi": math.nan, "n": n}
+    draws = np.vstack([np.arange(n)[None], np.random.default_rng(seed).integers(0, n, (n_boot, n))])
+    oa = resampled_mean_oa([list(generated)], reference, draws)[0]
+    lo, hi = centred_interval(oa)
+    return {"oa": float(oa[0]), "lo": lo, "hi": hi, "n": n}

@@ -27,7 +27,7 @@ import numpy as np
 from tchaikovsky import io
 from tchaikovsky.data.conditions import KINDS, UNKNOWN
 from tchaikovsky.evaluation import protocol
-from tchaikovsky.evaluation.compare import compare_sets, mean_oa
+from tchaikovsky.evaluation.compare import oa_interval
 from tchaikovsky.evaluation.features import piece_metrics
 from tchaikovsky.evaluation.intervals import Difference, Rate, fmt, pooled_lift
 from tchaikovsky.evaluation.judge import Judge, cross_validate
@@ -84,13 +84,12 @@ def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> 
     scores = [sc for _, sc in pieces]
     cond, chance = judge.rate(scores, [v] * len(scores)), Rate.of([h == v for h in uncond_heard])
     heard = [sc for sc in scores if has_notes(sc)]
-    oa = (mean_oa(compare_sets([piece_metrics(sc) for sc in heard], [piece_metrics(p.score) for p in real]))
-          if len(real) >= 2 and heard else float("nan"))
+    oa = oa_interval([piece_metrics(sc) for sc in heard], [piece_metrics(p.score) for p in real])
     flags = flag_copies([music_ids(tok, ids) for ids, _ in pieces], index)
     recall = ceiling["recall"].get(v)
     return {"value": v, "request": request, "ceiling": recall, "conditioned": cond.to_dict(),
             "chance": chance.to_dict(), "lift": Difference(cond, chance).to_dict(), "n": len(scores),
-            "oa": oa, "n_real": len(real),
+            "oa": oa["oa"], "oa_interval": [oa["lo"], oa["hi"]], "n_real": len(real),
             "copies": int(sum(f["copied"] for f in flags)),
             "mean_notes": float(np.mean([sc.note_num() for sc in heard])) if heard else 0.0}
 
@@ -196,7 +195,8 @@ def summary_table(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for t in report["table"]:
         lines.append(f"| {t['value']} | {rate(t['ceiling'])} | {rate(t['conditioned'])} | {rate(t['chance'])} | "
-                     f"{diff(t['lift'])} | {fmt(t['oa'])} (n={t['n_real']}) | {t['failed']}/{t['n']} | "
+                     f"{diff(t['lift'])} | {fmt(t['oa'])} [{fmt(t['oa_interval'][0])}, {fmt(t['oa_interval'][1])}] "
+                     f"(vs {t['n_real']}) | {t['failed']}/{t['n']} | "
                      f"{t['copies']}/{t['n']} |")
     p, n = report["pooled"], sum(t["n"] for t in report["table"])
     lines.append(f"| **all** | {rate(report['ceiling']['accuracy'])} | {rate(report['conditioned'])} | "

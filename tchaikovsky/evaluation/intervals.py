@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Z95", "wilson", "Rate", "Difference", "pooled_lift", "mean_interval", "fmt"]
+__all__ = ["Z95", "wilson", "Rate", "Difference", "pooled_lift", "mean_interval", "centred_interval", "fmt"]
 
 Z95 = 1.959963984540054  # two-sided 95%
 
@@ -153,3 +153,15 @@ def mean_interval(values: Sequence[float], *, n_boot: int = 4000, seed: int = 0)
         return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
     lo, hi = _bootstrap(lambda rng: float(x[rng.integers(0, x.size, x.size)].mean()), n_boot, seed)
     return {"mean": float(x.mean()), "lo": lo, "hi": hi, "n": int(x.size)}
+
+
+def centred_interval(oa: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
+    """The 95% interval of row 0 (the point estimate) from the bootstrap rows (the rest): their 2.5 and 97.5%
+    percentiles moved by (point - their mean), so it is centred as the point is (a resample repeats pieces, so a set figure such as
+    mean OA runs low on resamples; ``evaluation.temperature`` says more), clipped to
+    [lo, hi]."""
+    d = oa[1:][np.isfinite(oa[1:])]
+    if not d.size or not math.isfinite(oa[0]):
+        return math.nan, math.nan
+    shift = oa[0] - d.mean()
+    return (max(lo, float(np.quantile(d, 0.025) + shift)), min(hi, float(np.quantile(d, 0.975) + shift)))

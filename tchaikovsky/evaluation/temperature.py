@@ -40,7 +40,6 @@ intervals are approximate at small ``n``: a few dozen samples are the least to r
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,24 +48,14 @@ import numpy as np
 
 from tchaikovsky import io
 from tchaikovsky.evaluation.compare import resampled_mean_oa
-from tchaikovsky.evaluation.intervals import fmt
+from tchaikovsky.evaluation.intervals import centred_interval, fmt
+from tchaikovsky.evaluation.protocol import TEST_SEED_BASE
 from tchaikovsky.evaluation.report import _split_pieces, load_run, sample_ids
 
-__all__ = ["TEST_SEED", "centred_interval", "disjoint_references", "choose_temperature", "temperature_table",
+__all__ = ["TEST_SEED", "disjoint_references", "choose_temperature", "temperature_table",
            "main_temperatures"]
 
-TEST_SEED = 1_000_000  # first seed of the test samples: validation ranges below it never meet it
-
-
-def centred_interval(oa: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
-    """The 95% interval of row 0 (the point estimate) from the bootstrap rows (the rest): their 2.5 and 97.5%
-    percentiles moved by (point - their mean), so it is centred as the point is (module docstring), clipped to
-    [lo, hi]."""
-    d = oa[1:][np.isfinite(oa[1:])]
-    if not d.size or not math.isfinite(oa[0]):
-        return math.nan, math.nan
-    shift = oa[0] - d.mean()
-    return (max(lo, float(np.quantile(d, 0.025) + shift)), min(hi, float(np.quantile(d, 0.975) + shift)))
+TEST_SEED = TEST_SEED_BASE  # first seed of the test samples: validation ranges below it never meet it
 
 
 def disjoint_references(pieces: list[dict], k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

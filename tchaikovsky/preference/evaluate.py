@@ -104,11 +104,12 @@ def evaluate_policy(ctx, model, r: int, scorer, spec: EvalSpec) -> dict:
         real = spec.references(prompt)
         pairwise = (emb.label @ emb.label.T)[~np.eye(len(heard), dtype=bool)] if heard else np.zeros(0)
         rate = spec.judge.rate(scores, [prompt.get("composer")] * len(scores))
+        gen_metrics, real_metrics = [piece_metrics(sc) for sc in heard], [piece_metrics(x) for x in real]
         rows[key] = {
             "prompt": prompt, "judge_rate": rate.to_dict(), "judge": rate.value,
             "scorer": float(scorer.score(heard, prompt, embedded=emb).mean()) if heard else math.nan,
-            "oa": mean_oa(compare_sets([piece_metrics(sc) for sc in heard], [piece_metrics(x) for x in real]))
-            if len(real) >= spec.min_real and heard else math.nan,
+            "oa": mean_oa(compare_sets(gen_metrics, real_metrics)) if len(real) >= spec.min_real and heard
+            else math.nan,
             "n_real": len(real), "nll_round0": float(-ll0.sum() / mask.sum()),
             "diversity": float(1.0 - pairwise.mean()) if pairwise.size else math.nan,
             "copies": int(sum(ctx.copies(seqs))), "failed": failed,

@@ -11,7 +11,8 @@ from tchaikovsky.data.tokenizer import decode_ids
 from tchaikovsky.evaluation import report as E
 from tchaikovsky.evaluation.compare import compare_sets, mean_oa
 from tchaikovsky.evaluation.features import piece_metrics
-from tchaikovsky.evaluation.temperature import TEST_SEED, centred_interval, choose_temperature, disjoint_references
+from tchaikovsky.evaluation.intervals import centred_interval
+from tchaikovsky.evaluation.temperature import TEST_SEED, choose_temperature, disjoint_references
 
 TEMPERATURES = [0.6, 1.0, 2.0]
 N, TOKENS = 4, 96  # test_report evaluates 4 samples of 96 tokens too: the test split reuses that compilation
