@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import equinox as eqx
 import jax
 import numpy as np
 
@@ -23,8 +22,8 @@ from tchaikovsky import io
 from tchaikovsky.config import ModelConfig, TrainConfig, compute_dtype
 from tchaikovsky.training import checkpoint
 from tchaikovsky.training.losses import LossFn, next_token_loss
-from tchaikovsky.training.schedule import next_plans, plan, planned_schedule
-from tchaikovsky.training.state import TrainState, setup
+from tchaikovsky.training.restore import restore_or_init
+from tchaikovsky.training.state import TrainState
 from tchaikovsky.training.step import evaluate, make_eval_step, make_train_step
 
 
@@ -47,44 +46,6 @@ class Hook:
     def __call__(self, record: dict, state) -> None:
         if record["step"] % self.every == 0:
             self.fn(record, state)
-
-
-def _config_diff(saved: dict, now: ModelConfig) -> dict:
-    return {k: (saved.get(k), v) for k, v in now.to_dict().items() if saved.get(k) != v}
-
-
-def _check_compatible(meta: dict, model_cfg: ModelConfig, tok_hash: str | None, path: Path, what: str, hint: str):
-    """ValueError unless the checkpoint's ``meta`` has ``model_cfg`` and the tokenizer of hash ``tok_hash``."""
-    diff = _config_diff(meta.get("model_config", {}), model_cfg)
-    if diff:
-        raise ValueError(f"cannot {what} {path}: it was trained with another model configuration "
-                         f"(checkpoint vs now: {diff}). {hint}")
-    if tok_hash and meta.get("tokenizer_hash") and meta["tokenizer_hash"] != tok_hash:
-        raise ValueError(f"cannot {what} {path}: it was trained with another tokenizer "
-                         f"(hash {meta['tokenizer_hash']} vs {tok_hash}). Retokenize with its tokenizer or use a new "
-                         f"run_dir.")
-
-
-def _grow_vocab(model, src: dict, model_cfg: ModelConfig, shards, path: Path):
-    """A pretrained model whose vocabulary the fine-tune's conditions extend, grown to ``model_cfg.vocab_size``
-    (``model.resize_vocab``; new condition rows start from their kind's "unknown" row, or the mean row), with the
-    meta updated to match; unchanged when the vocabularies agree. The pretrained run's ``conditions.json`` is
-    looked for next to its weights, up to the run directory."""
-    from tchaikovsky.data.conditions import load_conditions
-    from tchaikovsky.model import resize_vocab
-
-    old_vocab, cond = model.config.vocab_size, getattr(shards, "conditions", None)
-    if old_vocab >= model_cfg.vocab_size or cond is None:
-        return model, src, {}
-    here = path if path.is_dir() else path.parent
-    olds = [c for d in (here, here.parent, here.parent.parent) if (c := load_conditions(d)) is not None]
-    old = olds[0] if olds else None
-    if old is None and old_vocab != cond.base:
-        raise ValueError(f"cannot initialise from {path}: its model has {old_vocab} ids, its tokenizer "
-                         f"{cond.base}, and no conditions.json was found beside it to say what the others mean")
-    model = resize_vocab(model, model_cfg.vocab_size, cond.growth_sources(old, old_vocab))
-    src = {**src, "model_config": {**src.get("model_config", {}), "vocab_size": model_cfg.vocab_size}}
-    return model, src, {"grown_from_vocab": old_vocab}
 
 
 def train(
@@ -139,40 +100,13 @@ def train(
     dtype = compute_dtype(tc.compute_dtype)
 
     procs, proc = jax.process_count(), jax.process_index()
-    history: list[dict] = []
-    last, saved, plans = checkpoint.latest(ckpt_dir), {}, [plan(tc)]
-    if last is not None:
-        if not resume:
-            raise ValueError(
-                f"{run_dir} already holds checkpoints (latest {last.name}); set resume=True to continue it, "
-                f"or choose a new run_dir"
-            )
-        saved = checkpoint.read_meta(last)
-        _check_compatible(saved, model_cfg, tok_hash, last, "resume from",
-                          "Use the same preset, or a new run_dir, or resume=False.")
-        plans = next_plans(saved.get("lr_plans") or [plan(saved.get("train_config", {}))], tc, saved["step"])
-
-    schedule = planned_schedule(plans)
-    mesh, optim, state, shardings, batch_sharding = setup(model_cfg, tc, seed=seed, devices=devices,
-                                                          trainable=trainable, schedule=schedule)
-    origin = saved.get("init_from")
-    if last is not None:
-        if saved.get("frozen", []) != state.frozen():
-            raise ValueError(f"cannot resume from {last}: it froze {saved.get('frozen', [])}, this run freezes "
-                             f"{state.frozen()}. Pass the same trainable, or start a new run_dir with init_from.")
-        state = checkpoint.load(last, state)
-        history = io.read_jsonl(history_path, upto_step=int(state.step))
-    elif init_from:
-        model, src = checkpoint.load_model(init_from)
-        model, src, grown = _grow_vocab(model, src, model_cfg, shards, Path(init_from))
-        _check_compatible(src, model_cfg, tok_hash, Path(init_from), "initialise from",
-                          "Use the preset (and vocab_size) that run was trained with.")
-        state = eqx.tree_at(lambda s: s.model, state, model)
-        origin = {"path": str(Path(init_from).resolve()), "step": src.get("step"), **grown}
+    start = restore_or_init(run_dir, model_cfg, tc, shards, seed=seed, resume=resume, init_from=init_from,
+                            trainable=trainable, devices=devices)
+    mesh, optim, state, shardings, batch_sharding = start.setup
+    last, plans, origin, schedule, history = start.resumed, start.plans, start.origin, start.schedule, start.history
     writer = proc == 0  # one history file per run, like the checkpoints: process 0 writes for everyone
     if writer:  # drop rows logged after the checkpoint we resume from; atomically, so a crash here loses nothing
         io.write_jsonl(history_path, history)
-    state = eqx.filter_shard(state, shardings)
 
     step_fn = make_train_step(optim, dtype, pad_id, shardings, batch_sharding, loss_fn=loss_fn)
     eval_step = make_eval_step(dtype, pad_id)
