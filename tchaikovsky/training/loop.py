@@ -1,4 +1,6 @@
-"""The training loop: logs, evaluates, checkpoints and resumes a run directory.
+"""The training loop: a restore-or-init step (``training.restore``), then a plain step loop whose log steps hand
+one history record to a list of hooks: evaluation, the history file, the caller's hooks (wandb, samples), the
+checkpoints (``training.hooks``).
 
 Writes ``run_dir/history.jsonl`` (one JSON object per logged step) and ``run_dir/checkpoints/``. Batches are a pure
 function of (seed, step), so a resumed run continues exactly as an uninterrupted one would. A run starts from fresh
@@ -9,23 +11,21 @@ weights or from another run's (``init_from``), trains all or part of the model (
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
 
-import equinox as eqx
 import jax
 import numpy as np
 
-from tchaikovsky import io
 from tchaikovsky.config import ModelConfig, TrainConfig, compute_dtype
-from tchaikovsky.training import checkpoint
+from tchaikovsky.training.hooks import Checkpoints, History, Hook, evaluation
 from tchaikovsky.training.losses import LossFn, next_token_loss
-from tchaikovsky.training.schedule import next_plans, plan, planned_schedule
-from tchaikovsky.training.state import TrainState, setup
-from tchaikovsky.training.step import evaluate, make_eval_step, make_train_step
+from tchaikovsky.training.restore import restore_or_init
+from tchaikovsky.training.state import TrainState
+from tchaikovsky.training.step import make_train_step
 
 
 @dataclasses.dataclass
@@ -34,57 +34,6 @@ class TrainResult:
     history: list[dict]
     stopped: str  # "max_steps" | "max_minutes" | "until_step"
     checkpoint: Path | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Hook:
-    """``fn(record, state)``, called after each logged history record whose step is a multiple of ``every``, on
-    every process (a hook that writes files or logs remotely checks ``jax.process_index() == 0`` itself)."""
-
-    fn: Callable[[dict, Any], None]
-    every: int = 1
-
-    def __call__(self, record: dict, state) -> None:
-        if record["step"] % self.every == 0:
-            self.fn(record, state)
-
-
-def _config_diff(saved: dict, now: ModelConfig) -> dict:
-    return {k: (saved.get(k), v) for k, v in now.to_dict().items() if saved.get(k) != v}
-
-
-def _check_compatible(meta: dict, model_cfg: ModelConfig, tok_hash: str | None, path: Path, what: str, hint: str):
-    """ValueError unless the checkpoint's ``meta`` has ``model_cfg`` and the tokenizer of hash ``tok_hash``."""
-    diff = _config_diff(meta.get("model_config", {}), model_cfg)
-    if diff:
-        raise ValueError(f"cannot {what} {path}: it was trained with another model configuration "
-                         f"(checkpoint vs now: {diff}). {hint}")
-    if tok_hash and meta.get("tokenizer_hash") and meta["tokenizer_hash"] != tok_hash:
-        raise ValueError(f"cannot {what} {path}: it was trained with another tokenizer "
-                         f"(hash {meta['tokenizer_hash']} vs {tok_hash}). Retokenize with its tokenizer or use a new "
-                         f"run_dir.")
-
-
-def _grow_vocab(model, src: dict, model_cfg: ModelConfig, shards, path: Path):
-    """A pretrained model whose vocabulary the fine-tune's conditions extend, grown to ``model_cfg.vocab_size``
-    (``model.resize_vocab``; new condition rows start from their kind's "unknown" row, or the mean row), with the
-    meta updated to match; unchanged when the vocabularies agree. The pretrained run's ``conditions.json`` is
-    looked for next to its weights, up to the run directory."""
-    from tchaikovsky.data.conditions import load_conditions
-    from tchaikovsky.model import resize_vocab
-
-    old_vocab, cond = model.config.vocab_size, getattr(shards, "conditions", None)
-    if old_vocab >= model_cfg.vocab_size or cond is None:
-        return model, src, {}
-    here = path if path.is_dir() else path.parent
-    olds = [c for d in (here, here.parent, here.parent.parent) if (c := load_conditions(d)) is not None]
-    old = olds[0] if olds else None
-    if old is None and old_vocab != cond.base:
-        raise ValueError(f"cannot initialise from {path}: its model has {old_vocab} ids, its tokenizer "
-                         f"{cond.base}, and no conditions.json was found beside it to say what the others mean")
-    model = resize_vocab(model, model_cfg.vocab_size, cond.growth_sources(old, old_vocab))
-    src = {**src, "model_config": {**src.get("model_config", {}), "vocab_size": model_cfg.vocab_size}}
-    return model, src, {"grown_from_vocab": old_vocab}
 
 
 def train(
@@ -131,148 +80,137 @@ def train(
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    history_path = run_dir / "history.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
     pad_id = getattr(shards, "pad_id", 0) if pad_id is None else pad_id
-    tok_hash = shards.tokenizer_hash
     dtype = compute_dtype(tc.compute_dtype)
-
-    procs, proc = jax.process_count(), jax.process_index()
-    history: list[dict] = []
-    last, saved, plans = checkpoint.latest(ckpt_dir), {}, [plan(tc)]
-    if last is not None:
-        if not resume:
-            raise ValueError(
-                f"{run_dir} already holds checkpoints (latest {last.name}); set resume=True to continue it, "
-                f"or choose a new run_dir"
-            )
-        saved = checkpoint.read_meta(last)
-        _check_compatible(saved, model_cfg, tok_hash, last, "resume from",
-                          "Use the same preset, or a new run_dir, or resume=False.")
-        plans = next_plans(saved.get("lr_plans") or [plan(saved.get("train_config", {}))], tc, saved["step"])
-
-    schedule = planned_schedule(plans)
-    mesh, optim, state, shardings, batch_sharding = setup(model_cfg, tc, seed=seed, devices=devices,
-                                                          trainable=trainable, schedule=schedule)
-    origin = saved.get("init_from")
-    if last is not None:
-        if saved.get("frozen", []) != state.frozen():
-            raise ValueError(f"cannot resume from {last}: it froze {saved.get('frozen', [])}, this run freezes "
-                             f"{state.frozen()}. Pass the same trainable, or start a new run_dir with init_from.")
-        state = checkpoint.load(last, state)
-        history = io.read_jsonl(history_path, upto_step=int(state.step))
-    elif init_from:
-        model, src = checkpoint.load_model(init_from)
-        model, src, grown = _grow_vocab(model, src, model_cfg, shards, Path(init_from))
-        _check_compatible(src, model_cfg, tok_hash, Path(init_from), "initialise from",
-                          "Use the preset (and vocab_size) that run was trained with.")
-        state = eqx.tree_at(lambda s: s.model, state, model)
-        origin = {"path": str(Path(init_from).resolve()), "step": src.get("step"), **grown}
-    writer = proc == 0  # one history file per run, like the checkpoints: process 0 writes for everyone
-    if writer:  # drop rows logged after the checkpoint we resume from; atomically, so a crash here loses nothing
-        io.write_jsonl(history_path, history)
-    state = eqx.filter_shard(state, shardings)
-
-    step_fn = make_train_step(optim, dtype, pad_id, shardings, batch_sharding, loss_fn=loss_fn)
-    eval_step = make_eval_step(dtype, pad_id)
+    start = restore_or_init(run_dir, model_cfg, tc, shards, seed=seed, resume=resume, init_from=init_from,
+                            trainable=trainable, devices=devices)
+    mesh, optim, state, shardings, batch_sharding = start.setup
+    history = History(run_dir / "history.jsonl", start.history)
+    history.rewrite()  # on resume, drops the records logged after the checkpoint
     meta = {
         "model_config": model_cfg.to_dict(),
         "train_config": tc.to_dict(),
-        "tokenizer_hash": tok_hash,
+        "tokenizer_hash": shards.tokenizer_hash,
         "seed": seed,
-        "lr_plans": plans,
+        "lr_plans": start.plans,
         "frozen": state.frozen(),
-        **({"init_from": origin} if origin else {}),
+        **({"init_from": start.origin} if start.origin else {}),
         **(extra_meta or {}),
     }
+    saver = Checkpoints(run_dir / "checkpoints", meta, keep=tc.keep_checkpoints, last=start.resumed)
+    # in this order: evaluation adds its numbers to the record; then it is written, seen by the caller's hooks,
+    # and saved with the checkpoint
+    on_log = [evaluation(shards, tc, dtype, pad_id, mesh), Hook(history.append), *hooks,
+             Hook(saver.save, every=tc.checkpoint_every, at_end=True)]
+    step_fn = make_train_step(optim, dtype, pad_id, shardings, batch_sharding, loss_fn=loss_fn)
+    batches = functools.partial(global_batch, shards, tc, seed=seed, sharding=batch_sharding)
 
-    def get_batch(step: int):
-        dropout = {"condition_dropout": tc.condition_dropout} if tc.condition_dropout else {}  # only Shards has it
-        local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=proc, process_count=procs,
-                             **dropout)
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
-            batch_sharding, x.reshape(tc.accum_steps, -1, *x.shape[1:])), local)
+    first, end = int(state.step), tc.max_steps if until_step is None else min(until_step, tc.max_steps)
+    deadline = Deadline(None if max_minutes is None else time.time() + 60.0 * max_minutes, tc.log_every)
+    with tqdm(total=end, initial=first, desc="train", disable=not progress, dynamic_ncols=True) as bar:
+        meter = Meter(tc.batch_size * tc.seq_len, start.schedule, bar, saver.ckpt_dir)
+        state, out_of_time = run_steps(state, range(first, end), step_fn, batches, on_log, meter, deadline,
+                                       log_every=tc.log_every, checkpoint_every=tc.checkpoint_every)
+    stopped = ("max_minutes" if out_of_time else
+               "max_steps" if until_step is None or until_step >= tc.max_steps else "until_step")
+    return TrainResult(state, history.rows, stopped, saver.last)
 
-    def log(record: dict):
-        history.append(record)
-        if writer:
-            with open(history_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
 
-    def time_is_up(s: int) -> bool:
-        if deadline is None:
-            return False
-        if procs == 1:
-            return time.time() > deadline
-        if s % tc.log_every:  # every process must stop at the same step: process 0's clock decides, at log steps
-            return False
-        from jax.experimental import multihost_utils
+def run_steps(state: TrainState, steps: range, step_fn, batches: Callable[[int], object], hooks: Sequence[Hook],
+              meter: Meter, deadline: Deadline, *, log_every: int, checkpoint_every: int) -> tuple[TrainState, bool]:
+    """Apply ``step_fn(state, batches(step))`` for each step of ``steps``. After a step that logs (a multiple of
+    ``log_every`` or ``checkpoint_every``, the last of ``steps``, or the one after which ``deadline`` has passed),
+    ``meter`` makes one history record of the steps since the previous one and each hook is called with it, in
+    order. Returns the final state and whether the deadline ended the run early."""
+    next_batch = batches(steps.start) if steps else None
+    for step in steps:
+        s = step + 1  # the state's step once this one is applied: records and checkpoints carry it
+        # the next batch is built on the host while the device still runs the step dispatched before this one
+        batch, next_batch = next_batch, (batches(s) if s < steps.stop else None)
+        state, metrics = step_fn(state, batch)
+        meter.add(s, metrics)
+        out_of_time = deadline.passed(s)
+        final = s == steps.stop or out_of_time
+        if final or s % log_every == 0 or s % checkpoint_every == 0:
+            record = meter.record(s)  # the interval's one host sync; FloatingPointError if anything is non-finite
+            for hook in hooks:
+                hook(record, state, final=final)
+        if out_of_time:
+            return state, True
+    return state, False
 
-        return bool(multihost_utils.broadcast_one_to_all(np.array(time.time() > deadline)))
 
-    def save() -> Path | None:
-        return checkpoint.save(ckpt_dir, state, meta, keep=tc.keep_checkpoints)
+def global_batch(shards, tc: TrainConfig, step: int, *, seed: int, sharding):
+    """The global batch of ``step``, a pure function of (seed, step), as arrays (accum, micro, ...) on the mesh of
+    ``sharding``: each process reads only its own rows (``process_index`` of ``process_count``) and
+    ``make_array_from_process_local_data`` joins them."""
+    dropout = {"condition_dropout": tc.condition_dropout} if tc.condition_dropout else {}  # only Shards has it
+    local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=jax.process_index(),
+                         process_count=jax.process_count(), **dropout)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+        sharding, x.reshape(tc.accum_steps, -1, *x.shape[1:])), local)
 
-    start_step = int(state.step)
-    end_step = tc.max_steps if until_step is None else min(until_step, tc.max_steps)
-    deadline = None if max_minutes is None else time.time() + 60.0 * max_minutes
-    stopped, ckpt = "max_steps" if until_step is None or until_step >= tc.max_steps else "until_step", None
-    tokens_per_step = tc.batch_size * tc.seq_len
-    bar = tqdm(total=end_step, initial=start_step, desc="train", disable=not progress, dynamic_ncols=True)
-    pending: list[tuple[int, dict]] = []
-    t_mark, steps_since = time.time(), 0
-    next_batch = get_batch(start_step) if start_step < end_step else None
 
-    def flush(step: int):
-        """Fetch the pending step metrics (one host sync per log interval), check them, write one record."""
-        nonlocal pending, t_mark, steps_since
-        metrics = [(s, {k: float(v) for k, v in m.items()}) for s, m in pending]
-        pending = []
+class Meter:
+    """The step metrics since the last record, left on the device until a record needs them (one host sync per log
+    interval), with the clock behind ``tokens_per_s`` and the progress bar."""
+
+    def __init__(self, tokens_per_step: int, schedule: Callable, bar, ckpt_dir: Path):
+        self.tokens_per_step, self.schedule, self.bar, self.ckpt_dir = tokens_per_step, schedule, bar, ckpt_dir
+        self.pending: list[tuple[int, dict]] = []  # (step, metrics of device scalars)
+        self.since, self.steps = time.time(), 0
+
+    def add(self, step: int, metrics: dict) -> None:
+        self.pending.append((step, metrics))
+        self.steps += 1
+        self.bar.update(1)
+
+    def record(self, step: int) -> dict:
+        """The history record of ``step``: its loss, the mean loss since the last record, gradient norm, learning
+        rate, tokens/s since the last record (the time of its hooks included: evaluation, checkpoints) and the loss's own metrics. Raises
+        FloatingPointError when any pending step had a non-finite loss or gradient norm."""
+        metrics = [(s, {k: float(v) for k, v in m.items()}) for s, m in self.pending]
+        self.pending = []
         for s, m in metrics:
             # a finite loss with non-finite gradients has already poisoned the weights: never checkpoint them
             if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
                 raise FloatingPointError(
                     f"non-finite loss ({m['loss']}) or gradient norm ({m['grad_norm']}) at step {s}: stopping; the "
-                    f"last good checkpoint in {ckpt_dir} is intact. Try a lower learning_rate or "
+                    f"last good checkpoint in {self.ckpt_dir} is intact. Try a lower learning_rate or "
                     f"compute_dtype='float32'."
                 )
-        dt = time.time() - t_mark
+        last = metrics[-1][1]
         record = {
             "step": step,
-            "loss": metrics[-1][1]["loss"],
+            "loss": last["loss"],
             "loss_avg": float(np.mean([m["loss"] for _, m in metrics])),
-            "grad_norm": metrics[-1][1]["grad_norm"],
-            "lr": float(schedule(step - 1)),
-            "tokens_per_s": tokens_per_step * steps_since / max(dt, 1e-9),
-            **{k: v for k, v in metrics[-1][1].items() if k not in ("loss", "grad_norm")},  # the loss's own
+            "grad_norm": last["grad_norm"],
+            "lr": float(self.schedule(step - 1)),  # the rate the step to ``step`` used
+            "tokens_per_s": self.tokens_per_step * self.steps / max(time.time() - self.since, 1e-9),
+            **{k: v for k, v in last.items() if k not in ("loss", "grad_norm")},  # the loss's own
         }
-        t_mark, steps_since = time.time(), 0
+        self.since, self.steps = time.time(), 0
+        self.bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
         return record
 
-    for step in range(start_step, end_step):
-        batch, next_batch = next_batch, (get_batch(step + 1) if step + 1 < end_step else None)
-        state, metrics = step_fn(state, batch)
-        pending.append((step + 1, metrics))
-        steps_since += 1
-        s = step + 1
-        out_of_time = time_is_up(s)
-        if s % tc.log_every == 0 or s == end_step or out_of_time or s % tc.checkpoint_every == 0:
-            record = flush(s)
-            if s % tc.eval_every == 0 or s == end_step or out_of_time:
-                record.update(evaluate(state.model, shards, batch_size=tc.micro_batch, seq_len=tc.seq_len,
-                                       dtype=dtype, pad_id=pad_id, mesh=mesh, eval_step=eval_step))
-            log(record)
-            for hook in hooks:
-                hook(record, state)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-            if s % tc.checkpoint_every == 0 or s == end_step or out_of_time:
-                ckpt = save()
-        bar.update(1)
-        if out_of_time:
-            stopped = "max_minutes"
-            break
-    bar.close()
-    if start_step >= end_step and last is not None:
-        ckpt = last
-    return TrainResult(state, history, stopped, ckpt)
+
+@dataclasses.dataclass(frozen=True)
+class Deadline:
+    """``passed(step)``: whether the wall-clock time ``at`` (``time.time()``; None: never) has passed after
+    ``step``. Every process must stop at the same step: with several, process 0's clock decides, at log steps only
+    (one broadcast per ``log_every`` steps)."""
+
+    at: float | None
+    log_every: int
+
+    def passed(self, step: int) -> bool:
+        if self.at is None:
+            return False
+        if jax.process_count() == 1:
+            return time.time() > self.at
+        if step % self.log_every:
+            return False
+        from jax.experimental import multihost_utils
+
+        return bool(multihost_utils.broadcast_one_to_all(np.array(time.time() > self.at)))

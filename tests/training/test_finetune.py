@@ -200,12 +200,21 @@ def test_init_from_another_configuration_says_what_differs(bach, trained, tiny, 
 
 def test_hooks_get_the_record_and_state_every_n_steps(bach, tiny, tmp_path):
     calls = []
-    hooks = [loop.Hook(lambda r, s: calls.append(("a", r["step"], int(s.step), r["loss"])), every=10),
-             loop.Hook(lambda r, s: calls.append(("b", r["step"], int(s.step), r["loss"])))]
+
+    def hook(name, **kw):
+        return loop.Hook(lambda r, s: calls.append((name, r["step"], int(s.step), r["loss"], "eval_loss" in r)), **kw)
+
+    hooks = [hook("a", every=10), hook("b"), hook("c", every=15, at_end=True)]  # c: at 15, and at the last step
     result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, hooks=hooks, progress=False)
+    assert tiny.train.max_steps == 20 and tiny.train.log_every == 5
     losses = {r["step"]: r["loss"] for r in result.history}
-    want = [("b", 5), ("a", 10), ("b", 10), ("b", 15), ("a", 20), ("b", 20)]
-    assert calls == [(name, s, s, losses[s]) for name, s in want]
+    want = [("b", 5), ("a", 10), ("b", 10), ("b", 15), ("c", 15), ("a", 20), ("b", 20), ("c", 20)]
+    assert calls == [(name, s, s, losses[s], s % 10 == 0) for name, s in want]  # evaluated every 10 and at the end
+
+    calls.clear()  # a run cut short (until_step) ends with a record at its last step: at_end hooks run there too
+    loop.train(tmp_path / "short", tiny.model, tiny.train, bach.shards, hooks=hooks, until_step=12, progress=False)
+    assert [(c[0], c[1], c[4]) for c in calls] == [("b", 5, False), ("a", 10, True), ("b", 10, True), ("b", 12, True),
+                                                   ("c", 12, True)]
 
 
 # ---------------------------------------------------------------------------------------------------- conditions
