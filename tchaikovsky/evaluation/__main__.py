@@ -1,6 +1,5 @@
-"""``python -m tchaikovsky.evaluation --run-dir R``: evaluate a trained run (see ``report``); with ``--temperatures``,
-choose the sampling temperature on validation seeds and report it on test seeds (see ``temperature``)."""
+"""``python -m tchaikovsky.evaluation``: see ``cli``."""
 
-from tchaikovsky.evaluation.report import main
+from tchaikovsky.evaluation.cli import main
 
 main()

@@ -27,7 +27,6 @@ Writes ``run_dir/evaluation.json`` and ``run_dir/evaluation_{features,durations,
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -43,7 +42,7 @@ from tchaikovsky.evaluation.features import FEATURES, SCALAR_FEATURES, piece_met
 from tchaikovsky.evaluation.originality import NgramIndex, flag_copies
 from tchaikovsky.evaluation.plots import LABELS, _nan, plot_evaluation
 
-__all__ = ["EVALUATION_FILE", "load_run", "sample_ids", "evaluate_run", "summary_table", "main"]
+__all__ = ["EVALUATION_FILE", "load_run", "sample_ids", "evaluate_run", "summary_table"]
 
 EVALUATION_FILE = "evaluation.json"
 TABLE_FEATURES = ("pitch_class_entropy", "scale_consistency", "polyphony", "groove_consistency")
@@ -99,6 +98,79 @@ def _mean(values) -> float:
 # ---------------------------------------------------------------------------------------------------- main entry
 
 
+def _score_sets(tok, seqs: dict, midi_dir: Path | None) -> tuple[dict, list[Path]]:
+    """Decode and measure every set; the generated ones are also written to ``midi_dir`` to listen to."""
+    from tchaikovsky.data.tokenizer import decode_ids
+
+    sets, midi = {}, []
+    for name, ids_list in seqs.items():
+        scores = [decode_ids(tok, ids) for ids in ids_list]
+        if midi_dir is not None and name in ("model", "bigram", "random"):
+            midi_dir.mkdir(parents=True, exist_ok=True)
+            for i, sc in enumerate(scores):
+                path = midi_dir / f"{name}-{i:02d}.mid"
+                sc.dump_midi(str(path))
+                midi.append(path)
+        sets[name] = {"n": len(ids_list), "n_tokens": [int(len(s)) for s in ids_list],
+                      "pieces": [piece_metrics(sc) for sc in scores]}
+    return sets, midi
+
+
+def _originality(tok, train_pieces, seqs: dict, seed: int, copy_run: int, copy_fraction: float) -> dict:
+    """Per set but train: copies against the whole training split, in music tokens (specials and conditions
+    removed on both sides)."""
+    from tchaikovsky.data.tokenizer import music_ids
+
+    index = NgramIndex([music_ids(tok, p) for p in train_pieces], seed=seed)
+    out = {}
+    for name, ids_list in seqs.items():
+        if name == "train":
+            continue
+        samples = [music_ids(tok, s) for s in ids_list]
+        flags = flag_copies(samples, index, max_run=copy_run, max_fraction=copy_fraction)
+        out[name] = {"longest_run": [f["longest_run"] for f in flags],
+                     "ngram_overlap": [index.ngram_overlap(s, NGRAM) for s in samples],
+                     "copied": [f["copied"] for f in flags], "n_copied": int(sum(f["copied"] for f in flags))}
+    return out
+
+
+def _heldout_loss(model, meta: dict, shards, val_pieces, bigram, V: int) -> tuple[dict, int | None]:
+    """The model's exact held-out loss and bits per note, and the bigram's and a uniform model's on the same
+    targets; (all None, None) without a validation split."""
+    from tchaikovsky.config import TrainConfig, compute_dtype
+    from tchaikovsky.training.step import evaluate
+
+    loss = {"eval_loss": None, "bits_per_note": None, "bits_per_note_bigram": None, "bits_per_note_uniform": None}
+    if not val_pieces:
+        return loss, None
+    notes = shards.n_notes("val")
+    tc = TrainConfig(**meta.get("train_config", {}))
+    loss.update(evaluate(model, shards, batch_size=tc.micro_batch, seq_len=min(tc.seq_len, model.config.context),
+                         dtype=compute_dtype(tc.compute_dtype), pad_id=shards.pad_id))
+    if notes:
+        val_flat = np.concatenate(val_pieces)
+        loss["bits_per_note_bigram"] = bigram.nll_bits(val_flat) / notes
+        loss["bits_per_note_uniform"] = (len(val_flat) - 1) * math.log2(V) / notes
+    return loss, notes
+
+
+def _summary_row(s: dict, comparison, vs_heldout, org, loss: dict, name: str) -> dict:
+    """What ``summary_table`` prints of one set."""
+    pieces = s["pieces"]
+    row = {"n": s["n"], "empty": float(np.mean([p["n_notes"] == 0 for p in pieces])) if pieces else math.nan,
+           "n_notes": _mean(p["n_notes"] for p in pieces),
+           "mean_oa": mean_oa(comparison) if comparison else math.nan,
+           "mean_oa_vs_heldout": mean_oa(vs_heldout) if vs_heldout else math.nan}
+    for f in SCALAR_FEATURES:
+        row[f] = _mean(p[f] for p in pieces)
+    row["n_copied"] = org["n_copied"] if org else None
+    row["max_run"] = max(org["longest_run"], default=0) if org else None
+    row["ngram_overlap"] = _mean(org["ngram_overlap"]) if org else math.nan
+    row["bits_per_note"] = {"model": loss["bits_per_note"], "bigram": loss["bits_per_note_bigram"],
+                            "random": loss["bits_per_note_uniform"]}.get(name)
+    return row
+
+
 def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 512, seed: int = 0,
                  temperature: float = 1.0, top_p: float = 0.95, baselines: bool = True, max_reference: int = 64,
                  copy_run: int = 64, copy_fraction: float = 0.5, write: bool = True, progress: bool = True) -> dict:
@@ -112,10 +184,6 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     ``copied`` per piece, ``n_copied``; runs are counted in tokens without BOS/EOS); ``summary`` (per set: what
     ``summary_table`` prints); ``plots`` and ``midi`` (files written). NaN is written as null.
     """
-    from tchaikovsky.config import TrainConfig, compute_dtype
-    from tchaikovsky.data.tokenizer import decode_ids, music_ids
-    from tchaikovsky.training.step import evaluate
-
     t0 = time.time()
     run_dir = Path(run_dir)
     say = print if progress else (lambda *a, **k: None)
@@ -146,73 +214,20 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
         seqs["random"] = random_tokens(n_samples, num_tokens, len(tok), bos=sp["bos"], exclude=sp.values(),
                                        seed=seed)
 
-    # decode, score, and keep the generated ones as MIDI to listen to
-    midi_dir = run_dir / "samples" / "evaluation"
-    sets, midi = {}, []
-    for name, ids_list in seqs.items():
-        scores = [decode_ids(tok, ids) for ids in ids_list]
-        if write and name in ("model", "bigram", "random"):
-            midi_dir.mkdir(parents=True, exist_ok=True)
-            for i, sc in enumerate(scores):
-                path = midi_dir / f"{name}-{i:02d}.mid"
-                sc.dump_midi(str(path))
-                midi.append(path)
-        sets[name] = {"n": len(ids_list), "n_tokens": [int(len(s)) for s in ids_list],
-                      "pieces": [piece_metrics(sc) for sc in scores]}
+    sets, midi = _score_sets(tok, seqs, run_dir / "samples" / "evaluation" if write else None)
     say("pieces scored: " + ", ".join(f"{k} {v['n']}" for k, v in sets.items()), flush=True)
-
     ref = sets["train"]["pieces"]
     comparison = {name: compare_sets(sets[name]["pieces"], ref) for name in sets if name != "train"}
     vs_heldout = {}
     if "heldout" in sets and sets["heldout"]["n"] >= 2:
         vs_heldout = {name: compare_sets(sets[name]["pieces"], sets["heldout"]["pieces"])
                       for name in sets if name not in ("train", "heldout")}
-
-    # originality against the whole training split, in music tokens (specials and conditions removed on both sides)
     say(f"originality against {len(train_flat)} training tokens ...", flush=True)
-    index = NgramIndex([music_ids(tok, p) for p in train_pieces], seed=seed)
-    originality = {}
-    for name in sets:
-        if name == "train":
-            continue
-        samples = [music_ids(tok, s) for s in seqs[name]]
-        flags = flag_copies(samples, index, max_run=copy_run, max_fraction=copy_fraction)
-        originality[name] = {
-            "longest_run": [f["longest_run"] for f in flags],
-            "ngram_overlap": [index.ngram_overlap(s, NGRAM) for s in samples],
-            "copied": [f["copied"] for f in flags],
-            "n_copied": int(sum(f["copied"] for f in flags)),
-        }
-
-    # held-out loss of the model, and of the two baselines on the same targets
-    loss = {"eval_loss": None, "bits_per_note": None, "bits_per_note_bigram": None, "bits_per_note_uniform": None}
-    notes = shards.n_notes("val") if val_pieces else None
-    if val_pieces:
-        say("held-out loss ...", flush=True)
-        tc = TrainConfig(**meta.get("train_config", {}))
-        loss.update(evaluate(model, shards, batch_size=tc.micro_batch, seq_len=min(tc.seq_len, model.config.context),
-                             dtype=compute_dtype(tc.compute_dtype), pad_id=shards.pad_id))
-        if notes:
-            val_flat = np.concatenate(val_pieces)
-            loss["bits_per_note_bigram"] = bigram.nll_bits(val_flat) / notes
-            loss["bits_per_note_uniform"] = (len(val_flat) - 1) * math.log2(V) / notes
-
-    summary = {}
-    for name, s in sets.items():
-        pieces = s["pieces"]
-        row = {"n": s["n"], "empty": float(np.mean([p["n_notes"] == 0 for p in pieces])) if pieces else math.nan,
-               "n_notes": _mean(p["n_notes"] for p in pieces),
-               "mean_oa": mean_oa(comparison[name]) if name in comparison else math.nan,
-               "mean_oa_vs_heldout": mean_oa(vs_heldout[name]) if name in vs_heldout else math.nan}
-        for f in SCALAR_FEATURES:
-            row[f] = _mean(p[f] for p in pieces)
-        org = originality.get(name)
-        row["n_copied"] = org["n_copied"] if org else None
-        row["max_run"] = max(org["longest_run"], default=0) if org else None
-        row["ngram_overlap"] = _mean(org["ngram_overlap"]) if org else math.nan
-        row["bits_per_note"] = {"model": loss["bits_per_note"], "bigram": loss["bits_per_note_bigram"],
-                                "random": loss["bits_per_note_uniform"]}.get(name)
-        summary[name] = row
+    originality = _originality(tok, train_pieces, seqs, seed, copy_run, copy_fraction)
+    say("held-out loss ...", flush=True)
+    loss, notes = _heldout_loss(model, meta, shards, val_pieces, bigram, V)
+    summary = {name: _summary_row(s, comparison.get(name), vs_heldout.get(name), originality.get(name), loss, name)
+               for name, s in sets.items()}
 
     evaluation = {
         "run_dir": str(run_dir),
@@ -277,36 +292,3 @@ def summary_table(evaluation: dict) -> str:
                  f"{evaluation.get('step')}, held-out loss {_fmt(_nan(loss.get('eval_loss')), 3)} nats/token; "
                  f"random row's bits/note: uniform over the vocabulary.")
     return "\n".join(lines)
-
-
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir", required=True, help="a trained run: tokenizer.json, shards/, checkpoints/model.eqx")
-    ap.add_argument("--n-samples", type=int, default=None, help="default 8; with --temperatures, 24 per split")
-    ap.add_argument("--num-tokens", type=int, default=512)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top-p", type=float, default=0.95)
-    ap.add_argument("--max-reference", type=int, default=64, help="at most this many train / held-out pieces")
-    ap.add_argument("--no-baselines", action="store_true", help="skip the bigram and random baselines")
-    ap.add_argument("--temperatures", type=float, nargs="+", default=None,
-                    help="instead: choose among these on validation seeds, report the choice on test seeds "
-                         "(evaluation.temperature; prints a table and one JSON line, writes nothing)")
-    ap.add_argument("--n-boot", type=int, default=2000, help="with --temperatures: bootstrap resamples")
-    args = ap.parse_args(argv)
-    if args.temperatures:
-        from tchaikovsky.evaluation.temperature import main_temperatures
-
-        args.n_samples = args.n_samples or 24
-        return main_temperatures(args)
-    args.n_samples = args.n_samples or 8
-    evaluation = evaluate_run(args.run_dir, n_samples=args.n_samples, num_tokens=args.num_tokens, seed=args.seed,
-                              temperature=args.temperature, top_p=args.top_p, baselines=not args.no_baselines,
-                              max_reference=args.max_reference)
-    print()
-    print(summary_table(evaluation))
-    return evaluation
-
-
-if __name__ == "__main__":
-    main()

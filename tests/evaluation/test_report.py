@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tchaikovsky.evaluation import cli
 from tchaikovsky.evaluation import report as E
 
 
@@ -12,7 +13,7 @@ from tchaikovsky.evaluation import report as E
 def evaluated(tiny_run):
     """The tiny trained run (``conftest.tiny_run``), evaluated once through the command line entry point."""
     run = tiny_run
-    result = E.main(["--run-dir", str(run), "--n-samples", "4", "--num-tokens", "96", "--max-reference", "16"])
+    result = cli.main(["--run-dir", str(run), "--n-samples", "4", "--num-tokens", "96", "--max-reference", "16"])
     return run, result
 
 

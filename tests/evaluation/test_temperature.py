@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tchaikovsky.data.tokenizer import decode_ids
+from tchaikovsky.evaluation import cli
 from tchaikovsky.evaluation import report as E
 from tchaikovsky.evaluation.compare import compare_sets, mean_oa
 from tchaikovsky.evaluation.features import piece_metrics
@@ -22,7 +23,7 @@ N, TOKENS = 4, 96  # test_report evaluates 4 samples of 96 tokens too: the test 
 def chosen(tiny_run):
     out = io.StringIO()
     with redirect_stdout(out):
-        result = E.main(["--run-dir", str(tiny_run), "--temperatures", *map(str, TEMPERATURES), "--n-samples",
+        result = cli.main(["--run-dir", str(tiny_run), "--temperatures", *map(str, TEMPERATURES), "--n-samples",
                          str(N), "--num-tokens", str(TOKENS), "--n-boot", "200"])
     return result, out.getvalue()
 
