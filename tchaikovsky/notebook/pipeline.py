@@ -62,9 +62,13 @@ def resolve_run_dir(run_dir: str = "") -> Path:
 
 def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach", run_dir: Path | None = None,
               progress: bool = True) -> corpus_lib.Corpus:
-    """The corpus (the embedded music21 one when ``data_dir`` is ""), with ``data_report.json`` written to run_dir."""
+    """The corpus (the embedded music21 one when ``data_dir`` is ""), with ``data_report.json`` written to run_dir.
+    ``max_files``: keep at most this many pieces; None: every file of ``data_dir``, or the embedded corpus's default
+    number (``embedded.DEFAULT_FILES``). When the cap leaves files unread, says so: "kept N of M files (max_files=...)"."""
     names = [c.strip() for c in composers.split(",") if c.strip()]
     corpus = corpus_lib.load_corpus(data_dir, max_files=max_files, composers=names, progress=progress)
+    if (note := corpus.cap_note()) is not None:
+        print(note)
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         corpus.write_report(Path(run_dir) / "data_report.json")
