@@ -223,3 +223,31 @@ def test_a_users_folder_is_read_whole_by_default_and_a_cap_says_so(bach, corpus_
     assert len(corpus) == DEFAULT_FILES == 40 and n > 400
     assert capsys.readouterr().out.splitlines()[-1] == \
         f"kept 40 of {n} files (max_files=None: the embedded corpus's default, 40)"
+
+
+def test_checkpoint_tuned_is_the_last_finished_preference_rounds_model(bach, trained, tmp_path, capsys):
+    """04's checkpoint="tuned": the model of the last round of 05 with a done.json; a clear error before any."""
+    from tchaikovsky.preference.rounds import round_dir
+    from tchaikovsky.training import checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(bach.tokenizer_path, run / "tokenizer.json")
+    _, meta = checkpoint.load_model(trained.run_dir / "checkpoints" / "model.eqx")
+    own = run / "checkpoints" / "model.eqx"
+    checkpoint.export_model(own, trained.model, {**meta, "which": "fine-tuned"})
+    for r in (0, 1, 2):
+        (round_dir(run, r)).mkdir(parents=True)
+    (round_dir(run, 0) / "done.json").write_text("{}")  # round 0 is the fine-tuned model's evaluation, not a round
+    with pytest.raises(ValueError, match='checkpoint="tuned": .* has no finished preference round'):
+        pipeline.load_model(run, "tuned")
+    for r in (1, 2):  # round 2 has weights but is not finished: round 1 is the last finished
+        checkpoint.export_model(round_dir(run, r) / "train" / "checkpoints" / "model.eqx", trained.model,
+                                {**meta, "which": f"round {r}"})
+    (round_dir(run, 1) / "done.json").write_text("{}")
+    model, tok, got = pipeline.load_model(run, "tuned")
+    assert got["which"] == "round 1" and len(tok) == len(bach.tok)
+    assert "preference round 1's model" in capsys.readouterr().out
+    assert pipeline.load_model(run, "")[2]["which"] == "fine-tuned"
+    (round_dir(run, 2) / "done.json").write_text("{}")
+    assert pipeline.load_model(run, "tuned")[2]["which"] == "round 2"
