@@ -10,7 +10,12 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-preference clean
 
+# Debian and Ubuntu ship venv's pip installer (ensurepip) apart, in python3-venv: say so instead of venv's own error.
+NEED_VENV = @$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
+environment (no ensurepip): install python3-venv first, e.g. sudo apt-get install -y python3-venv" >&2; exit 1; }
+
 $(VENV)/.installed: requirements.txt pyproject.toml
+	$(NEED_VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -46,6 +51,7 @@ test-fast: setup
 
 # $(call suite,VENV,CONSTRAINTS,PYTEST ARGUMENTS): a venv of requirements.txt held to CONSTRAINTS, then pytest in it.
 define suite
+	$(NEED_VENV)
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install -q --upgrade pip
 	$(1)/bin/python -m pip install -q -r requirements.txt -c $(2)

@@ -24,7 +24,7 @@
 data_dir = ""  # folder of MIDI files, searched recursively; "": the embedded music21 corpus
 run_dir = ""  # folder for everything this run writes; "": runs/default
 seed = 0  # which pieces we listen to
-max_files = 40  # keep at most this many pieces (None: all)
+max_files = None  # keep at most this many pieces (None: every file of data_dir; 40 of the embedded corpus)
 composers = "bach"  # embedded corpus only: music21 composers, comma-separated ("bach,mozart,palestrina")
 n_listen = 3  # pieces to play below
 preview_seconds = 30.0  # each player plays this many seconds from the start (the MIDI file is linked)

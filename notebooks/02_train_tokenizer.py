@@ -27,7 +27,7 @@
 data_dir = ""  # folder of MIDI files; "": the embedded music21 corpus
 run_dir = ""  # folder for everything this run writes; "": runs/default
 seed = 0  # decides the train/validation split
-max_files = 40  # keep at most this many pieces (None: all)
+max_files = None  # keep at most this many pieces (None: every file of data_dir; 40 of the embedded corpus)
 composers = "bach"  # embedded corpus only: music21 composers, comma-separated
 vocab_size = 2048  # BPE vocabulary (the base REMI vocabulary is ~550)
 val_fraction = 0.1  # share of pieces held out for validation

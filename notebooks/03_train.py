@@ -25,7 +25,7 @@
 data_dir = ""  # used only if this run has no shards yet; "": the embedded music21 corpus
 run_dir = ""  # folder for everything this run writes; "": runs/default
 seed = 0  # initialisation and batch order
-max_files = 40  # (only when building shards here) keep at most this many pieces
+max_files = None  # (only when building shards here) at most this many pieces (None: all of data_dir; 40 embedded)
 composers = "bach"  # (only when building shards here) embedded corpus composers
 vocab_size = 2048  # (only when building shards here) BPE vocabulary
 preset = "demo"  # tiny (seconds, tests) | demo (a few CPU minutes) | small | base-100m (d768, 12 layers, context 1024)

@@ -118,9 +118,9 @@ plot_rounds(result["table"], run / "preference" / "rounds.png")
 # The same prompt and seed, from the fine-tuned model (round 0) and from the last round's model.
 
 # %%
-report.show_before_after(run, result, n=2, preview_seconds=preview_seconds)
+pairs = report.show_before_after(run, result, n=2, preview_seconds=preview_seconds)
 
 # %% [markdown]
 # ## Next
-# `04_sample` with `checkpoint` set to `run_dir/preference/round_<last>/train/checkpoints/model.eqx` samples the
-# tuned model with any prompt; rerun this notebook with more `rounds` to continue.
+# `04_sample` with `checkpoint = "tuned"` (and this `run_dir`) samples the tuned model, the last finished round's,
+# with any prompt; rerun this notebook with more `rounds` to continue.

@@ -23,7 +23,7 @@ import symusic
 from tqdm.auto import tqdm
 
 from tchaikovsky import io
-from tchaikovsky.data.embedded import export_embedded, read_export_meta
+from tchaikovsky.data.embedded import DEFAULT_FILES, available_scores, export_embedded, read_export_meta
 from tchaikovsky.data.labels import instrumentation_of, music21_work, period_of, read_labels_csv
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,16 @@ class Piece:
 
 @dataclass
 class Corpus:
-    """The kept pieces under ``root`` (sorted by rel_path) and a report line for every file considered."""
+    """The kept pieces under ``root`` (sorted by rel_path) and a report line for every file considered. ``found``:
+    the MIDI files in the folder (of the embedded corpus: the scores music21 holds for the composers); ``cap``: the
+    ``max_files`` that left some of them unread, None when none was left."""
 
     root: Path
     pieces: list[Piece]
     report: list[dict]
+    found: int | None = None
+    cap: int | None = None
+    max_files: int | None = None  # as asked for (None: a folder's every file, DEFAULT_FILES of the embedded corpus)
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -79,10 +84,20 @@ class Corpus:
         return {"kept": len(self.pieces), "skipped": sum(reasons.values()), "by_reason": dict(reasons.most_common()),
                 "labels": label_counts(self.pieces)}
 
+    def cap_note(self) -> str | None:
+        """"kept N of M files (max_files=...)" when ``max_files`` left files unread, else None."""
+        if self.cap is None:
+            return None
+        asked = f"max_files={self.max_files}" + ("" if self.max_files == self.cap else
+                                                 f": the embedded corpus's default, {self.cap}")
+        return f"kept {len(self.pieces)} of {self.found} files ({asked})"
+
     def write_report(self, path: str | Path) -> Path:
-        """Write the summary and the per-file report as JSON; returns the path written."""
-        return io.atomic_write(path, json.dumps({"root": str(self.root), **self.summary(), "files": self.report},
-                                                indent=1, ensure_ascii=False))
+        """Write the summary (with ``found`` and, when files were left unread, ``cap``: the note of ``cap_note``) and
+        the per-file report as JSON; returns the path written."""
+        capped = {"cap": self.cap_note()} if self.cap is not None else {}
+        return io.atomic_write(path, json.dumps({"root": str(self.root), **self.summary(), "found": self.found,
+                                                 **capped, "files": self.report}, indent=1, ensure_ascii=False))
 
 
 def label_counts(pieces: Sequence[Piece], labels: Sequence[str] = ("composer", "period", "instrumentation")) -> dict:
@@ -201,12 +216,13 @@ def _make_piece(root: Path, rel: str, info: dict[str, dict], facts: dict, user: 
 def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, composers: Sequence[str] = ("bach",),
                 cache_dir=None, min_notes: int = 8, max_duration_s: float = 3600.0, progress: bool = True) -> Corpus:
     """The usable MIDI pieces of ``data_dir``, or of the embedded music21 corpus when ``data_dir`` is "" (exporting
-    ``max_files or 40`` scores of ``composers`` first, see ``embedded_corpus``).
+    ``max_files`` scores of ``composers`` first, ``DEFAULT_FILES`` (40) when it is None; see ``embedded_corpus``).
 
     Every .mid/.midi file under data_dir (any case, recursively) is read with symusic and skipped, with its reason in
     the report, if it is not a file, empty, unreadable, has no notes, only drums, fewer than ``min_notes`` notes,
     lasts more than ``max_duration_s`` seconds, or repeats the music of a file earlier in sorted order. At most
-    ``max_files`` pieces are kept, the first in sorted order; scanning stops there. Metadata comes from the embedded
+    ``max_files`` pieces are kept (None: all), the first in sorted order; scanning stops there, and the corpus
+    records the cap (``Corpus.cap_note``) when it left files unread. Metadata comes from the embedded
     export's metadata.json, a MAESTRO csv, or GiantMIDI-Piano file names; otherwise the title is the file stem.
     The instrumentation is read from the MIDI tracks (``labels.instrumentation_of``) unless metadata gives it. A
     ``labels.csv`` at the root (``labels.read_labels_csv``) wins over all of these.
@@ -214,8 +230,11 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
     """
     report: list[dict] = []
     if data_dir in ("", None):
-        root, chosen, passed, meta = export_embedded(composers, max_files or 40, cache_dir, None, progress)
+        cap = max_files or DEFAULT_FILES
+        root, chosen, passed, meta = export_embedded(composers, cap, cache_dir, None, progress)
         files, n_other = sorted(s.dest for s in chosen), 0
+        found = available_scores(composers)
+        cap = cap if len(chosen) + len(passed) < found else None  # None: every score was taken
         report += [{"path": s.dest, "status": "skipped", "reason": f"export failed: {meta['failed'][s.key]}"}
                    for s in passed]
     else:
@@ -223,6 +242,7 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
         if not root.is_dir():
             raise ValueError(f"data_dir {str(data_dir)!r} does not exist or is not a directory")
         files, n_other = _scan(root)
+        found, cap = len(files), None
     info = _folder_metadata(root)
     user = read_labels_csv(root, set(files))
 
@@ -230,6 +250,7 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
     first_of: dict[str, str] = {}  # content hash -> rel_path of the kept piece with that music
     for rel in tqdm(files, desc="checking MIDI files", unit="file", disable=not progress):
         if max_files is not None and len(pieces) >= max_files:
+            cap = max_files
             break
         reason, digest, facts = _check(root / rel, min_notes, max_duration_s)
         if reason is None and digest in first_of:
@@ -241,7 +262,7 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
         pieces.append(_make_piece(root, rel, info, facts, user.get(rel, {})))
         report.append({"path": rel, "status": "kept"})
     report.sort(key=lambda r: r["path"])
-    corpus = Corpus(root=root, pieces=pieces, report=report)
+    corpus = Corpus(root=root, pieces=pieces, report=report, found=found, cap=cap, max_files=max_files)
     if not pieces:
         s = corpus.summary()
         raise ValueError(f"no usable MIDI file in {root}: found {len(files)} .mid/.midi path(s) and {n_other} other "

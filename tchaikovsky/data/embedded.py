@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 _SOURCE_SUFFIXES = (".mxl", ".musicxml", ".xml", ".krn", ".mei", ".abc", ".mid", ".midi")
 _META_FORMAT = "tchaikovsky-music21-export/1"
 _MIN_POOL_JOBS = 8  # with workers=None, fewer scores than this are converted in-process
+DEFAULT_FILES = 40  # scores a run of the embedded corpus exports when it names no number (max_files=None)
 
 
 def default_cache_dir() -> Path:
@@ -236,24 +237,35 @@ def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None, p
         _write_meta(root, meta, music21.__version__)
 
 
-def export_embedded(composers: Sequence[str], max_files: int | None, cache_dir, workers: int | None,
-                     progress: bool) -> tuple[Path, list[_Source], list[_Source], dict]:
-    """embedded_corpus's work; also returns the sources chosen, the failed ones passed over, and the metadata."""
-    import music21
-
+def _sources(composers: Sequence[str]) -> dict[str, list[_Source]]:
+    """music21's score files per composer (each named once, whatever its case); ValueError for a composer music21
+    has no scores of, or for none at all."""
     if isinstance(composers, str):
         composers = (composers,)
     unique: dict[str, str] = {}
     for c in composers:
         unique.setdefault(c.lower(), c)
-    composers = list(unique.values())
-    if not composers:
+    if not unique:
         raise ValueError("composers is empty: name at least one music21 composer, e.g. 'bach'")
-    root = Path(cache_dir or default_cache_dir()).expanduser() / "music21"
-    sources = {c: _music21_sources(c) for c in composers}
+    sources = {c: _music21_sources(c) for c in unique.values()}
     if missing := [c for c, v in sources.items() if not v]:
         raise ValueError(f"music21's corpus has no scores for {missing}; try e.g. 'bach', 'palestrina', 'mozart', "
                          "'beethoven', 'monteverdi', 'essenFolksong', 'ryansMammoth'")
+    return sources
+
+
+def available_scores(composers: Sequence[str]) -> int:
+    """How many scores the embedded corpus of ``composers`` holds: what ``max_files=None`` would export."""
+    return sum(map(len, _sources(composers).values()))
+
+
+def export_embedded(composers: Sequence[str], max_files: int | None, cache_dir, workers: int | None,
+                     progress: bool) -> tuple[Path, list[_Source], list[_Source], dict]:
+    """embedded_corpus's work; also returns the sources chosen, the failed ones passed over, and the metadata."""
+    import music21
+
+    sources = _sources(composers)
+    root = Path(cache_dir or default_cache_dir()).expanduser() / "music21"
     root.mkdir(parents=True, exist_ok=True)
     meta = read_export_meta(root, music21.__version__)
     while True:  # each round exports or fails every pending source, so this ends
@@ -264,7 +276,7 @@ def export_embedded(composers: Sequence[str], max_files: int | None, cache_dir, 
         _convert(todo, root, meta, workers, progress)
 
 
-def embedded_corpus(*, composers: Sequence[str] = ("bach",), max_files: int | None = 40, cache_dir=None,
+def embedded_corpus(*, composers: Sequence[str] = ("bach",), max_files: int | None = DEFAULT_FILES, cache_dir=None,
                     workers: int | None = None, progress: bool = True) -> Path:
     """Export music21's bundled scores for ``composers`` to MIDI under ``cache_dir/"music21"/<composer>/`` and return
     that directory.

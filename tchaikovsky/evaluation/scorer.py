@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
+from tqdm.auto import tqdm
 
 from tchaikovsky import io
 from tchaikovsky.evaluation.roll import N_CHANNELS, augment, frames_of, windows
@@ -193,7 +194,8 @@ class Scorer:
         """Train on real ``pieces`` (Pieces, MIDI paths or Scores) labelled by ``labels`` ({label: value per piece,
         None unknown}; default each piece's attributes ``config.labels``). Every piece (two augmented windows a
         step) and every label counts; pieces are drawn so that each combination of labels is seen about as often.
-        The training pieces become the reference (``with_reference`` changes it). Deterministic for a seed."""
+        The training pieces become the reference (``with_reference`` changes it). Deterministic for a seed.
+        ``progress``: a progress bar of the steps (tqdm), with the latest loss read every 50 steps."""
         t0 = time.time()
         labels = {k: list(labels[k]) if labels is not None else [getattr(p, k, None) for p in pieces]
                   for k in config.labels}
@@ -222,6 +224,7 @@ class Scorer:
 
         rng = np.random.default_rng(seed)
         losses = []
+        bar = tqdm(total=config.steps, desc="scorer", unit="step", disable=not progress, dynamic_ncols=True)
         for s in range(config.steps):
             idx = rng.choice(len(pieces), size=config.batch, p=weights)
             views = []
@@ -234,10 +237,11 @@ class Scorer:
             mask = np.stack([v[1] for v in views])
             instance = np.repeat(idx, 2).astype(np.int32)  # views of one piece are each other's positives
             net, opt_state, loss = step(net, opt_state, x, mask, np.repeat(ys[idx], 2, axis=0), instance)
-            if s % 50 == 0 or s == config.steps - 1:
+            if s % 50 == 0 or s == config.steps - 1:  # reading the loss waits for the step: not every step
                 losses.append(float(loss))
-                if progress:
-                    print(f"scorer step {s}: loss {losses[-1]:.3f}", flush=True)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            bar.update()
+        bar.close()
         info = {"n_train": len(pieces), "seconds": round(time.time() - t0, 1), "losses": losses,
                 "train_counts": {k: {c: int(np.sum(ys[:, j] == i)) for i, c in enumerate(classes[k])}
                                  for j, k in enumerate(config.labels)}}

@@ -76,7 +76,7 @@ SPECS: dict[str, dict[str, Rule]] = {
     },
     "04_sample": {
         **COMMON,
-        "checkpoint": PATH_OR_EMPTY,
+        "checkpoint": Rule(str, expect='a weights file, "tuned" (the last finished round of 05) or "" (the latest)'),
         "prompt_midi": PATH_OR_EMPTY,
         "prompt_chords": STR,
         "prompt_tokens": _int(1),

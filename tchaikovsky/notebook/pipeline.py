@@ -62,9 +62,13 @@ def resolve_run_dir(run_dir: str = "") -> Path:
 
 def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach", run_dir: Path | None = None,
               progress: bool = True) -> corpus_lib.Corpus:
-    """The corpus (the embedded music21 one when ``data_dir`` is ""), with ``data_report.json`` written to run_dir."""
+    """The corpus (the embedded music21 one when ``data_dir`` is ""), with ``data_report.json`` written to run_dir.
+    ``max_files``: keep at most this many pieces; None: every file of ``data_dir``, or the embedded corpus's default
+    number (``embedded.DEFAULT_FILES``). When the cap leaves files unread, says so: "kept N of M files (max_files=...)"."""
     names = [c.strip() for c in composers.split(",") if c.strip()]
     corpus = corpus_lib.load_corpus(data_dir, max_files=max_files, composers=names, progress=progress)
+    if (note := corpus.cap_note()) is not None:
+        print(note)
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         corpus.write_report(Path(run_dir) / "data_report.json")
@@ -301,10 +305,29 @@ def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 2
 
 
 def load_model(run_dir: Path, checkpoint: str = ""):
-    """(model, tokenizer, meta) for sampling: the latest weights of the run, or an explicit checkpoint path."""
+    """(model, tokenizer, meta) for sampling: the latest weights of the run (``""``), an explicit checkpoint path, or
+    ``"tuned"``: the model of the run's last finished preference round (notebook 05). Raises ValueError for
+    "tuned" when no round has finished."""
     from tchaikovsky.training.checkpoint import load_run_model
 
+    if checkpoint == "tuned":
+        checkpoint = str(tuned_checkpoint(run_dir))
     return load_run_model(run_dir, checkpoint)
+
+
+def tuned_checkpoint(run_dir: Path) -> Path:
+    """The weights of ``run_dir``'s last finished preference round (``run_dir/preference/round_<r>/``, finished when
+    its ``done.json`` is written), said aloud; ValueError when no round has finished."""
+    from tchaikovsky.preference.rounds import last_finished, round_model
+
+    r = last_finished(run_dir)
+    if r is None:
+        raise ValueError(f'checkpoint="tuned": {run_dir} has no finished preference round (no '
+                         "preference/round_<r>/done.json): run notebook 05 on this run_dir first, or leave checkpoint "
+                         '"" for the run\'s own model')
+    path = round_model(run_dir, r)
+    print(f'checkpoint="tuned": preference round {r}\'s model, {path}')
+    return path
 
 
 def conditioned_prompt(run_dir: Path, prompt, *, period: str = "", composer: str = "", instrumentation: str = ""):

@@ -253,6 +253,12 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
     kinds = {k for o in _outputs(out5) for k in o.get("data", {})}
     assert "image/png" in kinds and "text/markdown" in kinds
     assert len(_embedded_audio(out5)) == 4  # two pieces before and after, bounded players
+    last = [c for c in json.loads(out5.read_text())["cells"] if c["cell_type"] == "code"][-1]
+    assert not [o for o in last["outputs"] if o["output_type"] == "execute_result"]  # no list of paths echoed
+    # 04 samples the tuned model by name: checkpoint="tuned" is the last finished round's
+    tuned = run_notebook("04_sample", ft, checkpoint="tuned", composer="chopin", num_tokens=40, min_tokens=0,
+                         seeds=[0], temperatures=[1.0], evaluate=False, interactive=False)
+    assert "preference round 1's model" in tuned.read_text()
 
     report = control.controllability(ft, n_per_value=2, num_tokens=40, min_pieces=1, progress=False)
     n = len(report["classes"])

@@ -1,5 +1,6 @@
 """The notebook stages as functions: run directories, wandb logging, samples during training and after."""
 
+import json
 import os
 import shutil
 import stat
@@ -170,3 +171,83 @@ def test_write_samples_keeps_every_temperature_in_its_own_files(bach, trained, t
     assert len(names) == 2 and names[0].endswith("-seed0-temp0.8.mid") and names[1].endswith("-seed0-temp0.9.mid")
     assert {c["midi_path"].name for c in cells} == set(names)
     assert {c["png_path"].name for c in cells} == {n[:-4] + ".png" for n in names}
+
+
+def _folder_of_60(bach, path: Path) -> Path:
+    """60 distinct real MIDI files under ``path``: the fixture's 12 chorales, each also transposed 1-4 semitones up
+    (as a copy of one chorale would be skipped as a duplicate), under names of a user's folder."""
+    import symusic
+
+    path.mkdir()
+    for i, piece in enumerate(bach.pieces):
+        score = symusic.Score(str(piece.path))
+        for shift in range(5):
+            score.shift_pitch(shift).dump_midi(str(path / f"piece {i:02d} up {shift}.mid"))
+    return path
+
+
+def test_a_users_folder_is_read_whole_by_default_and_a_cap_says_so(bach, corpus_cache, tmp_path, monkeypatch,
+                                                                       capsys):
+    """Notebooks 01-03's default max_files reads every file of one's own folder; a cap that leaves files unread is
+    printed ("kept N of M files"), and the embedded corpus keeps its default size."""
+    import ast
+
+    import papermill as pm
+
+    from tchaikovsky.data.embedded import DEFAULT_FILES, available_scores
+    from tchaikovsky.notebook.runner import NOTEBOOK_DIR
+
+    folder = _folder_of_60(bach, tmp_path / "my midi")
+    defaults = {name: {k: ast.literal_eval(v["default"]) for k, v in
+                       pm.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb")).items()}
+                for name in ("01_explore_data", "02_train_tokenizer", "03_train")}
+    assert {d["max_files"] for d in defaults.values()} == {None}
+    run = tmp_path / "run"
+    corpus = pipeline.load_data(str(folder), max_files=defaults["01_explore_data"]["max_files"],
+                                composers=defaults["01_explore_data"]["composers"], run_dir=run, progress=False)
+    assert len(corpus) == 60 and corpus.cap_note() is None
+    assert "kept" not in capsys.readouterr().out
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["kept"] == 60 and report["found"] == 60 and "cap" not in report
+
+    corpus = pipeline.load_data(str(folder), max_files=40, run_dir=run, progress=False)
+    assert len(corpus) == 40
+    assert capsys.readouterr().out == "kept 40 of 60 files (max_files=40)\n"
+    assert json.loads((run / "data_report.json").read_text())["cap"] == "kept 40 of 60 files (max_files=40)"
+    pipeline.load_data(str(folder), max_files=60, progress=False)  # a cap that leaves nothing unread: no note
+    assert capsys.readouterr().out == ""
+
+    monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))  # the embedded corpus: the default's 40 of Bach's
+    corpus = pipeline.load_data("", max_files=None, composers="bach", progress=False)
+    n = available_scores(["bach"])
+    assert len(corpus) == DEFAULT_FILES == 40 and n > 400
+    assert capsys.readouterr().out.splitlines()[-1] == \
+        f"kept 40 of {n} files (max_files=None: the embedded corpus's default, 40)"
+
+
+def test_checkpoint_tuned_is_the_last_finished_preference_rounds_model(bach, trained, tmp_path, capsys):
+    """04's checkpoint="tuned": the model of the last round of 05 with a done.json; a clear error before any."""
+    from tchaikovsky.preference.rounds import round_dir
+    from tchaikovsky.training import checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(bach.tokenizer_path, run / "tokenizer.json")
+    _, meta = checkpoint.load_model(trained.run_dir / "checkpoints" / "model.eqx")
+    own = run / "checkpoints" / "model.eqx"
+    checkpoint.export_model(own, trained.model, {**meta, "which": "fine-tuned"})
+    for r in (0, 1, 2):
+        (round_dir(run, r)).mkdir(parents=True)
+    (round_dir(run, 0) / "done.json").write_text("{}")  # round 0 is the fine-tuned model's evaluation, not a round
+    with pytest.raises(ValueError, match='checkpoint="tuned": .* has no finished preference round'):
+        pipeline.load_model(run, "tuned")
+    for r in (1, 2):  # round 2 has weights but is not finished: round 1 is the last finished
+        checkpoint.export_model(round_dir(run, r) / "train" / "checkpoints" / "model.eqx", trained.model,
+                                {**meta, "which": f"round {r}"})
+    (round_dir(run, 1) / "done.json").write_text("{}")
+    model, tok, got = pipeline.load_model(run, "tuned")
+    assert got["which"] == "round 1" and len(tok) == len(bach.tok)
+    assert "preference round 1's model" in capsys.readouterr().out
+    assert pipeline.load_model(run, "")[2]["which"] == "fine-tuned"
+    (round_dir(run, 2) / "done.json").write_text("{}")
+    assert pipeline.load_model(run, "tuned")[2]["which"] == "round 2"

@@ -272,9 +272,22 @@ WORKER = textwrap.dedent('''
     import json, os, sys
     import jax
     pid, port, run_dir, shards_dir, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # the default only from jax 0.5.1 on
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid,
                                initialization_timeout=120)
+    # The processes meet on 127.0.0.1, for the coordinator and for the collectives alike. Gloo's TCP transport, left
+    # to itself, binds to the address the machine's hostname resolves to, and where it resolves to none the CPU
+    # backend fails ("Unable to initialize backend 'cpu'"). JAX has no setting for that address (nor does gloo read
+    # one from the environment), so the CPU client is made here, before any backend starts, with gloo collectives
+    # bound to 127.0.0.1.
+    from jax._src import distributed, xla_bridge
+    from jax._src.lib import _jax
+
+    def cpu_client():
+        gloo = _jax.make_gloo_tcp_collectives(distributed_client=distributed.global_state.client,
+                                              hostname="127.0.0.1")
+        return xla_bridge.make_cpu_client(collectives=gloo)
+
+    xla_bridge.register_backend_factory("cpu", cpu_client, priority=0, fail_quietly=False)
     from tchaikovsky.training import loop as train
     from tchaikovsky.config import ModelConfig, TrainConfig
     from tchaikovsky.data.shards import Shards
@@ -306,7 +319,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_processes_train_like_one(bach, small_config, tmp_path):
-    """Two CPU processes (2 devices each) joined by jax.distributed (gloo collectives) train as one 4-device job."""
+    """Two CPU processes (2 devices each) joined by jax.distributed (gloo collectives) train as one 4-device job.
+    They meet on 127.0.0.1, so the test runs on a machine whose hostname does not resolve."""
     tc = TrainConfig(**{**TC.to_dict(), "max_steps": 6, "log_every": 3, "eval_every": 3, "checkpoint_every": 3})
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
