@@ -316,17 +316,19 @@ def load_model(run_dir: Path, checkpoint: str = ""):
 
 
 def tuned_checkpoint(run_dir: Path) -> Path:
-    """The weights of ``run_dir``'s last finished preference round (``run_dir/preference/round_<r>/``, finished when
-    its ``done.json`` is written), said aloud; ValueError when no round has finished."""
-    from tchaikovsky.preference.rounds import last_finished, round_model
+    """The weights of the preference round the validation judge chose among ``run_dir``'s finished rounds
+    (``preference.evaluate.chosen_round``; round 0 is the fine-tuned model itself), said aloud; ValueError when no
+    round has finished."""
+    from tchaikovsky.preference.evaluate import chosen_round
+    from tchaikovsky.preference.rounds import round_model
 
-    r = last_finished(run_dir)
+    r = chosen_round(run_dir)
     if r is None:
         raise ValueError(f'checkpoint="tuned": {run_dir} has no finished preference round (no '
                          "preference/round_<r>/done.json): run notebook 05 on this run_dir first, or leave checkpoint "
                          '"" for the run\'s own model')
     path = round_model(run_dir, r)
-    print(f'checkpoint="tuned": preference round {r}\'s model, {path}')
+    print(f'checkpoint="tuned": preference round {r}\'s model (the validation judge\'s choice), {path}')
     return path
 
 

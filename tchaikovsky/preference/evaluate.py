@@ -21,7 +21,7 @@ import numpy as np
 from tchaikovsky.evaluation import protocol
 from tchaikovsky.evaluation.intervals import Difference, Rate
 from tchaikovsky.evaluation.judge import Judge
-from tchaikovsky.preference.rounds import prompt_key
+from tchaikovsky.preference.rounds import Round, prompt_key, round_dir
 
 EVAL_TEMPERATURE, EVAL_TOP_P = 1.0, 0.95  # how every policy is sampled for its evaluation
 PROMPT_SEEDS = 10_000  # seeds of prompt i start at i * PROMPT_SEEDS within the role's range
@@ -169,3 +169,16 @@ def verdict(table: list[dict]) -> dict:
 
 def eval_dir(run_dir: str | Path, role: str, r: int) -> Path:
     return Path(run_dir) / "preference" / "eval" / role / f"round_{r:02d}"
+
+
+def chosen_round(run_dir: str | Path) -> int | None:
+    """The round the validation judge prefers among a run's finished rounds (``verdict``; 0 is the fine-tuned
+    model itself); None when round 1 has not finished."""
+    table = []
+    for r in range(0, 10_000):
+        m = Round(round_dir(run_dir, r)).metrics()
+        if m is None:
+            break
+        table.append(m)
+    return verdict(table)["chosen_round"] if len(table) > 1 else None
+

@@ -28,7 +28,7 @@ from tchaikovsky import io
 from tchaikovsky.preference.selection import Selection, SelectionConfig, length_report, select_pairs
 from tchaikovsky.training.preference import PairShards
 
-__all__ = ["LABELS", "prompt_key", "prompts_with_enough", "round_dir", "round_model", "last_finished", "Round"]
+__all__ = ["LABELS", "prompt_key", "prompts_with_enough", "round_dir", "round_model", "Round"]
 
 LABELS = ("period", "composer", "instrumentation")
 
@@ -60,13 +60,6 @@ def round_dir(run_dir: str | Path, r: int) -> Path:
 def round_model(run_dir: str | Path, r: int) -> Path:
     """The weights of round ``r``'s policy: its DPOP run's latest ``model.eqx`` (round 0: the run's own)."""
     return (Path(run_dir) if r == 0 else round_dir(run_dir, r) / "train") / "checkpoints" / "model.eqx"
-
-
-def last_finished(run_dir: str | Path) -> int | None:
-    """The last finished preference round (r >= 1, its ``done.json`` written) of a run, None when there is none."""
-    done = [int(d.name.rsplit("_", 1)[1]) for d in (Path(run_dir) / "preference").glob("round_*")
-            if d.name.rsplit("_", 1)[1].isdigit() and Round(d).done]
-    return max((r for r in done if r >= 1), default=None)
 
 
 class Round:

@@ -38,7 +38,7 @@ import numpy as np
 
 from tchaikovsky import io
 from tchaikovsky.preference.evaluate import EvalSpec, evaluate_round, sample, verdict
-from tchaikovsky.preference.rounds import Round, prompt_key, prompts_with_enough, round_dir
+from tchaikovsky.preference.rounds import Round, prompt_key, prompts_with_enough, round_dir, round_model
 from tchaikovsky.preference.selection import SelectionConfig
 
 
@@ -162,10 +162,6 @@ def _scorer(ctx: _Context):
     return scorer
 
 
-def _policy_path(run_dir: Path, r: int) -> Path:
-    return run_dir / "checkpoints" / "model.eqx" if r == 0 else round_dir(run_dir, r) / "train" / "checkpoints" / "model.eqx"
-
-
 def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> None:
     """Sample and score every pending prompt of round ``r`` (each prompt's records written at once)."""
     from tchaikovsky.data.tokenizer import decode_ids
@@ -221,7 +217,7 @@ def _train_round(ctx: _Context, rnd: Round, r: int, policy, deadline: float | No
     pairs = pairs.with_reference(policy, seq_len, dtype=compute_dtype(tc.compute_dtype))
     left = None if deadline is None else max((deadline - time.time()) / 60, 0.01)
     return train(rnd.dir / "train", policy.config, tc, pairs, seed=cfg.seed + r,
-                 init_from=_policy_path(ctx.run_dir, r - 1), loss_fn=DPOPLoss(cfg.beta, cfg.dpop_lambda),
+                 init_from=round_model(ctx.run_dir, r - 1), loss_fn=DPOPLoss(cfg.beta, cfg.dpop_lambda),
                  max_minutes=left, progress=ctx.progress, extra_meta={"preference_round": r})
 
 
@@ -258,7 +254,7 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     for r in range(1, cfg.rounds + 1):
         rnd = Round(round_dir(run_dir, r))
         if not rnd.done:
-            policy, _ = load_model(_policy_path(run_dir, r - 1))
+            policy, _ = load_model(round_model(run_dir, r - 1))
             _round_samples(ctx, rnd, r, policy, scorer, judge)
             chosen = rnd.select(ctx.prompts, SelectionConfig(top_fraction=cfg.top_fraction,
                                                              copy_threshold=scorer.info.get("copy_threshold", 1.01)))

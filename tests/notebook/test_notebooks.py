@@ -16,6 +16,7 @@ import symusic
 from tchaikovsky.notebook import params
 from tchaikovsky.data import tokenizer
 from tchaikovsky.data.splits import held_out_role, held_out_roles
+from tchaikovsky.preference.evaluate import chosen_round
 from tchaikovsky.notebook.runner import NOTEBOOK_DIR, NOTEBOOKS, run_all, run_notebook
 from tchaikovsky.render import audio, preview
 
@@ -255,10 +256,10 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
     assert len(_embedded_audio(out5)) == 4  # two pieces before and after, bounded players
     last = [c for c in json.loads(out5.read_text())["cells"] if c["cell_type"] == "code"][-1]
     assert not [o for o in last["outputs"] if o["output_type"] == "execute_result"]  # no list of paths echoed
-    # 04 samples the tuned model by name: checkpoint="tuned" is the last finished round's
+    # 04 samples the tuned model by name: checkpoint="tuned" is the round the validation judge chose
     tuned = run_notebook("04_sample", ft, checkpoint="tuned", composer="chopin", num_tokens=40, min_tokens=0,
                          seeds=[0], temperatures=[1.0], evaluate=False, interactive=False)
-    assert "preference round 1's model" in tuned.read_text()
+    assert f"preference round {chosen_round(ft)}'s model (the validation judge's choice)" in tuned.read_text()
 
     report = control.controllability(ft, n_per_value=2, num_tokens=40, min_pieces=1, progress=False)
     n = len(report["classes"])

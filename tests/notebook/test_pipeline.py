@@ -225,10 +225,18 @@ def test_a_users_folder_is_read_whole_by_default_and_a_cap_says_so(bach, corpus_
         f"kept 40 of {n} files (max_files=None: the embedded corpus's default, 40)"
 
 
-def test_checkpoint_tuned_is_the_last_finished_preference_rounds_model(bach, trained, tmp_path, capsys):
-    """04's checkpoint="tuned": the model of the last round of 05 with a done.json; a clear error before any."""
+def test_checkpoint_tuned_is_the_round_the_validation_judge_chose(bach, trained, tmp_path, capsys):
+    """04's checkpoint="tuned": the model of the finished round of 05 that the validation judge prefers (not
+    simply the last one); a clear error before any round has finished."""
+    import json
+
     from tchaikovsky.preference.rounds import round_dir
     from tchaikovsky.training import checkpoint
+
+    def done(r, val_k):  # what a finished round records, as far as the choice reads it
+        rate = {"k": val_k, "n": 10}
+        (round_dir(run, r) / "done.json").write_text(json.dumps(
+            {"round": r, "judge_rate": rate, "scorer": 0.5, "validation": {"judge_rate": rate, "scorer": 0.5}}))
 
     run = tmp_path / "run"
     run.mkdir()
@@ -238,16 +246,16 @@ def test_checkpoint_tuned_is_the_last_finished_preference_rounds_model(bach, tra
     checkpoint.export_model(own, trained.model, {**meta, "which": "fine-tuned"})
     for r in (0, 1, 2):
         (round_dir(run, r)).mkdir(parents=True)
-    (round_dir(run, 0) / "done.json").write_text("{}")  # round 0 is the fine-tuned model's evaluation, not a round
+    done(0, 5)  # round 0 is the fine-tuned model's evaluation, not a round
     with pytest.raises(ValueError, match='checkpoint="tuned": .* has no finished preference round'):
         pipeline.load_model(run, "tuned")
-    for r in (1, 2):  # round 2 has weights but is not finished: round 1 is the last finished
+    for r in (1, 2):  # round 2 has weights but is not finished: round 1 is the only candidate
         checkpoint.export_model(round_dir(run, r) / "train" / "checkpoints" / "model.eqx", trained.model,
                                 {**meta, "which": f"round {r}"})
-    (round_dir(run, 1) / "done.json").write_text("{}")
+    done(1, 8)
     model, tok, got = pipeline.load_model(run, "tuned")
     assert got["which"] == "round 1" and len(tok) == len(bach.tok)
-    assert "preference round 1's model" in capsys.readouterr().out
+    assert "preference round 1's model (the validation judge's choice)" in capsys.readouterr().out
     assert pipeline.load_model(run, "")[2]["which"] == "fine-tuned"
-    (round_dir(run, 2) / "done.json").write_text("{}")
-    assert pipeline.load_model(run, "tuned")[2]["which"] == "round 2"
+    done(2, 6)  # finished, but the validation judge liked round 1 better
+    assert pipeline.load_model(run, "tuned")[2]["which"] == "round 1"
