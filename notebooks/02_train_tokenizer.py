@@ -66,10 +66,9 @@ from tchaikovsky.render import display
 
 params.check("02_train_tokenizer", globals())
 run = pipeline.resolve_run_dir(run_dir)
+spec = pipeline.DataSpec.of(globals())  # how this run's data is made: kept in the shards' index
 corpus = pipeline.load_data(data_dir, max_files=max_files, composers=composers, run_dir=run)
-summary = pipeline.prepare_data(run, corpus, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
-                               transpose_range=transpose_range, conditions=conditions,
-                               judge_fraction=judge_fraction)
+summary = pipeline.prepare_data(run, corpus, spec)
 summary
 
 # %% [markdown]

@@ -74,8 +74,7 @@ from tchaikovsky.render import display
 
 params.check("03_train", globals())
 run = pipeline.resolve_run_dir(run_dir)
-shards = pipeline.ensure_data(run, data_dir, vocab_size=vocab_size, max_files=max_files, composers=composers, seed=seed,
-                              init_from=init_from, conditions=conditions, judge_fraction=judge_fraction)
+shards = pipeline.ensure_data(run, pipeline.DataSpec.of(globals(), tokenizer_from=init_from))
 p = config.preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
                   learning_rate=learning_rate, condition_dropout=condition_dropout)
 print(f"{jax.device_count()} x {jax.devices()[0].device_kind}; {p.model.n_params / 1e6:.1f}M parameters; "

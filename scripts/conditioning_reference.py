@@ -18,6 +18,7 @@ Writes ``conditioning.json`` and ``conditioning.md`` (the tables) into ``--out``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def main(argv=None) -> dict:
     from tchaikovsky.data.corpus import Corpus, load_corpus
     from tchaikovsky.data.embedded import default_cache_dir, export_embedded
     from tchaikovsky.data.shards import Shards
+    from tchaikovsky.data.spec import DataSpec
     from tchaikovsky.evaluation import control
     from tchaikovsky.notebook import pipeline
 
@@ -65,13 +67,13 @@ def main(argv=None) -> dict:
     times["corpus_s"] = time.time() - t0
     print(f"corpus: {len(corpus)} pieces from {default_cache_dir()}; labels {corpus.summary()['labels']}", flush=True)
 
-    common = dict(vocab_size=args.vocab_size, judge_fraction=args.judge_fraction,
-                  transpose_range=args.transpose_range)
+    spec = DataSpec(vocab_size=args.vocab_size, judge_fraction=args.judge_fraction,
+                    transpose_range=args.transpose_range)
     pre, ft = out / "pretrain", out / "finetune"
     if not (pre / "shards" / "index.json").exists():
         pre.mkdir(parents=True, exist_ok=True)
         corpus.write_report(pre / "data_report.json")
-        pipeline.prepare_data(pre, corpus, **common)
+        pipeline.prepare_data(pre, corpus, spec)
     t = time.time()
     pipeline.train_run(pre, Shards(pre / "shards"), preset=args.preset, max_steps=args.pretrain_steps)
     times["pretrain_s"] = time.time() - t
@@ -79,7 +81,7 @@ def main(argv=None) -> dict:
         return {"times": times}
     if not (ft / "shards" / "index.json").exists():
         ft.mkdir(parents=True, exist_ok=True)
-        pipeline.prepare_data(ft, corpus, conditions=True, tokenizer_from=pre, **common)
+        pipeline.prepare_data(ft, corpus, dataclasses.replace(spec, conditions=True, tokenizer_from=str(pre)))
     t = time.time()
     pipeline.train_run(ft, Shards(ft / "shards"), preset=args.preset, max_steps=args.finetune_steps, init_from=str(pre),
                        condition_dropout=args.condition_dropout)

@@ -128,6 +128,7 @@ def build_shards(
     augment: Augment | None = None,
     conditions: Conditions | None = None,
     held_out: dict[str, float] | None = None,
+    data_spec: dict | None = None,
 ) -> Path:
     """Tokenize ``pieces`` into ``out_dir/{split}.bin`` + ``index.json`` (+ ``tokenizer.json``); return ``out_dir``.
 
@@ -143,6 +144,7 @@ def build_shards(
     whole works set aside from training and validation (``assign_splits``: a stable function of each work's key),
     tokenized like the others. Every original piece's entry carries ``content``, a hash of its music token ids, so
     a fine-tune can tell which of its held-out pieces a parent run trained on (``splits.held_out_overlap``).
+    ``data_spec``: how the pieces were chosen and split (``data.spec.DataSpec.to_dict()``), kept in the index.
     """
     out = Path(out_dir)
     cache = out / "pieces"
@@ -171,7 +173,7 @@ def build_shards(
                   "augmented_copies": len(extra)},
         "augment": dataclasses.asdict(augment) if augment else None,
         "conditions": conditions.to_dict() if conditions else None, "held_out": held_out or {},
-        "held_out_rule": HASH_RULE,
+        "held_out_rule": HASH_RULE, "data_spec": data_spec,
     }
     for name, ps in splits.items():
         metas = [(p, keys[p.rel_path], json.loads((cache / f"{keys[p.rel_path]}.json").read_text()), None)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tchaikovsky.data import corpus as corpus_lib
+from tchaikovsky.data.spec import DataSpec
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.render import samples
 
@@ -75,40 +77,38 @@ def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach", ru
     return corpus
 
 
-def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, *, vocab_size: int, val_fraction: float = 0.1,
-                 seed: int = 0, transpose_range: int = 0, progress: bool = True, conditions: bool = False,
-                 judge_fraction: float = 0.0, tokenizer_from: str | Path | None = None) -> dict:
-    """Train the tokenizer on the corpus (or take ``tokenizer_from``'s: another run, for a fine-tune), save it,
-    and write the shards (with ``transpose_range`` = N, each training piece also transposed by -N..-1 and 1..N
-    semitones). ``conditions``: pieces start with their period, composer and instrumentation tokens
-    (``data.conditions``; with ``tokenizer_from``, that run's condition vocabulary extended by this corpus's
-    values). ``judge_fraction``: that share of the works (chosen by a hash of each work's key, so the same works
-    in every run with this fraction) is held out, never trained on: half as the ``judge`` split (validation: for
-    choices), half as ``judge_test`` (test: for reported figures). BPE merges and the condition combinations are
-    learned from the training pieces only. Returns a summary for the notebook."""
+def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, spec: DataSpec, *, progress: bool = True) -> dict:
+    """Train the tokenizer on the corpus's training pieces (or take ``spec.tokenizer_from``'s: another run, for a
+    fine-tune), save it, and write the shards, which keep ``spec`` in their index (``data.spec``). With
+    ``transpose_range`` = N, each training piece is also transposed by -N..-1 and 1..N semitones. ``conditions``:
+    pieces start with their period, composer and instrumentation tokens (``data.conditions``; with
+    ``tokenizer_from``, that run's condition vocabulary extended by this corpus's values). ``judge_fraction``: that
+    share of the works (chosen by a hash of each work's key, so the same works in every run with this fraction) is
+    held out, never trained on: half as the ``judge`` split (validation: for choices), half as ``judge_test``
+    (test: for reported figures). BPE merges and the condition combinations are learned from the training pieces
+    only. Returns a summary for the notebook."""
     from tchaikovsky.data import shards as shards_lib
     from tchaikovsky.data.augment import Augment
     from tchaikovsky.data.conditions import Conditions, load_conditions
     from tchaikovsky.data.splits import assign_splits, held_out_roles
 
-    shifts = tuple(t for t in range(-transpose_range, transpose_range + 1) if t)
-    augment = Augment(transpose=shifts) if shifts else None
-    held_out = held_out_roles(judge_fraction)
-    train_pieces = assign_splits(corpus.pieces, val_fraction, seed, held_out)["train"]
-
-    if tokenizer_from:
-        source = find_run_dir(tokenizer_from)
+    augment = Augment(transpose=spec.transpositions) if spec.transpositions else None
+    held_out = held_out_roles(spec.judge_fraction)
+    train_pieces = assign_splits(corpus.pieces, spec.val_fraction, spec.seed, held_out)["train"]
+    if spec.tokenizer_from:
+        source = find_run_dir(spec.tokenizer_from)
         tok = tok_lib.load_tokenizer(source / "tokenizer.json")
         old = load_conditions(source, tok)
     else:
-        tok = tok_lib.train_tokenizer([p.path for p in train_pieces], vocab_size, progress=progress)
+        tok = tok_lib.train_tokenizer([p.path for p in train_pieces], spec.vocab_size, progress=progress)
         old = None
     tok_lib.save_tokenizer(tok, run_dir / "tokenizer.json")
-    cond = (old or Conditions(len(tok))).extended(corpus.pieces, counted=train_pieces) if conditions else None
+    cond = (old or Conditions(len(tok))).extended(corpus.pieces, counted=train_pieces) if spec.conditions else None
     if cond is not None:
         cond.save(run_dir)
-    shards_lib.build_shards(tok, corpus.pieces, run_dir / "shards", val_fraction=val_fraction, seed=seed,
-                            progress=progress, augment=augment, conditions=cond, held_out=held_out or None)
+    shards_lib.build_shards(tok, corpus.pieces, run_dir / "shards", val_fraction=spec.val_fraction, seed=spec.seed,
+                            progress=progress, augment=augment, conditions=cond, held_out=held_out or None,
+                            data_spec=spec.to_dict())
     sh = shards_lib.Shards(run_dir / "shards")
     return {
         "vocab_size": sh.vocab_size,
@@ -136,19 +136,24 @@ def load_conditions(run_dir: Path):
     return load(run_dir, tok_lib.load_tokenizer(run_dir / "tokenizer.json"))
 
 
-def ensure_data(run_dir: Path, data_dir: str, *, vocab_size: int, max_files, composers: str, seed: int,
-                progress: bool = True, init_from: str = "", conditions: bool = False, judge_fraction: float = 0.0,
-                transpose_range: int = 0):
+def ensure_data(run_dir: Path, spec: DataSpec, *, progress: bool = True):
     """The run's shards, built first (corpus -> tokenizer -> shards) if notebook 02 has not run for this run_dir. A
-    fine-tune (``init_from``) builds them with the pretrained run's tokenizer and conditions (always on)."""
+    fine-tune (``spec.tokenizer_from``) builds them with the pretrained run's tokenizer and conditions (always on).
+    Shards that exist are used as they are; when they were made with another spec, a note says what differs."""
     from tchaikovsky.data import shards as shards_lib
 
+    if spec.tokenizer_from and not spec.conditions:
+        spec = dataclasses.replace(spec, conditions=True)
     if not (run_dir / "shards" / "index.json").exists():
-        corpus = load_data(data_dir, max_files=max_files, composers=composers, run_dir=run_dir, progress=progress)
-        prepare_data(run_dir, corpus, vocab_size=vocab_size, seed=seed, progress=progress,
-                     conditions=conditions or bool(init_from), judge_fraction=judge_fraction,
-                     tokenizer_from=init_from or None, transpose_range=transpose_range)
-    return shards_lib.Shards(run_dir / "shards")
+        corpus = load_data(spec.data_dir, max_files=spec.max_files, composers=spec.composers, run_dir=run_dir,
+                           progress=progress)
+        prepare_data(run_dir, corpus, spec, progress=progress)
+    shards = shards_lib.Shards(run_dir / "shards")
+    made = DataSpec.of_shards(shards)
+    if made is not None and (diff := spec.differences(made)):
+        print(f"{run_dir / 'shards'} already exists and is used as it is; it was made with other data settings ("
+              + "; ".join(diff) + "). Delete it, or use a new run_dir, to rebuild.")
+    return shards
 
 
 def wandb_run_id(run_dir: Path) -> str:
@@ -254,6 +259,10 @@ def check_held_out(shards, parent: Path, *, allow_overlap: bool = False) -> list
     names = sorted(leaked)
     what = (f"{len(names)} of this run's {len(held)} held-out pieces were trained or validated on by {parent} "
             f"(or a run it was fine-tuned from): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
+    ours, theirs = DataSpec.of_shards(shards), DataSpec.of_shards(Shards(parent / "shards")) \
+        if (parent / "shards" / "index.json").is_file() else None
+    if ours and theirs and (diff := ours.differences(theirs, ["judge_fraction"], "here", f"in {parent.name}")):
+        what += f" ({diff[0]})"
     if not allow_overlap:
         raise ValueError(f"{what}. Their judge and test figures would not be about unseen music. Rebuild the "
                          "pretrained run with the same judge_fraction (held-out works are a function of each work's "
