@@ -22,19 +22,21 @@
 # a `period`, `composer` and `instrumentation`; a value it does not know fails with the list of those it knows.
 
 # %% tags=["parameters"]
-data_dir = ""  # where the interactive prompt picker finds pieces; "": the embedded corpus
+# --- which model
 run_dir = ""  # folder of the trained run; "": runs/default
-seed = 0  # first seed of the evaluation samples (pieces above use seeds)
-max_files = 40  # interactive picker: pieces listed
-composers = "bach"  # interactive picker, embedded corpus
-checkpoint = ""  # weights file; "": the latest of run_dir; "tuned": the last finished round of 05 (preference tuning)
-prompt_midi = ""  # a MIDI file to continue; "": unconditional
+checkpoint = ""  # "": the run's latest weights; "tuned": the preference round 05's validation judge chose; or a file
+# --- what to ask for
+prompt_midi = ""  # a MIDI file to continue; "": start from nothing
 prompt_chords = ""  # e.g. "C G Am F": start from these chords instead
 prompt_tokens = 256  # how much of prompt_midi to use, in tokens
+period = ""  # conditioned runs: e.g. "Baroque" ("": any)
+composer = ""  # conditioned runs: a composer the run knows, e.g. "bach" or "Johann Sebastian Bach" ("": any)
+instrumentation = ""  # conditioned runs: e.g. "voices", "strings", "keyboard" ("": any)
+# --- how the pieces are sampled: one piece per (seed, temperature)
+seeds = [0, 1]
+temperatures = [0.8, 0.9, 1.0]
 num_tokens = 512  # new tokens per piece (any length: the window slides past the context)
 min_tokens = 448  # the model may not end a piece before this many new tokens (at most num_tokens; 0: any time)
-temperatures = [0.8, 0.9, 1.0]  # one piece per (seed, temperature)
-seeds = [0, 1]
 top_k = 0  # keep the k likeliest tokens (0: off)
 top_p = 0.95  # nucleus: keep the likeliest tokens covering this probability (1: off)
 min_p = 0.0  # drop tokens less likely than min_p x the top token (0: off)
@@ -42,16 +44,21 @@ grammar = True  # forbid tokens REMI cannot follow (no broken note descriptions)
 repetition_penalty = 1.0  # > 1 discourages tokens already in the window (1: off)
 max_bars = None  # stop each piece after this many new bars (None: only num_tokens and EOS)
 max_seconds = None  # cut each piece at this length in seconds (None: no cut)
-evaluate = True  # compare fresh samples with real held-out pieces and two baselines (metrics, plots)
-evaluate_temperature = 0.8  # the evaluation samples' temperature (chosen on validation seeds: see the README)
-interactive = True  # the sampler panel (sliders, a Generate button) and a widget grid; False: static HTML
+# --- how they are played
 preview_seconds = 30.0  # each player plays this many seconds from the start (the full .wav is linked)
 soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
-period = ""  # conditioned runs: ask for a period, e.g. "Baroque" ("": any)
-composer = ""  # conditioned runs: a composer the run knows, e.g. "bach" or "Johann Sebastian Bach" ("": any)
-instrumentation = ""  # conditioned runs: e.g. "voices", "strings", "keyboard" ("": any)
-judge_samples = 2  # conditioned runs with a judge split: pieces per composer for the judge's check (0: off)
-repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
+# --- the evaluation (fresh samples against real held-out pieces) and the judge's check
+evaluate = True  # compare fresh samples with real held-out pieces and two baselines (metrics, plots)
+evaluate_temperature = 0.8  # the evaluation samples' temperature (chosen on validation seeds: see the README)
+seed = 0  # first seed of the evaluation samples and the judge's check (the pieces above use `seeds`)
+judge_samples = 2  # conditioned runs with held-out works: pieces per composer for the judge's check (0: off)
+# --- the interactive panel (sliders, a Generate button) and its prompt picker
+interactive = True  # the sampler panel and a widget grid; False: static HTML
+data_dir = ""  # where the panel's prompt picker finds pieces; "": the embedded corpus
+max_files = 40  # pieces the picker lists
+composers = "bach"  # the picker's embedded-corpus composers
+# --- Kaggle/Colab without this repo
+repo_url = ""  # a pip-installable URL of tchaikovsky
 
 # %% [markdown]
 # ## Set-up
