@@ -25,14 +25,24 @@ from pathlib import Path
 import numpy as np
 
 from tchaikovsky import io
-from tchaikovsky.data.conditions import KINDS, UNKNOWN
+from tchaikovsky.config import SampleConfig
+from tchaikovsky.data.conditions import KINDS, UNKNOWN, load_conditions
+from tchaikovsky.data.shards import Shards
+from tchaikovsky.data.tokenizer import music_ids, special_ids
 from tchaikovsky.evaluation import protocol
 from tchaikovsky.evaluation.compare import oa_interval
 from tchaikovsky.evaluation.features import piece_metrics
 from tchaikovsky.evaluation.intervals import Difference, Rate, fmt, pooled_lift
 from tchaikovsky.evaluation.judge import Judge, cross_validate
 from tchaikovsky.evaluation.originality import flag_copies
-from tchaikovsky.evaluation.views import decode_samples, decoded_split, has_notes, training_index
+from tchaikovsky.evaluation.views import (
+    decode_samples,
+    decoded_split,
+    has_notes,
+    training_index,
+)
+from tchaikovsky.generate.sampling import generate
+from tchaikovsky.training import checkpoint
 
 
 def report_path(run_dir: str | Path, label: str, role: str) -> Path:
@@ -64,9 +74,6 @@ def judged_values(pieces, cond, label: str, min_pieces: int) -> list[str]:
 
 def _sample(model, tok, cond, requests: dict, config, seeds, temperature, say) -> dict:
     """{value or None ("any"): [(ids, Score or None)]} for each request's condition prefix."""
-    from tchaikovsky.data.tokenizer import special_ids
-    from tchaikovsky.generate.sampling import generate
-
     bos, out = special_ids(tok)["bos"], {}
     for v, request in requests.items():
         say(f"sampling {len(seeds)} x {config.num_tokens} tokens for {request or 'any'} ...", flush=True)
@@ -79,8 +86,6 @@ def _sample(model, tok, cond, requests: dict, config, seeds, temperature, say) -
 def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> dict:
     """One value's verdict: ``pieces`` [(ids, Score or None)] asked for ``v``; ``uncond_heard`` the judge's
     predictions of the "any" pieces (None for a failure)."""
-    from tchaikovsky.data.tokenizer import music_ids
-
     scores = [sc for _, sc in pieces]
     cond, chance = judge.rate(scores, [v] * len(scores)), Rate.of([h == v for h in uncond_heard])
     heard = [sc for sc in scores if has_notes(sc)]
@@ -107,11 +112,6 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
     ``confusion`` (requested x heard, failures left out; ``classes`` order), ``settings`` and
     ``held_out_overlap`` (pieces a parent run trained on, when the fine-tune was allowed to overlap). Raises
     ValueError when the run has no conditions or no held-out split for the role."""
-    from tchaikovsky.config import SampleConfig
-    from tchaikovsky.data.conditions import load_conditions
-    from tchaikovsky.data.shards import Shards
-    from tchaikovsky.training import checkpoint
-
     run_dir, r = Path(run_dir), protocol.role(role)
     say = print if progress else (lambda *a, **k: None)
     model, tok, _ = checkpoint.load_run_model(run_dir)
@@ -175,8 +175,6 @@ def _keep_examples(out_dir: Path, label: str, samples: dict, values) -> None:
 
 def _overlap(run_dir: Path) -> list[str]:
     """The held-out pieces this run's parent trained on, as recorded when the fine-tune was allowed anyway."""
-    from tchaikovsky.training import checkpoint
-
     last = checkpoint.latest(run_dir / "checkpoints")
     return list(checkpoint.read_meta(last).get("held_out_overlap", [])) if last else []
 

@@ -36,11 +36,23 @@ from types import SimpleNamespace
 import numpy as np
 
 from tchaikovsky import io
+from tchaikovsky.config import SampleConfig, TrainConfig, compute_dtype
+from tchaikovsky.data.conditions import load_conditions
+from tchaikovsky.data.shards import Shards
+from tchaikovsky.data.tokenizer import (
+    decode_ids,
+    music_ids,
+    special_ids,
+    tokenizer_hash,
+)
 from tchaikovsky.evaluation.baselines import BigramModel, random_tokens
 from tchaikovsky.evaluation.compare import compare_sets, mean_oa
 from tchaikovsky.evaluation.features import FEATURES, SCALAR_FEATURES, piece_metrics
 from tchaikovsky.evaluation.originality import NgramIndex, flag_copies
 from tchaikovsky.evaluation.plots import LABELS, _nan, plot_evaluation
+from tchaikovsky.generate.sampling import generate
+from tchaikovsky.training.checkpoint import load_run_model
+from tchaikovsky.training.step import evaluate
 
 __all__ = ["EVALUATION_FILE", "load_run", "sample_ids", "evaluate_run", "summary_table"]
 
@@ -61,11 +73,6 @@ def _split_pieces(shards, split: str) -> list[np.ndarray]:
 def load_run(run_dir: str | Path) -> SimpleNamespace:
     """A trained run's ``model``, ``tok``, ``meta``, ``shards`` (checked to match the tokenizer), ``special`` ids and
     ``start``, the prompt of an unconditional piece (conditioned runs: "any" of each condition, then BOS)."""
-    from tchaikovsky.data.conditions import load_conditions
-    from tchaikovsky.data.shards import Shards
-    from tchaikovsky.data.tokenizer import special_ids, tokenizer_hash
-    from tchaikovsky.training.checkpoint import load_run_model
-
     run_dir = Path(run_dir)
     model, tok, meta = load_run_model(run_dir)
     shards = Shards(run_dir / "shards")
@@ -81,9 +88,6 @@ def sample_ids(run: SimpleNamespace, *, num_tokens: int, top_p: float, seeds, te
     """Token ids of the evaluation's samples of a ``load_run`` run, one per (seed, temperature) of their numpy
     broadcast (``generate``'s batch, decoded in one call): unconditional, nucleus ``top_p``, no grammar, no least
     length (the model may end a piece at once)."""
-    from tchaikovsky.config import SampleConfig
-    from tchaikovsky.generate.sampling import generate
-
     config = SampleConfig(num_tokens=num_tokens, top_p=top_p, grammar=False)
     return [np.asarray(s, np.int32) for s in generate(run.model, run.start, config, seeds=np.asarray(seeds),
                                                       temperatures=temperatures, tok=run.tok)]
@@ -100,8 +104,6 @@ def _mean(values) -> float:
 
 def _score_sets(tok, seqs: dict, midi_dir: Path | None) -> tuple[dict, list[Path]]:
     """Decode and measure every set; the generated ones are also written to ``midi_dir`` to listen to."""
-    from tchaikovsky.data.tokenizer import decode_ids
-
     sets, midi = {}, []
     for name, ids_list in seqs.items():
         scores = [decode_ids(tok, ids) for ids in ids_list]
@@ -119,8 +121,6 @@ def _score_sets(tok, seqs: dict, midi_dir: Path | None) -> tuple[dict, list[Path
 def _originality(tok, train_pieces, seqs: dict, seed: int, copy_run: int, copy_fraction: float) -> dict:
     """Per set but train: copies against the whole training split, in music tokens (specials and conditions
     removed on both sides)."""
-    from tchaikovsky.data.tokenizer import music_ids
-
     index = NgramIndex([music_ids(tok, p) for p in train_pieces], seed=seed)
     out = {}
     for name, ids_list in seqs.items():
@@ -137,9 +137,6 @@ def _originality(tok, train_pieces, seqs: dict, seed: int, copy_run: int, copy_f
 def _heldout_loss(model, meta: dict, shards, val_pieces, bigram, V: int) -> tuple[dict, int | None]:
     """The model's exact held-out loss and bits per note, and the bigram's and a uniform model's on the same
     targets; (all None, None) without a validation split."""
-    from tchaikovsky.config import TrainConfig, compute_dtype
-    from tchaikovsky.training.step import evaluate
-
     loss = {"eval_loss": None, "bits_per_note": None, "bits_per_note_bigram": None, "bits_per_note_uniform": None}
     if not val_pieces:
         return loss, None

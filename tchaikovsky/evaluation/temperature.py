@@ -47,7 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from tchaikovsky import io
+from tchaikovsky.data.tokenizer import decode_ids
 from tchaikovsky.evaluation.compare import resampled_mean_oa
+from tchaikovsky.evaluation.features import piece_metrics
 from tchaikovsky.evaluation.intervals import centred_interval, fmt
 from tchaikovsky.evaluation.protocol import TEST_SEED_BASE
 from tchaikovsky.evaluation.report import _split_pieces, load_run, sample_ids
@@ -80,9 +82,6 @@ def disjoint_references(pieces: list[dict], k: int, rng: np.random.Generator) ->
 
 
 def _score(tok, ids_list) -> list[dict]:
-    from tchaikovsky.data.tokenizer import decode_ids
-    from tchaikovsky.evaluation.features import piece_metrics
-
     return [piece_metrics(decode_ids(tok, ids)) for ids in ids_list]
 
 

@@ -16,12 +16,21 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 
+from tchaikovsky.config import SampleConfig, TrainConfig, compute_dtype
 from tchaikovsky.evaluation import protocol
+from tchaikovsky.evaluation.compare import compare_sets, mean_oa
+from tchaikovsky.evaluation.features import piece_metrics
 from tchaikovsky.evaluation.intervals import Difference, Rate
 from tchaikovsky.evaluation.judge import Judge
+from tchaikovsky.evaluation.views import decode_samples, has_notes
+from tchaikovsky.generate.sampling import generate
 from tchaikovsky.preference.rounds import Round, prompt_key, round_dir
+from tchaikovsky.training.preference import sequence_logprobs
+from tchaikovsky.training.step import evaluate
 
 EVAL_TEMPERATURE, EVAL_TOP_P = 1.0, 0.95  # how every policy is sampled for its evaluation
 PROMPT_SEEDS = 10_000  # seeds of prompt i start at i * PROMPT_SEEDS within the role's range
@@ -58,9 +67,6 @@ class EvalSpec:
 def sample(ctx, model, prompt: dict, seeds, *, temperature, top_k, top_p, batch: int = 64) -> list:
     """One piece of exactly ``ctx.num_tokens`` new tokens per seed for ``prompt`` (EOS held back: equal
     lengths), in batches of ``batch``."""
-    from tchaikovsky.config import SampleConfig
-    from tchaikovsky.generate.sampling import generate
-
     config = SampleConfig(num_tokens=ctx.num_tokens, min_tokens=ctx.num_tokens, top_k=top_k, top_p=top_p)
     seeds, out = list(seeds), []
     for s in range(0, len(seeds), batch):
@@ -75,14 +81,6 @@ def evaluate_policy(ctx, model, r: int, scorer, spec: EvalSpec) -> dict:
     recognition of the asked composer (``judge_rate``: a Rate dict, failures count as misses; ``judge`` its
     value), the scorer's reward, OA against the role's held-out pieces of the prompt, the pieces' NLL per token
     under round 0, diversity (1 - mean pairwise cosine of the scorer's label embeddings), copies, failures."""
-    import equinox as eqx
-    import jax.numpy as jnp
-
-    from tchaikovsky.evaluation.compare import compare_sets, mean_oa
-    from tchaikovsky.evaluation.features import piece_metrics
-    from tchaikovsky.evaluation.views import decode_samples, has_notes
-    from tchaikovsky.training.preference import sequence_logprobs
-
     out_dir = eval_dir(ctx.run_dir, spec.role.name, r)
     out_dir.mkdir(parents=True, exist_ok=True)
     logprobs = eqx.filter_jit(sequence_logprobs)
@@ -132,9 +130,6 @@ def evaluate_policy(ctx, model, r: int, scorer, spec: EvalSpec) -> dict:
 def evaluate_round(ctx, model, r: int, scorer, specs) -> dict:
     """Round ``r``'s row: the test spec's figures at the top level (what is reported), every other role's under
     its name (``row["validation"]``: what choices read), and the held-out loss of the val split."""
-    from tchaikovsky.config import TrainConfig, compute_dtype
-    from tchaikovsky.training.step import evaluate
-
     by_role = {spec.role.name: evaluate_policy(ctx, model, r, scorer, spec) for spec in specs}
     tc = TrainConfig(**ctx.meta.get("train_config", {}))
     loss = evaluate(model, ctx.shards, batch_size=tc.micro_batch, seq_len=min(tc.seq_len, model.config.context),

@@ -34,12 +34,32 @@ import time
 import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from tchaikovsky import io
+from tchaikovsky.config import TrainConfig, compute_dtype
+from tchaikovsky.data.conditions import load_conditions
+from tchaikovsky.data.shards import Shards
+from tchaikovsky.data.tokenizer import decode_ids, music_ids, special_ids
+from tchaikovsky.evaluation import protocol
+from tchaikovsky.evaluation.compare import spearman
+from tchaikovsky.evaluation.originality import flag_copies
+from tchaikovsky.evaluation.scorer import Scorer, ScorerConfig, separation
+from tchaikovsky.evaluation.views import decoded_split, training_index
+from tchaikovsky.generate.grammar import Grammar
 from tchaikovsky.preference.evaluate import EvalSpec, evaluate_round, sample, verdict
-from tchaikovsky.preference.rounds import Round, prompt_key, prompts_with_enough, round_dir, round_model
+from tchaikovsky.preference.rounds import (
+    Round,
+    prompt_key,
+    prompts_with_enough,
+    round_dir,
+    round_model,
+)
 from tchaikovsky.preference.selection import SelectionConfig
+from tchaikovsky.training.checkpoint import load_model, load_run_model
+from tchaikovsky.training.loop import train
+from tchaikovsky.training.preference import DPOPLoss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,14 +102,6 @@ class _Context:
     """What every round needs, loaded once: model 0, tokenizer, conditions, shards, real pieces, prompts."""
 
     def __init__(self, run_dir: Path, cfg: PreferenceConfig, progress: bool):
-        from tchaikovsky.data.conditions import load_conditions
-        from tchaikovsky.data.shards import Shards
-        from tchaikovsky.data.tokenizer import special_ids
-        from tchaikovsky.evaluation import protocol
-        from tchaikovsky.evaluation.views import decoded_split
-        from tchaikovsky.generate.grammar import Grammar
-        from tchaikovsky.training.checkpoint import load_run_model
-
         self.run_dir, self.cfg, self.say = run_dir, cfg, (print if progress else (lambda *a, **k: None))
         self.progress = progress
         self.model0, self.tok, self.meta = load_run_model(run_dir)
@@ -119,8 +131,6 @@ class _Context:
     @functools.cached_property
     def index(self):
         """The n-gram index of the training split's music tokens (built on first use)."""
-        from tchaikovsky.evaluation.views import training_index
-
         return training_index(self.shards, self.tok, self.cfg.seed)
 
     def prefix(self, prompt: dict) -> np.ndarray:
@@ -128,17 +138,12 @@ class _Context:
 
     def copies(self, seqs) -> list[bool]:
         """Per sequence: does it repeat a long run of the training tokens (``originality.flag_copies``)?"""
-        from tchaikovsky.data.tokenizer import music_ids
-        from tchaikovsky.evaluation.originality import flag_copies
-
         return [f["copied"] for f in flag_copies([music_ids(self.tok, s) for s in seqs], self.index)]
 
 
 def _scorer(ctx: _Context):
     """The run's scorer: loaded from ``preference/scorer``, else trained on the training pieces (copy threshold
     calibrated on the validation pieces) and saved with its separation of the judge split's pieces."""
-    from tchaikovsky.evaluation.scorer import Scorer, ScorerConfig, separation
-
     path = ctx.run_dir / "preference" / "scorer"
     if (path / "scorer.json").is_file():
         return Scorer.load(path)
@@ -164,8 +169,6 @@ def _scorer(ctx: _Context):
 
 def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> None:
     """Sample and score every pending prompt of round ``r`` (each prompt's records written at once)."""
-    from tchaikovsky.data.tokenizer import decode_ids
-
     cfg = ctx.cfg
     for i, prompt in enumerate(rnd.pending(ctx.prompts, "samples")):
         ctx.say(f"round {r}: sampling {cfg.samples_per_prompt} pieces for {prompt_key(prompt)} ...", flush=True)
@@ -201,12 +204,6 @@ def _judge_p(judge, scores, prompt) -> np.ndarray:
 def _train_round(ctx: _Context, rnd: Round, r: int, policy, deadline: float | None):
     """DPOP training of round ``r`` on its pairs, from (and against) the previous ``policy``: every pair's reference
     log-probabilities computed once, then the training loop (exact resume; stops at ``deadline``)."""
-    import jax
-
-    from tchaikovsky.config import TrainConfig, compute_dtype
-    from tchaikovsky.training.loop import train
-    from tchaikovsky.training.preference import DPOPLoss
-
     cfg, steps, seq_len = ctx.cfg, ctx.cfg.steps_per_round, ctx.prompt_len + ctx.num_tokens - 1
     n_dev = jax.device_count()  # every device takes a share of the pairs: round up to a multiple
     tc = TrainConfig(batch_size=-(-cfg.batch_size // n_dev) * n_dev, seq_len=seq_len, learning_rate=cfg.learning_rate,
@@ -229,9 +226,6 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     samples; ``guard_by_prompt``: per prompt), ``warnings``, ``stopped`` ("done" or "max_minutes"), ``prompts``,
     ``scorer`` (its report), and ``preference.evaluate.verdict``'s ``chosen_round``, ``test_gain`` and
     ``per_round``."""
-    from tchaikovsky.evaluation.compare import spearman
-    from tchaikovsky.training.checkpoint import load_model
-
     run_dir = Path(run_dir)
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
     ctx = _Context(run_dir, cfg, progress)
