@@ -54,7 +54,7 @@ class _Source:
 def _music21_sources(composer: str) -> list[_Source]:
     """music21's score files for one composer, sorted by path; one file per piece (a piece stored as both .krn and
     .mxl keeps the .mxl) and no Roman-numeral analyses."""
-    from music21 import common, corpus
+    from music21 import common, corpus  # heavy (~2 s): only when the embedded corpus is exported
 
     corpus_root = Path(common.getCorpusFilePath())
     best: dict[tuple[Path, str], Path] = {}
@@ -97,7 +97,7 @@ def _choose(sources: dict[str, list[_Source]], failed: dict[str, str], n: int | 
 def _first_score(src: Path):
     """Parse a music21 source; of an Opus (a file of many tunes) only the first score. Multi-tune .abc files are
     asked for their first tune directly: parsing a 300-tune Opus to keep one costs seconds."""
-    from music21 import converter, stream
+    from music21 import converter, stream  # heavy (~2 s): only when the embedded corpus is exported
 
     number = None
     if src.suffix.lower() == ".abc":
@@ -125,7 +125,7 @@ def _m21_title(score, src: Path) -> str:
 
 def _drop_repeats(score) -> None:
     """Remove repeat barlines, voltas and jumps (segno, coda, D.C.) from a music21 score, in place."""
-    from music21 import bar, repeat, spanner, stream
+    from music21 import bar, repeat, spanner, stream  # heavy (~2 s): only when the embedded corpus is exported
 
     for m in score.recurse().getElementsByClass(stream.Measure):
         if isinstance(m.leftBarline, bar.Repeat):
@@ -139,7 +139,7 @@ def _drop_repeats(score) -> None:
 def _export_one(src: str, dst: str) -> dict:
     """Process-pool worker: convert one music21 score to a MIDI file at dst (one track per part), atomically (a
     temporary file, checked to hold notes, then renamed). Returns facts about the score, or {"error": message}."""
-    from music21 import repeat
+    from music21 import repeat  # heavy (~2 s): only when the embedded corpus is exported
 
     try:
         score = _first_score(Path(src))
@@ -190,7 +190,7 @@ def _mp_context():
 def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None, progress: bool) -> None:
     """Export the sources in todo on a process pool, recording each result in meta (saved every 30 s and at the
     end, even when interrupted). A few scores, or whatever a broken pool left over, are converted in this process."""
-    import music21
+    import music21  # heavy (~2 s): only when the embedded corpus is exported
 
     for composer in {s.composer for s in todo}:
         (root / composer).mkdir(parents=True, exist_ok=True)
@@ -262,7 +262,7 @@ def available_scores(composers: Sequence[str]) -> int:
 def export_embedded(composers: Sequence[str], max_files: int | None, cache_dir, workers: int | None,
                      progress: bool) -> tuple[Path, list[_Source], list[_Source], dict]:
     """embedded_corpus's work; also returns the sources chosen, the failed ones passed over, and the metadata."""
-    import music21
+    import music21  # heavy (~2 s): only when the embedded corpus is exported
 
     sources = _sources(composers)
     root = Path(cache_dir or default_cache_dir()).expanduser() / "music21"

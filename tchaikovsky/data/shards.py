@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from symusic import Score
+from tqdm.auto import tqdm
 
 from tchaikovsky import io
 from tchaikovsky.data.augment import Augment, OutOfRange, apply_variant
@@ -89,8 +90,6 @@ def _tokenize(tok, tok_path: Path, jobs: list[tuple[str, str]], cache: Path, wor
     re-imports a script's ``__main__``, so scripts need the ``if __name__ == "__main__":`` guard; if the pool
     breaks anyway, the remaining pieces are encoded in-process (slower, never wrong).
     """
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(jobs), desc="tokenizing", unit="piece", disable=not progress)
     if workers > 1 and len(jobs) >= 2 * workers:
         size = max(1, min(32, len(jobs) // (4 * workers)))

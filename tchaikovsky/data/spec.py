@@ -59,7 +59,8 @@ class DataSpec:
         """The spec a ``data.shards.Shards`` was made with; None for shards made before specs were kept."""
         return cls.from_dict(shards.index.get("data_spec"))
 
-    def differences(self, other: "DataSpec", fields=None, here: str = "asked", there: str = "in the shards") -> list[str]:
+    def differences(self, other: "DataSpec", fields=None, here: str = "asked",
+                    there: str = "in the shards") -> list[str]:
         """One line per field (of ``fields``; default: those the caller set, else all) whose value differs from
         ``other``'s."""
         names = fields or sorted(self.given) or [f.name for f in dataclasses.fields(self) if f.name != "given"]

@@ -23,6 +23,7 @@ import miditok
 import numpy as np
 from miditok.utils import merge_tracks
 from symusic import Score, Track
+from tqdm.auto import tqdm
 
 from tchaikovsky import io
 
@@ -65,8 +66,6 @@ class _TrainingBytes:
         return len(self.inner)
 
     def __iter__(self) -> Iterator[list[str]]:
-        from tqdm.auto import tqdm
-
         for i in tqdm(range(len(self.inner)), desc="BPE: tokenizing", disable=not self.progress):
             try:
                 yield self.inner[i]

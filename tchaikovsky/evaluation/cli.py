@@ -4,6 +4,7 @@ choose the sampling temperature on validation seeds and report it on test seeds 
 import argparse
 
 from tchaikovsky.evaluation.report import evaluate_run, summary_table
+from tchaikovsky.evaluation.temperature import main_temperatures
 
 
 def main(argv=None) -> dict:
@@ -22,8 +23,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-boot", type=int, default=2000, help="with --temperatures: bootstrap resamples")
     args = ap.parse_args(argv)
     if args.temperatures:
-        from tchaikovsky.evaluation.temperature import main_temperatures
-
         args.n_samples = args.n_samples or 24
         return main_temperatures(args)
     args.n_samples = args.n_samples or 8

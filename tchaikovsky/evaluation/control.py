@@ -35,12 +35,7 @@ from tchaikovsky.evaluation.features import piece_metrics
 from tchaikovsky.evaluation.intervals import Difference, Rate, fmt, pooled_lift
 from tchaikovsky.evaluation.judge import Judge, cross_validate
 from tchaikovsky.evaluation.originality import flag_copies
-from tchaikovsky.evaluation.views import (
-    decode_samples,
-    decoded_split,
-    has_notes,
-    training_index,
-)
+from tchaikovsky.evaluation.views import decode_samples, decoded_split, has_notes, training_index
 from tchaikovsky.generate.sampling import generate
 from tchaikovsky.training import checkpoint
 

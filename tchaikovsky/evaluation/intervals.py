@@ -157,8 +157,8 @@ def mean_interval(values: Sequence[float], *, n_boot: int = 4000, seed: int = 0)
 
 def centred_interval(oa: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
     """The 95% interval of row 0 (the point estimate) from the bootstrap rows (the rest): their 2.5 and 97.5%
-    percentiles moved by (point - their mean), so it is centred as the point is (a resample repeats pieces, so a set figure such as
-    mean OA runs low on resamples; ``evaluation.temperature`` says more), clipped to
+    percentiles moved by (point - their mean), so it is centred as the point is (a resample repeats pieces, so a
+    set figure such as mean OA runs low on resamples; ``evaluation.temperature`` says more), clipped to
     [lo, hi]."""
     d = oa[1:][np.isfinite(oa[1:])]
     if not d.size or not math.isfinite(oa[0]):

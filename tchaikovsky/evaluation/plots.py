@@ -29,7 +29,7 @@ def plot_evaluation(evaluation: dict, out_dir: str | Path) -> list[Path]:
     """Write ``evaluation_features.png`` (per-feature histograms of every set on shared bins),
     ``evaluation_durations.png`` (mean note-length histogram per set) and ``evaluation_originality.png`` (longest
     copied run per piece) into ``out_dir``; returns the paths. Uses ``matplotlib.figure.Figure`` only."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: only when a figure is drawn
 
     out_dir = Path(out_dir)
     sets = evaluation["sets"]
@@ -100,7 +100,7 @@ def plot_confusion(matrix, classes, *, title: str = "", path: str | Path | None 
     """A confusion matrix (rows: true or requested label, columns: the judge's prediction, as ``Judge.confusion``
     returns) as a ``matplotlib.figure.Figure``, each cell its count, shaded by its share of the row. Saved to
     ``path`` as well when given. Returns the figure."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: only when a figure is drawn
 
     m = np.asarray(matrix, np.float64)
     share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
@@ -127,7 +127,7 @@ def plot_rounds(table: list[dict], path: str | Path | None = None):
     """Preference rounds side by side (``preference.tune``'s table, round 0 first): the scorer's mean per prompt,
     the judge's accuracy, and mean OA against the prompt's real pieces, one panel each. Saved to ``path`` when
     given. Returns the ``matplotlib.figure.Figure``."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: only when a figure is drawn
 
     fig = Figure(figsize=(13, 3.4), layout="constrained")
     axes = fig.subplots(1, 3)

@@ -39,12 +39,7 @@ from tchaikovsky import io
 from tchaikovsky.config import SampleConfig, TrainConfig, compute_dtype
 from tchaikovsky.data.conditions import load_conditions
 from tchaikovsky.data.shards import Shards
-from tchaikovsky.data.tokenizer import (
-    decode_ids,
-    music_ids,
-    special_ids,
-    tokenizer_hash,
-)
+from tchaikovsky.data.tokenizer import decode_ids, music_ids, special_ids, tokenizer_hash
 from tchaikovsky.evaluation.baselines import BigramModel, random_tokens
 from tchaikovsky.evaluation.compare import compare_sets, mean_oa
 from tchaikovsky.evaluation.features import FEATURES, SCALAR_FEATURES, piece_metrics

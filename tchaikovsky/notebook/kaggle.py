@@ -31,7 +31,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
+
+from tchaikovsky.notebook.params import SPECS
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "YOUR_KAGGLE_USERNAME"
@@ -232,8 +235,6 @@ def build(out_dir: Path, root: Path = ROOT, user: str | None = None, data: str |
 
 def repo_url(explicit: str | None = None, root: Path = ROOT) -> str | None:
     """This repository's URL: ``explicit``, else $REPO_URL, else ``git remote get-url origin``; None if unknown."""
-    import subprocess
-
     if explicit or os.environ.get("REPO_URL"):
         return explicit or os.environ["REPO_URL"]
     try:
@@ -256,8 +257,6 @@ def colab_links(url: str, notebooks: list[str], branch: str = "main") -> tuple[s
 
 
 def print_colab(url: str | None) -> None:
-    from tchaikovsky.notebook.params import SPECS
-
     if url is None:
         raise SystemExit("no repository URL: pass REPO_URL=https://github.com/OWNER/REPO (git remote has no origin)")
     pip_url, links = colab_links(url, list(SPECS))

@@ -14,15 +14,33 @@ import dataclasses
 import hashlib
 import os
 import re
+import shutil
 import stat
+import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 
+from tchaikovsky import io
+from tchaikovsky.config import SampleConfig
+from tchaikovsky.config import preset as get_preset
+from tchaikovsky.data import conditions as cond_lib
 from tchaikovsky.data import corpus as corpus_lib
-from tchaikovsky.data.spec import DataSpec
+from tchaikovsky.data import shards as shards_lib
 from tchaikovsky.data import tokenizer as tok_lib
-from tchaikovsky.render import samples
+from tchaikovsky.data.augment import Augment
+from tchaikovsky.data.shards import Shards
+from tchaikovsky.data.spec import DataSpec
+from tchaikovsky.data.splits import assign_splits, held_out_overlap, held_out_roles
+from tchaikovsky.generate.prompts import make_prompt
+from tchaikovsky.notebook import kaggle
+from tchaikovsky.preference.evaluate import chosen_round
+from tchaikovsky.preference.rounds import round_model
+from tchaikovsky.render import audio, display, samples
+from tchaikovsky.training import checkpoint
+from tchaikovsky.training.checkpoint import load_run_model
+from tchaikovsky.training.loop import Hook, train
 
 
 def resolve_run_dir(run_dir: str = "") -> Path:
@@ -35,8 +53,6 @@ def resolve_run_dir(run_dir: str = "") -> Path:
     ``runs/<name>`` under the project root first, so the notebook can add to it; a copy made earlier is reused.
     Raises ValueError if several attached inputs hold a default run (set ``run_dir`` to one of them).
     """
-    from tchaikovsky.notebook import kaggle
-
     cwd = Path.cwd()
     root = cwd.parent if cwd.name == "notebooks" and (cwd.parent / "tchaikovsky").is_dir() else cwd
     if run_dir:
@@ -50,8 +66,6 @@ def resolve_run_dir(run_dir: str = "") -> Path:
             return path
         path = attached[0]
     if path.is_dir() and (kaggle.is_kaggle_input(path) or not os.access(path, os.W_OK)):
-        import shutil
-
         copy = root / "runs" / path.name
         if not copy.exists():
             shutil.copytree(path, copy)
@@ -87,24 +101,20 @@ def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, spec: DataSpec, *, pr
     held out, never trained on: half as the ``judge`` split (validation: for choices), half as ``judge_test``
     (test: for reported figures). BPE merges and the condition combinations are learned from the training pieces
     only. Returns a summary for the notebook."""
-    from tchaikovsky.data import shards as shards_lib
-    from tchaikovsky.data.augment import Augment
-    from tchaikovsky.data.conditions import Conditions, load_conditions
-    from tchaikovsky.data.splits import assign_splits, held_out_roles
-
     augment = Augment(transpose=spec.transpositions) if spec.transpositions else None
     held_out = held_out_roles(spec.judge_fraction)
     train_pieces = assign_splits(corpus.pieces, spec.val_fraction, spec.seed, held_out)["train"]
     if spec.tokenizer_from:
         source = find_run_dir(spec.tokenizer_from)
         tok = tok_lib.load_tokenizer(source / "tokenizer.json")
-        old = load_conditions(source, tok)
+        old = cond_lib.load_conditions(source, tok)
     else:
         tok = tok_lib.train_tokenizer([p.path for p in train_pieces], spec.vocab_size, progress=progress)
         old = None
     tok_lib.save_tokenizer(tok, run_dir / "tokenizer.json")
-    cond = (old or Conditions(len(tok))).extended(corpus.pieces, counted=train_pieces) if spec.conditions else None
-    if cond is not None:
+    cond = None
+    if spec.conditions:
+        cond = (old or cond_lib.Conditions(len(tok))).extended(corpus.pieces, counted=train_pieces)
         cond.save(run_dir)
     shards_lib.build_shards(tok, corpus.pieces, run_dir / "shards", val_fraction=spec.val_fraction, seed=spec.seed,
                             progress=progress, augment=augment, conditions=cond, held_out=held_out or None,
@@ -131,17 +141,13 @@ def find_run_dir(path: str | Path) -> Path:
 
 def load_conditions(run_dir: Path):
     """The run's condition vocabulary (``data.conditions.Conditions``), or None for a run trained without."""
-    from tchaikovsky.data.conditions import load_conditions as load
-
-    return load(run_dir, tok_lib.load_tokenizer(run_dir / "tokenizer.json"))
+    return cond_lib.load_conditions(run_dir, tok_lib.load_tokenizer(run_dir / "tokenizer.json"))
 
 
 def ensure_data(run_dir: Path, spec: DataSpec, *, progress: bool = True):
     """The run's shards, built first (corpus -> tokenizer -> shards) if notebook 02 has not run for this run_dir. A
     fine-tune (``spec.tokenizer_from``) builds them with the pretrained run's tokenizer and conditions (always on).
     Shards that exist are used as they are; when they were made with another spec, a note says what differs."""
-    from tchaikovsky.data import shards as shards_lib
-
     if spec.tokenizer_from and not spec.conditions:
         spec = dataclasses.replace(spec, conditions=True)
     if not (run_dir / "shards" / "index.json").exists():
@@ -161,8 +167,6 @@ def wandb_run_id(run_dir: Path) -> str:
     and a digest of its resolved path, and kept in ``run_dir/wandb_id`` (so a copied run keeps rejoining it)."""
     path = Path(run_dir) / "wandb_id"
     if not path.exists():
-        from tchaikovsky import io
-
         digest = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
         name = re.sub(r"[^A-Za-z0-9_-]", "-", Path(run_dir).resolve().name)[:48]
         io.atomic_write(path, f"{name}-{digest}\n")
@@ -175,14 +179,12 @@ def wandb_logger(mode: str, run_dir: Path, config: dict):
     that name, and is never printed."""
     if mode == "disabled":
         return None
-    import jax
-    import wandb
+    import wandb  # optional: only when logging to wandb
 
-    from tchaikovsky.training.loop import Hook
 
     if mode == "online" and not os.environ.get("WANDB_API_KEY"):
         try:
-            from kaggle_secrets import UserSecretsClient
+            from kaggle_secrets import UserSecretsClient  # exists on Kaggle only
 
             os.environ["WANDB_API_KEY"] = UserSecretsClient().get_secret("WANDB_API_KEY")
         except Exception:
@@ -210,9 +212,6 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
     judge_test) the pretrained run (or its own parents) trained or validated on is refused (``check_held_out``)
     unless ``allow_overlap``, and then the overlap is recorded in the checkpoints' meta, where the judge's report
     finds it. ``condition_dropout``: see ``TrainConfig``."""
-    from tchaikovsky.config import preset as get_preset
-    from tchaikovsky.training.loop import train
-
     extra_meta: dict = {"preset": preset}
     if init_from:
         source = find_run_dir(init_from)
@@ -241,11 +240,6 @@ def check_held_out(shards, parent: Path, *, allow_overlap: bool = False) -> list
     """The rel_paths of ``shards``' held-out pieces (every split but train and val) that ``parent`` (a run
     directory) or the runs it was itself fine-tuned from trained or validated on, matched by content hash.
     Raises ValueError naming them unless ``allow_overlap`` (then warns); [] when there is no overlap."""
-    import warnings
-
-    from tchaikovsky.data.shards import Shards
-    from tchaikovsky.data.splits import held_out_overlap
-
     held = [e for name in shards.splits if name not in ("train", "val") for e in shards.pieces(name)
             if not e.get("augment")]
     leaked: dict[str, dict] = {}
@@ -274,8 +268,6 @@ def check_held_out(shards, parent: Path, *, allow_overlap: bool = False) -> list
 
 def _lineage(run: Path, depth: int = 8) -> list[Path]:
     """``run`` and the runs it was fine-tuned from (its checkpoints' ``init_from``), nearest first."""
-    from tchaikovsky.training import checkpoint
-
     out = [Path(run)]
     while len(out) < depth:
         try:
@@ -288,11 +280,6 @@ def _lineage(run: Path, depth: int = 8) -> list[Path]:
 
 def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 256):
     """A training ``Hook``: every ``every`` steps, sample from the current weights, save, render and show it."""
-    from tchaikovsky.config import SampleConfig
-    from tchaikovsky.generate.prompts import make_prompt
-    from tchaikovsky.render import audio, display
-    from tchaikovsky.training.loop import Hook
-
     tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
     cond = load_conditions(run_dir)
     prompt = np.concatenate([np.asarray(cond.prefix() if cond else [], np.int32), make_prompt(tok)])
@@ -306,7 +293,7 @@ def _sampler_hook(run_dir: Path, every: int, to_wandb: bool, num_tokens: int = 2
         display.show_sample(cell["midi_path"], wav_path=cell["wav_path"], png_path=cell["png_path"],
                             title=f"sample at step {step}")
         if to_wandb and cell["wav_path"] is not None:
-            import wandb
+            import wandb  # optional: only when logging to wandb
 
             wandb.log({"sample": wandb.Audio(str(cell["wav_path"]), caption=f"step {step}")}, step=step)
 
@@ -317,8 +304,6 @@ def load_model(run_dir: Path, checkpoint: str = ""):
     """(model, tokenizer, meta) for sampling: the latest weights of the run (``""``), an explicit checkpoint path, or
     ``"tuned"``: the model of the run's last finished preference round (notebook 05). Raises ValueError for
     "tuned" when no round has finished."""
-    from tchaikovsky.training.checkpoint import load_run_model
-
     if checkpoint == "tuned":
         checkpoint = str(tuned_checkpoint(run_dir))
     return load_run_model(run_dir, checkpoint)
@@ -328,9 +313,6 @@ def tuned_checkpoint(run_dir: Path) -> Path:
     """The weights of the preference round the validation judge chose among ``run_dir``'s finished rounds
     (``preference.evaluate.chosen_round``; round 0 is the fine-tuned model itself), said aloud; ValueError when no
     round has finished."""
-    from tchaikovsky.preference.evaluate import chosen_round
-    from tchaikovsky.preference.rounds import round_model
-
     r = chosen_round(run_dir)
     if r is None:
         raise ValueError(f'checkpoint="tuned": {run_dir} has no finished preference round (no '
@@ -345,8 +327,6 @@ def conditioned_prompt(run_dir: Path, prompt, *, period: str = "", composer: str
     """``(prompt with the run's condition tokens in front, conditions or None)``; a value "" is "any". Raises
     ValueError for a value the run does not know (listing the known ones) or when the run has no conditions but
     one is asked for; warns when the values were never seen together in training."""
-    import warnings
-
     cond, asked = load_conditions(run_dir), {"period": period, "composer": composer, "instrumentation": instrumentation}
     if cond is None:
         if any(asked.values()):

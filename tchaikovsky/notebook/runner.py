@@ -20,7 +20,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 def run_notebook(name: str, run_dir: str | Path, *, notebook_dir: Path = NOTEBOOK_DIR, **params) -> Path:
     """Execute one notebook with ``params`` (plus ``run_dir``); returns the executed copy's path."""
-    import papermill as pm
+    import papermill as pm  # notebook runner only
 
     if name not in SPECS:
         raise ValueError(f"unknown notebook {name!r}; one of {list(SPECS)}")

@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from tchaikovsky.evaluation import control
+from tchaikovsky.evaluation.plots import plot_confusion
 
 
 def show_controllability(run_dir: str | Path, *, label: str = "composer", **kwargs) -> dict | None:
     """Run ``evaluation.control.controllability`` and display its table and confusion matrix (saved as
     ``run_dir/controllability_<label>_<role>.png``); a run it does not apply to (no conditions, no held-out split,
     too few values) gets one line saying why, and None."""
-    from IPython.display import Markdown, display
+    from IPython.display import Markdown, display  # optional: only inside a notebook kernel
 
-    from tchaikovsky.evaluation.plots import plot_confusion
 
     try:
         report = control.controllability(run_dir, label=label, **kwargs)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from tchaikovsky.evaluation.intervals import Rate, fmt
 from tchaikovsky.preference.evaluate import eval_dir
 from tchaikovsky.preference.rounds import prompt_key
+from tchaikovsky.render import display
 
 
 def summary_table(result: dict) -> str:
     """The per-round table as Markdown: the test role's figures (the judge's recognition with its interval and n,
     and its difference to round 0 with Newcombe's interval), the validation judge that chooses the round, then the
     chosen round and its test gain."""
-    from tchaikovsky.evaluation.intervals import Rate, fmt
-
     def f(x, d=3):
         return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{d}f}"
 
@@ -41,8 +41,6 @@ def summary_table(result: dict) -> str:
 def show_before_after(run_dir: str | Path, result: dict, *, n: int = 2, preview_seconds: float = 30.0) -> list:
     """Display, for the first prompt, ``n`` evaluation pieces of round 0 beside the same prompt and seed from the
     last finished round (piano roll, a player of ``preview_seconds``, links). Returns the (before, after) paths."""
-    from tchaikovsky.render import display
-
     table = result["table"]
     if len(table) < 2:
         print("no finished round yet: nothing to compare")
@@ -50,7 +48,8 @@ def show_before_after(run_dir: str | Path, result: dict, *, n: int = 2, preview_
     last, key = table[-1]["round"], prompt_key(result["prompts"][0])
     pairs = []
     for k in range(n):
-        before, after = eval_dir(run_dir, "test", 0) / f"{key}-{k}.mid", eval_dir(run_dir, "test", last) / f"{key}-{k}.mid"
+        before = eval_dir(run_dir, "test", 0) / f"{key}-{k}.mid"
+        after = eval_dir(run_dir, "test", last) / f"{key}-{k}.mid"
         if not (before.is_file() and after.is_file()):
             break
         for path, when in ((before, "round 0"), (after, f"round {last}")):

@@ -49,13 +49,7 @@ from tchaikovsky.evaluation.scorer import Scorer, ScorerConfig, separation
 from tchaikovsky.evaluation.views import decoded_split, training_index
 from tchaikovsky.generate.grammar import Grammar
 from tchaikovsky.preference.evaluate import EvalSpec, evaluate_round, sample, verdict
-from tchaikovsky.preference.rounds import (
-    Round,
-    prompt_key,
-    prompts_with_enough,
-    round_dir,
-    round_model,
-)
+from tchaikovsky.preference.rounds import Round, prompt_key, prompts_with_enough, round_dir, round_model
 from tchaikovsky.preference.selection import SelectionConfig
 from tchaikovsky.training.checkpoint import load_model, load_run_model
 from tchaikovsky.training.loop import train
@@ -283,5 +277,5 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
         warnings.warn(n, stacklevel=2)
     report = json.loads((pref / "scorer_report.json").read_text()) if (pref / "scorer_report.json").is_file() else {}
     return {"table": table, "guard": guard, "guard_by_prompt": guard_by_prompt, "warnings": notes, "stopped": stopped,
-            "prompts": ctx.prompts, "scorer": report, "chosen_round": decided["chosen_round"], "test_gain": decided["test_gain"],
-            "per_round": decided["per_round"]}
+            "prompts": ctx.prompts, "scorer": report, "chosen_round": decided["chosen_round"],
+            "test_gain": decided["test_gain"], "per_round": decided["per_round"]}

@@ -39,7 +39,7 @@ _INSTALL = (
 def _fluidsynth():
     """The ``fluidsynth`` module, or None when pyfluidsynth or libfluidsynth is missing."""
     try:
-        import fluidsynth
+        import fluidsynth  # optional system library: only when audio is rendered
     except (ImportError, OSError):
         return None
     return fluidsynth

@@ -10,9 +10,10 @@ value or is passed to ``display``. We never choose a matplotlib backend (noteboo
 
 from __future__ import annotations
 
+import base64
 import html
-from io import BytesIO
 import os
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,7 @@ def audio_player(midi: str | Path | symusic.Score, seconds: float = preview_lib.
                  soundfont: str | Path | None = None):
     """An inline player of the first ``seconds`` of ``midi`` (a ``preview.Preview``: compact, bounded, no
     autoplay), or a Markdown note saying why there is none (FluidSynth or a soundfont missing, no notes)."""
-    from IPython.display import Markdown
+    from IPython.display import Markdown  # optional: only inside a notebook kernel
 
     ok, why = audio.audio_available(soundfont)
     if not ok:
@@ -195,7 +196,7 @@ def _relative(path: str | Path) -> str:
 
 def download_links(*paths: str | Path):
     """HTML download links (relative to the working directory, like ``FileLink``) for the files that exist."""
-    from IPython.display import HTML
+    from IPython.display import HTML  # optional: only inside a notebook kernel
 
     links = [
         f'<a href="{html.escape(_relative(p))}" download="{html.escape(Path(p).name)}" target="_blank">'
@@ -222,7 +223,7 @@ def show_sample(
     The player never needs the whole piece rendered: what the notebook embeds is bounded by ``preview_seconds``.
     An existing ``png_path`` (written by ``samples.write_samples``) is shown as is; otherwise the roll is drawn and,
     when ``png_path`` is given, saved there."""
-    from IPython.display import Image, Markdown, display
+    from IPython.display import Image, Markdown, display  # optional: only inside a notebook kernel
 
     midi_path = Path(midi_path)
     wav_path = Path(wav_path) if wav_path is not None else midi_path.with_suffix(".wav")
@@ -264,7 +265,7 @@ def sample_grid(cells: list[dict], *, rows_key: str = "seed", cols_key: str = "t
     cols = sorted({c[cols_key] for c in cells})
     by_key = {(c[rows_key], c[cols_key]): c for c in cells}
     try:
-        import ipywidgets as W
+        import ipywidgets as W  # optional: only for the interactive widgets
     except ImportError:
         widgets = False
     playable = audio.audio_available(soundfont)[0]
@@ -273,9 +274,7 @@ def sample_grid(cells: list[dict], *, rows_key: str = "seed", cols_key: str = "t
         return preview_lib.preview(cell["midi_path"], preview_seconds, soundfont=soundfont) if playable else None
 
     if not widgets:
-        import base64
-
-        from IPython.display import HTML
+        from IPython.display import HTML  # optional: only inside a notebook kernel
 
         head = "".join(f"<th>{cols_key} = {html.escape(str(c))}</th>" for c in cols)
         body = []
@@ -344,7 +343,7 @@ def counts_chart(counts: dict, *, title: str, top: int = 15) -> Figure:
 
 def report_table(summary: dict, report: list[dict], *, max_rows: int = 20):
     """HTML: files kept and skipped by reason, then the first skipped files with their reasons."""
-    from IPython.display import HTML
+    from IPython.display import HTML  # optional: only inside a notebook kernel
 
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in summary["by_reason"].items())
     skipped = [r for r in report if r["status"] == "skipped"][:max_rows]

@@ -84,7 +84,7 @@ class Preview:
 
     def widget(self):
         """The preview as an ``ipywidgets.Audio`` (no autoplay, no loop)."""
-        import ipywidgets as W
+        import ipywidgets as W  # optional: only for the interactive widgets
 
         return W.Audio(value=self.data, format=self.format, autoplay=False, loop=False)
 
@@ -92,7 +92,7 @@ class Preview:
 def _soundfile():
     """``soundfile`` when it can write MP3 (soundfile >= 0.12 bundles libsndfile >= 1.1 with LAME), else None."""
     try:
-        import soundfile
+        import soundfile  # optional: only when a preview is encoded
     except (ImportError, OSError):
         return None
     return soundfile if "MP3" in soundfile.available_formats() else None

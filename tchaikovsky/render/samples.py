@@ -78,7 +78,7 @@ def to_musicxml(midi_path: str | Path, out: str | Path | None = None, *, divisio
     music21 quantises onsets and durations to the nearest 1/4 or 1/3 of a quarter note (``divisions``): a model's
     slightly-off timings become readable notation, so the score is a reading aid and the MIDI stays the exact
     record of what was generated."""
-    from music21 import converter
+    from music21 import converter  # heavy (~2 s): only when the embedded corpus is exported
 
     midi_path = Path(midi_path)
     out = Path(out) if out else midi_path.with_suffix(".musicxml")

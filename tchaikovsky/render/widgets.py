@@ -67,8 +67,8 @@ def _read_upload(value):
 def _shell():
     """The running IPython shell (the notebook kernel's), or a plain one outside notebooks, as
     ``Output.append_display_data`` uses too; its history stays in memory so nothing is written to ~/.ipython."""
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
+    from IPython.core.interactiveshell import InteractiveShell  # optional: only inside a notebook kernel
+    from traitlets.config import Config  # optional: only inside a notebook kernel
 
     if InteractiveShell.initialized():
         return InteractiveShell.instance()
@@ -185,7 +185,7 @@ class SamplerPanel(W.VBox):
 
     def _append_sample(self, cell: dict, title: str) -> None:
         """Append ``display.show_sample``'s output (title, roll, player, links) to the output area."""
-        from IPython.utils.capture import capture_output
+        from IPython.utils.capture import capture_output  # optional: only inside a notebook kernel
 
         _shell()
         with capture_output(stdout=False, stderr=False, display=True) as captured:

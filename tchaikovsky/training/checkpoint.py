@@ -32,9 +32,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from tchaikovsky import io
 from tchaikovsky.config import ModelConfig
+from tchaikovsky.data import tokenizer as tok_lib
+from tchaikovsky.data.conditions import load_conditions
 from tchaikovsky.model import skeleton
 
 _PREFIX = "step_"
@@ -45,8 +48,6 @@ def _to_host(tree):
 
     def get(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            from jax.experimental import multihost_utils
-
             return multihost_utils.process_allgather(x, tiled=True)
         return np.asarray(x) if isinstance(x, jax.Array) else x
 
@@ -164,9 +165,6 @@ def load_model(path: str | Path):
 
 def load_run_model(run_dir: str | Path, checkpoint: str | Path = ""):
     """(model, tokenizer, meta) for sampling: the latest weights of the run, or an explicit checkpoint path."""
-    from tchaikovsky.data import tokenizer as tok_lib
-    from tchaikovsky.data.conditions import load_conditions
-
     run_dir = Path(run_dir)
     path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "model.eqx"
     model, meta = load_model(path)

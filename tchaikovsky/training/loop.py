@@ -19,6 +19,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
 
 from tchaikovsky.config import ModelConfig, TrainConfig, compute_dtype
 from tchaikovsky.training.hooks import Checkpoints, History, Hook, evaluation
@@ -77,8 +79,6 @@ def train(
 
     A non-finite loss or gradient stops the run with FloatingPointError and leaves the last good checkpoint in place.
     """
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pad_id = getattr(shards, "pad_id", 0) if pad_id is None else pad_id
@@ -200,7 +200,6 @@ class Deadline:
     """``passed(step)``: whether the wall-clock time ``at`` (``time.time()``; None: never) has passed after
     ``step``. Every process must stop at the same step: with several, process 0's clock decides, at log steps only
     (one broadcast per ``log_every`` steps)."""
-
     at: float | None
     log_every: int
 
@@ -211,6 +210,5 @@ class Deadline:
             return time.time() > self.at
         if step % self.log_every:
             return False
-        from jax.experimental import multihost_utils
 
         return bool(multihost_utils.broadcast_one_to_all(np.array(time.time() > self.at)))

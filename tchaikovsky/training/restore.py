@@ -15,6 +15,8 @@ import equinox as eqx
 
 from tchaikovsky import io
 from tchaikovsky.config import ModelConfig, TrainConfig
+from tchaikovsky.data.conditions import load_conditions
+from tchaikovsky.model import resize_vocab
 from tchaikovsky.training import checkpoint
 from tchaikovsky.training.schedule import next_plans, plan, planned_schedule
 from tchaikovsky.training.state import Setup, TrainState, setup
@@ -22,7 +24,6 @@ from tchaikovsky.training.state import Setup, TrainState, setup
 
 class Start(NamedTuple):
     """What ``restore_or_init`` gives the loop."""
-
     setup: Setup  # mesh, optimizer, shardings; ``setup.state`` is the state to continue from, placed on the mesh
     schedule: Callable  # the learning rate by step (``planned_schedule(plans)``), which the optimizer follows
     plans: list[dict]  # the learning-rate plans (``training.schedule``), saved in every checkpoint's meta
@@ -97,9 +98,6 @@ def grow_vocab(model, src: dict, model_cfg: ModelConfig, shards, path: Path):
     the mean row), its meta ``src`` updated to match, and ``{"grown_from_vocab": old size}``; all unchanged (and
     ``{}``) when the vocabularies agree. The pretrained run's ``conditions.json`` is looked for next to its weights,
     up to the run directory."""
-    from tchaikovsky.data.conditions import load_conditions
-    from tchaikovsky.model import resize_vocab
-
     old_vocab, cond = model.config.vocab_size, getattr(shards, "conditions", None)
     if old_vocab >= model_cfg.vocab_size or cond is None:
         return model, src, {}
