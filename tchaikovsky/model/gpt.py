@@ -18,7 +18,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from tchaikovsky.config import ModelConfig
 from tchaikovsky.model.decode import Decoder, KVCache, init_cache
-from tchaikovsky.model.layers import Block, causal_attention, dense, init_linear, normalize, use_cpu_fast_paths
+from tchaikovsky.model.layers import Block, causal_attention, dense, fast_on_cpu, init_linear, normalize
 
 
 class GPT(eqx.Module):
@@ -52,7 +52,7 @@ class GPT(eqx.Module):
 
         # On CPU the layers are unrolled: XLA:CPU then schedules and fuses across them, 5-15% faster for the demo
         # preset's step (python -m benchmarks training); elsewhere a rolled scan keeps compile time flat in depth.
-        unroll = self.config.n_layers if use_cpu_fast_paths() else 1
+        unroll = self.config.n_layers if fast_on_cpu(self.config.cpu_fast_paths) else 1
         x, _ = jax.lax.scan(layer, x, params, unroll=unroll)
         return dense(self.head, normalize(self.norm, x)).astype(jnp.float32)  # softmax and loss happen in fp32
 
@@ -87,7 +87,7 @@ class GPT(eqx.Module):
         def layer(x, i):
             block = eqx.combine(jax.tree.map(lambda a: a[i], params), static)
             h, q, k, v = block.project(x)
-            x = block.finish(x, h, causal_attention(q, k, v))
+            x = block.finish(x, h, causal_attention(q, k, v, cpu_fast_paths=block.cpu_fast_paths))
             return x, (jnp.swapaxes(k, -3, -2), jnp.swapaxes(v, -3, -2))  # (*batch, heads, S, head_dim)
 
         # The last layer runs outside the scan: when only the cache is wanted (a window slide), XLA then drops its

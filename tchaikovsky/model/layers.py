@@ -7,7 +7,6 @@ and values into that cache in place (see ``Block.__call__``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from functools import partial
 
@@ -37,41 +36,26 @@ def dense(layer: eqx.nn.Linear, x: Float[Array, "*batch d_in"]) -> Float[Array, 
     return jnp.einsum("...i,oi->...o", x, layer.weight) + layer.bias
 
 
-_CPU_FAST_PATHS = [True]
-
-
-@contextlib.contextmanager
-def cpu_fast_paths(enabled: bool = True):
-    """Trace with (default) or without the CPU fast paths: attention as einsums over blocks of queries
-    (``blocked_causal_attention``) instead of ``jax.nn.dot_product_attention``, and the training forward's layer scan
-    unrolled. Both compute the same math (to float rounding); the switch exists so ``python -m benchmarks training``
-    can time the old step beside the new one. It acts when a function is traced (its first call), not when a
-    compiled one runs."""
-    saved = _CPU_FAST_PATHS[0]
-    _CPU_FAST_PATHS[0] = enabled
-    try:
-        yield
-    finally:
-        _CPU_FAST_PATHS[0] = saved
-
-
-def use_cpu_fast_paths() -> bool:
-    """True when tracing for the CPU with the fast paths on (see ``cpu_fast_paths``)."""
-    return _CPU_FAST_PATHS[0] and jax.default_backend() == "cpu"
+def fast_on_cpu(cpu_fast_paths: bool) -> bool:
+    """True when tracing for the CPU backend with the fast paths on (``ModelConfig.cpu_fast_paths``). Read while a
+    function is traced: the choice is compiled in."""
+    return cpu_fast_paths and jax.default_backend() == "cpu"
 
 
 def causal_attention(
     q: Float[Array, "*batch seq heads head_dim"],
     k: Float[Array, "*batch seq heads head_dim"],
     v: Float[Array, "*batch seq heads head_dim"],
+    *,
+    cpu_fast_paths: bool,
 ) -> Float[Array, "*batch seq heads head_dim"]:
     """Causal self-attention over the sequence, with ``jax.nn.dot_product_attention``'s arithmetic.
 
-    On CPU it is written as einsums over blocks of queries (``blocked_causal_attention``): XLA:CPU runs them faster
-    than ``dot_product_attention``'s lowering, and the blocks skip most of the masked half of the scores (see
-    ``python -m benchmarks training``). Elsewhere ``dot_product_attention`` lets XLA or cuDNN pick a fused kernel (it
+    On the CPU backend with ``cpu_fast_paths`` (``ModelConfig``) it is written as einsums over blocks of queries
+    (``blocked_causal_attention``): XLA:CPU runs them faster than ``dot_product_attention``'s lowering, and the
+    blocks skip most of the masked half of the scores (see ``python -m benchmarks training``). Elsewhere ``dot_product_attention`` lets XLA or cuDNN pick a fused kernel (it
     takes at most one batch axis)."""
-    if use_cpu_fast_paths():
+    if fast_on_cpu(cpu_fast_paths):
         return blocked_causal_attention(q, k, v)
     if q.ndim <= 4:
         return jax.nn.dot_product_attention(q, k, v, is_causal=True)
@@ -144,6 +128,7 @@ class Block(eqx.Module):
     mlp_in: eqx.nn.Linear  # d -> mlp_ratio * d
     mlp_out: eqx.nn.Linear  # mlp_ratio * d -> d
     n_heads: int = eqx.field(static=True)
+    cpu_fast_paths: bool = eqx.field(static=True)  # ModelConfig.cpu_fast_paths
 
     def __init__(self, config: ModelConfig, *, key: PRNGKeyArray):
         d, hidden = config.d_model, config.mlp_ratio * config.d_model
@@ -155,6 +140,7 @@ class Block(eqx.Module):
         self.mlp_in = init_linear(d, hidden, 0.02, k3)
         self.mlp_out = init_linear(hidden, d, out_std, k4)
         self.n_heads = config.n_heads
+        self.cpu_fast_paths = config.cpu_fast_paths
 
     def __call__(
         self,
@@ -168,7 +154,7 @@ class Block(eqx.Module):
         A Python ``start == 0`` skips reading the cache: nothing precedes the tokens."""
         h, q, k, v = self.project(x)
         if kv is None:
-            attn = causal_attention(q, k, v)
+            attn = causal_attention(q, k, v, cpu_fast_paths=self.cpu_fast_paths)
         else:
             ck, cv = kv
             batch = x.shape[:-2]
