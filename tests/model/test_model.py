@@ -71,8 +71,8 @@ def test_window_slide_reprefill_matches_full_forward_on_the_window(model, piece_
 
 
 def test_batched_decoding_matches_one_sequence_at_a_time(model, piece_tokens):
-    """``decode`` is natively batched (leading token axes, ``init_cache(batch=...)``): each row of a batch computes
-    what it computes alone, through the prefill and the per-token steps of one hoisted ``decoder()``."""
+    """``decode`` takes leading batch axes (``init_cache(batch=...)``; it vmaps the one-sequence step): each row
+    computes what it computes alone, through the prefill and the per-token steps of one hoisted ``decoder()``."""
     C = model.config.context
     rows = np.stack([piece_tokens[:C], piece_tokens[C : 2 * C]])  # two different sequences
     prefix = 7
