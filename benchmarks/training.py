@@ -38,7 +38,7 @@ def bench_training(
     ``mfu`` = achieved FLOP/s over the bf16 peak of all devices (``PEAK_BF16_FLOPS``; null when the device is not
     listed, e.g. CPU). ``roofline`` (default: on CPU only) adds the achieved rate against a measured 1024^3 matmul
     of the compute dtype, timed once in every round of steps. ``compare_old`` (default: on CPU only) also builds the
-    step as it was traced before the CPU fast paths (``tchaikovsky.model.layers.cpu_fast_paths(False)``:
+    step as it was traced before the CPU fast paths (the model built with ``ModelConfig.cpu_fast_paths=False``:
     ``dot_product_attention``, a rolled layer scan) from the same initial state, and times both interleaved step by
     step (a busy machine slows both alike): ``old`` holds its figures, ``speedup`` the ratio of median step times,
     ``first_loss_rel_diff`` how far apart the two steps' first losses (same weights, same batch) are. Raises
@@ -64,17 +64,16 @@ def bench_training(
         f"batch={tc.batch_size}x{tc.seq_len} accum={tc.accum_steps} dtype={np.dtype(cdtype).name} fsdp={tc.fsdp} "
         f"on {n_dev} x {info['device_kind']}")
 
-    from tchaikovsky.model.layers import cpu_fast_paths
-
     compare_old = info["platform"] == "cpu" if compare_old is None else compare_old
     mesh, optim, state, shardings, batch_sharding = setup(mc, tc, seed=seed)  # exactly as train() starts
     n_params = count_params(state.model)
     state = eqx.filter_shard(state, shardings)
     step_fn = make_train_step(optim, cdtype, 0, shardings, batch_sharding)
     sides = {"new": [step_fn, state]}
-    if compare_old:  # the same initial state again (the step donates it), and the step traced the old way
-        old_state = eqx.filter_shard(setup(mc, tc, seed=seed).state, shardings)
-        sides["old"] = [make_train_step(optim, cdtype, 0, shardings, batch_sharding), old_state]
+    if compare_old:  # the same initial weights again (the step donates them), in a model traced the old way
+        old = setup(dataclasses.replace(mc, cpu_fast_paths=False), tc, seed=seed)  # its own (static) model config
+        old_step = make_train_step(old.optim, cdtype, 0, old.shardings, old.batch_sharding)
+        sides["old"] = [old_step, eqx.filter_shard(old.state, old.shardings)]
 
     rng = np.random.default_rng(seed)
     shape = (tc.accum_steps, tc.micro_batch, tc.seq_len + 1)
@@ -84,10 +83,9 @@ def bench_training(
 
     compile_s, first_loss, times = {}, {}, {k: [] for k in sides}
     for k, side in sides.items():
-        with cpu_fast_paths(k == "new"):  # the flag acts while the step is traced, at its first call
-            t0 = time.perf_counter()
-            side[1], metrics = block(side[0](side[1], batches[k][0]))
-            compile_s[k] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        side[1], metrics = block(side[0](side[1], batches[k][0]))
+        compile_s[k] = time.perf_counter() - t0
         first_loss[k] = float(metrics["loss"])
     log(f"  compiled + first step in {compile_s['new']:.1f} s (loss {first_loss['new']:.3f})"
         + (f"; old step {compile_s['old']:.1f} s (loss {first_loss['old']:.3f})" if compare_old else ""))

@@ -22,6 +22,10 @@ class ModelConfig:
     n_layers: int = 4
     n_heads: int = 4
     mlp_ratio: int = 4  # hidden width of the MLP = mlp_ratio * d_model
+    # On the CPU backend, trace the fast paths: attention as einsums over blocks of 128 queries and the training
+    # forward's layer scan unrolled (same math to float rounding; `python -m benchmarks training` times both). How
+    # to compute, not what: it shapes no weight, so it is not saved (see to_dict) and a run may resume either way.
+    cpu_fast_paths: bool = field(default=True, metadata={"saved": False})
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -46,7 +50,9 @@ class ModelConfig:
         return 6.0 * matmul_params + 12.0 * L * d * self.context
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields that define the model's weights and function, as saved with its checkpoints (a saved dict
+        rebuilds the config with ``ModelConfig(**d)``; fields it lacks take their defaults)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("saved", True)}
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 The layout copies nothing per token: ``GPT.decoder()`` slices the stacked block weights into per-layer blocks once
 (hoist it out of a token loop), the layer loop is unrolled over them, and each layer's cache buffer is
-``(*batch, heads, context, head_dim)``, read without a transpose and written in place. Batched decoding is one
-matmul per weight for the whole batch. The README's benchmark notes give the measurements behind this layout.
+``(*batch, heads, context, head_dim)``, read without a transpose and written in place. The step is written for one
+sequence and vmapped over the batch: batched decoding is still one matmul per weight for the whole batch. The
+README's benchmark notes give the measurements behind this layout.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from tchaikovsky.config import ModelConfig
 from tchaikovsky.model.layers import Block, dense, normalize
 
 
+def over_batch(f, n: int, in_axes=0, out_axes=0):
+    """``f``, written for one sequence, mapped over ``n`` leading batch axes (``jax.vmap`` nested ``n`` times)."""
+    for _ in range(n):
+        f = jax.vmap(f, in_axes=in_axes, out_axes=out_axes)
+    return f
+
+
 class KVCache(NamedTuple):
     """Keys and values of every position so far: one buffer per layer (written in place while decoding)."""
 
     k: tuple[Float[Array, "*batch heads context head_dim"], ...]  # n_layers of them
     v: tuple[Float[Array, "*batch heads context head_dim"], ...]
-
 
 
 def init_cache(config: ModelConfig, dtype=jnp.float32, batch: int | tuple[int, ...] = ()) -> KVCache:
@@ -53,13 +60,18 @@ class Decoder(eqx.Module):
         self, tokens: Int[Array, "*batch seq"], cache: KVCache, start: Int[Array, ""] | int
     ) -> tuple[Float[Array, "*batch seq vocab"], KVCache]:
         """Forward for tokens at positions ``start..start+seq-1`` attending to the cached positions before ``start``
-        (entries at ``start`` and after are ignored, then overwritten). Requires ``start + seq <= context``; the
+        (entries at ``start`` and after are overwritten or ignored). Requires ``start + seq <= context``; the
         cache's batch axes must match the tokens' leading axes. Returns fp32 logits and the updated cache."""
-        S = tokens.shape[-1]
-        x = self.embed.weight[tokens] + jax.lax.dynamic_slice_in_dim(self.pos.weight, start, S, axis=0)
+        return over_batch(self._decode_one, tokens.ndim - 1, in_axes=(0, 0, None))(tokens, cache, start)
+
+    def _decode_one(
+        self, tokens: Int[Array, " seq"], cache: KVCache, start: Int[Array, ""] | int
+    ) -> tuple[Float[Array, "seq vocab"], KVCache]:
+        """``decode`` for one sequence (its cache buffers are (heads, context, head_dim))."""
+        x = self.embed.weight[tokens] + jax.lax.dynamic_slice_in_dim(self.pos.weight, start, tokens.shape[0], axis=0)
         ks, vs = [], []
         for block, ck, cv in zip(self.layers, cache.k, cache.v, strict=True):
-            x, (ck, cv) = block(x, (ck, cv), start)
+            x, (ck, cv) = block.decode(x, (ck, cv), start)
             ks.append(ck)
             vs.append(cv)
         logits = dense(self.head, normalize(self.norm, x)).astype(jnp.float32)

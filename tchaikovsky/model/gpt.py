@@ -3,7 +3,8 @@
 Token + learned position embeddings, ``n_layers`` blocks ``x + attn(norm(x)) + mlp(norm(x))``, a final norm and an
 untied linear head. The identical blocks are built with ``filter_vmap`` (stacked weights) and run with ``lax.scan``,
 so compile time does not grow with depth. ``model(tokens)`` works on ONE sequence (batch with ``jax.vmap``);
-``model.decode`` / ``model.prefill`` are natively batched and use a KV cache (``tchaikovsky.model.decode``).
+``model.decode`` / ``model.prefill`` take any leading batch axes (they vmap the one-sequence computation) and use a
+KV cache (``tchaikovsky.model.decode``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from tchaikovsky.config import ModelConfig
-from tchaikovsky.model.decode import Decoder, KVCache, init_cache
-from tchaikovsky.model.layers import Block, causal_attention, dense, init_linear, normalize, use_cpu_fast_paths
+from tchaikovsky.model.decode import Decoder, KVCache, init_cache, over_batch
+from tchaikovsky.model.layers import Block, dense, fast_on_cpu, init_linear, normalize
+
+
+LayerKV = Float[Array, "heads seq head_dim"]  # one layer's keys or values, laid out as the cache holds them
+StackedKV = Float[Array, "layers_but_last heads seq head_dim"]
 
 
 class GPT(eqx.Module):
@@ -48,11 +53,11 @@ class GPT(eqx.Module):
         params, static = eqx.partition(self.blocks, eqx.is_array)
 
         def layer(x, block_params):
-            return eqx.combine(block_params, static)(x)[0], None
+            return eqx.combine(block_params, static)(x), None
 
         # On CPU the layers are unrolled: XLA:CPU then schedules and fuses across them, 5-15% faster for the demo
         # preset's step (python -m benchmarks training); elsewhere a rolled scan keeps compile time flat in depth.
-        unroll = self.config.n_layers if use_cpu_fast_paths() else 1
+        unroll = self.config.n_layers if fast_on_cpu(self.config.cpu_fast_paths) else 1
         x, _ = jax.lax.scan(layer, x, params, unroll=unroll)
         return dense(self.head, normalize(self.norm, x)).astype(jnp.float32)  # softmax and loss happen in fp32
 
@@ -80,33 +85,39 @@ class GPT(eqx.Module):
         and values into the cache (entries after them are left as they were: later decoding never reads them before
         overwriting them). It runs the stacked blocks under ``lax.scan``, as training does: nothing precedes the
         tokens, so it needs no cache reads, and its compile time stays flat in depth."""
-        S, L = tokens.shape[-1], self.config.n_layers
-        x = self.embed.weight[tokens] + self.pos.weight[:S]  # (*batch, S, d)
-        params, static = eqx.partition(self.blocks, eqx.is_array)
+        L = self.config.n_layers
+        # per sequence, vmapped; the stacked keys and values come out (layers - 1, *batch, heads, seq, head_dim)
+        logits, ks, vs, k, v = over_batch(self._forward_kv, tokens.ndim - 1, out_axes=(0, 1, 1, 0, 0))(tokens)
 
-        def layer(x, i):
-            block = eqx.combine(jax.tree.map(lambda a: a[i], params), static)
-            h, q, k, v = block.project(x)
-            x = block.finish(x, h, causal_attention(q, k, v))
-            return x, (jnp.swapaxes(k, -3, -2), jnp.swapaxes(v, -3, -2))  # (*batch, heads, S, head_dim)
-
-        # The last layer runs outside the scan: when only the cache is wanted (a window slide), XLA then drops its
-        # attention and MLP, which nothing reads.
-        x, (ks, vs) = jax.lax.scan(layer, x, jnp.arange(L - 1))  # (layers - 1, *batch, heads, S, head_dim)
-        x, (k, v) = layer(x, L - 1)
-
-        def write(buffers, new, last):
+        def write(buffers, new, last):  # the whole batch at once, in place, at position 0
             at = (0,) * last.ndim
             new = [new[i] for i in range(L - 1)] + [last]
             return tuple(jax.lax.dynamic_update_slice(b, n.astype(b.dtype), at) for b, n in zip(buffers, new))
 
-        logits = dense(self.head, normalize(self.norm, x)).astype(jnp.float32)
         return logits, KVCache(write(cache.k, ks, k), write(cache.v, vs, v))
+
+    def _forward_kv(
+        self, tokens: Int[Array, " seq"]
+    ) -> tuple[Float[Array, "seq vocab"], StackedKV, StackedKV, LayerKV, LayerKV]:
+        """The logits of one sequence at positions 0..seq-1, and every layer's keys and values: those of the first
+        ``n_layers - 1`` stacked, then the last layer's."""
+        S, L = tokens.shape[0], self.config.n_layers
+        x = self.embed.weight[tokens] + self.pos.weight[:S]  # (S, d)
+        params, static = eqx.partition(self.blocks, eqx.is_array)
+
+        def layer(x, i):
+            x, k, v = eqx.combine(jax.tree.map(lambda a: a[i], params), static).with_kv(x)
+            return x, (k, v)
+
+        # The last layer runs outside the scan: when only the cache is wanted (a window slide), XLA then drops its
+        # attention and MLP, which nothing reads.
+        x, (ks, vs) = jax.lax.scan(layer, x, jnp.arange(L - 1))
+        x, (k, v) = layer(x, L - 1)
+        return dense(self.head, normalize(self.norm, x)).astype(jnp.float32), ks, vs, k, v
 
     def init_cache(self, dtype=jnp.float32, batch: int | tuple[int, ...] = ()) -> KVCache:
         """An empty cache for ``decode``: zeros of shape (*batch, heads, context, head_dim) per layer."""
         return init_cache(self.config, dtype, batch)
-
 
 
 def build(config: ModelConfig, key: PRNGKeyArray) -> GPT:

@@ -71,8 +71,8 @@ def test_window_slide_reprefill_matches_full_forward_on_the_window(model, piece_
 
 
 def test_batched_decoding_matches_one_sequence_at_a_time(model, piece_tokens):
-    """``decode`` is natively batched (leading token axes, ``init_cache(batch=...)``): each row of a batch computes
-    what it computes alone, through the prefill and the per-token steps of one hoisted ``decoder()``."""
+    """``decode`` takes leading batch axes (``init_cache(batch=...)``; it vmaps the one-sequence step): each row
+    computes what it computes alone, through the prefill and the per-token steps of one hoisted ``decoder()``."""
     C = model.config.context
     rows = np.stack([piece_tokens[:C], piece_tokens[C : 2 * C]])  # two different sequences
     prefix = 7
@@ -175,23 +175,52 @@ def test_bf16_cast_stays_close_to_fp32(trained, bach):
     assert float(jnp.abs(jax.nn.softmax(logits) - p_low).max()) < 0.02
 
 
+def loss_and_grads_with_and_without_cpu_fast_paths(model: GPT, tokens) -> dict:
+    """{fast: (loss, grads)} of ``tokens`` for the model's weights built with ``cpu_fast_paths`` on and off (the
+    field is static: the weights are the same arrays, only the traced computation differs)."""
+    import dataclasses
+
+    from tchaikovsky.model import skeleton
+    from tchaikovsky.training.losses import next_token_loss
+
+    f = eqx.filter_jit(eqx.filter_value_and_grad(lambda m, t: next_token_loss(m, t, jnp.float32, 0)[0]))
+    out = {}
+    for fast in (False, True):
+        like = skeleton(dataclasses.replace(model.config, cpu_fast_paths=fast))
+        out[fast] = f(jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(model)), tokens)
+    return out
+
+
 def test_cpu_fast_paths_compute_the_reference_loss_and_gradients(model, piece_tokens):
     """The CPU fast paths (einsum attention, unrolled layer scan) change speed, not math: the loss and gradients of
     a batch match those traced with ``jax.nn.dot_product_attention`` and a rolled scan to float rounding."""
-    from tchaikovsky.model.layers import cpu_fast_paths
-    from tchaikovsky.training.losses import next_token_loss
-
+    assert model.config.cpu_fast_paths  # the default
     C = model.config.context
     tokens = jnp.asarray(np.stack([piece_tokens[: C + 1], piece_tokens[C : 2 * C + 1]]).astype(np.int32))
-    out = {}
-    for fast in (False, True):
-        with cpu_fast_paths(fast):  # a fresh function per side: the switch acts when it is traced
-            f = eqx.filter_jit(eqx.filter_value_and_grad(lambda m, t: next_token_loss(m, t, jnp.float32, 0)[0]))
-            out[fast] = f(model, tokens)
+    out = loss_and_grads_with_and_without_cpu_fast_paths(model, tokens)
     (l0, g0), (l1, g1) = out[False], out[True]
     assert abs(float(l1) - float(l0)) <= 1e-5 * abs(float(l0))
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))) + 1e-8)
+
+
+def test_cpu_fast_paths_choose_the_traced_computation(monkeypatch):
+    """The config field picks what is traced on the CPU backend: blocked einsum attention and a layer scan unrolled
+    when on; ``jax.nn.dot_product_attention`` under a rolled scan when off (the comparisons here compare two
+    programs, not one twice)."""
+    import dataclasses
+
+    calls = []
+    reference = jax.nn.dot_product_attention
+    monkeypatch.setattr(jax.nn, "dot_product_attention", lambda *a, **k: calls.append(1) or reference(*a, **k))
+    cfg = ModelConfig(vocab_size=16, context=8, d_model=8, n_layers=3, n_heads=2)
+    for fast in (False, True):
+        calls.clear()
+        model = GPT(dataclasses.replace(cfg, cpu_fast_paths=fast), key=jax.random.key(0))
+        jaxpr = jax.make_jaxpr(lambda m, t: m(t))(model, jnp.zeros(8, jnp.int32))
+        [scan] = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+        assert scan.params["unroll"] == (cfg.n_layers if fast else 1)
+        assert len(calls) == (0 if fast else 1)  # traced once, in the scan's body
 
 
 @pytest.mark.parametrize("T", [256, 320])  # the demo preset's context; one that ends in a partial block
@@ -201,19 +230,14 @@ def test_cpu_fast_paths_match_the_reference_over_several_query_blocks(small_conf
     import dataclasses
     import inspect
 
-    from tchaikovsky.model.layers import blocked_causal_attention, cpu_fast_paths
-    from tchaikovsky.training.losses import next_token_loss
+    from tchaikovsky.model.layers import blocked_causal_attention
 
     block = inspect.signature(blocked_causal_attention).parameters["block"].default
     assert T >= 2 * block  # several blocks, not one: the masked blocks above the diagonal are really skipped
     model = GPT(dataclasses.replace(small_config, context=320), key=jax.random.key(2))
     tokens = jnp.asarray(bach.shards.batch(0, 2, T, seed=3))  # real windows of T + 1 training tokens
     assert tokens.shape == (2, T + 1) and int((tokens != bach.shards.pad_id).sum()) > T  # not mostly padding
-    out = {}
-    for fast in (False, True):
-        with cpu_fast_paths(fast):  # a fresh function per side: the switch acts when it is traced
-            f = eqx.filter_jit(eqx.filter_value_and_grad(lambda m, t: next_token_loss(m, t, jnp.float32, 0)[0]))
-            out[fast] = f(model, tokens)
+    out = loss_and_grads_with_and_without_cpu_fast_paths(model, tokens)
     (l0, g0), (l1, g1) = out[False], out[True]
     assert abs(float(l1) - float(l0)) <= 1e-5 * abs(float(l0))
     leaves0, leaves1 = jax.tree.leaves(g0), jax.tree.leaves(g1)

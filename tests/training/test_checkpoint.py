@@ -224,3 +224,34 @@ def test_frozen_arrays_change_the_state_structure_and_mismatches_are_value_error
     assert same(checkpoint.load(path, like), frozen)
     with pytest.raises(ValueError, match="does not match"):
         checkpoint.load(path, make_state(small_config))
+
+
+def test_cpu_fast_paths_is_not_saved_and_old_configs_load_with_it_on(states, small_config, tmp_path):
+    """``ModelConfig.cpu_fast_paths`` says how to compute on CPU, not what: it is left out of the saved config, so
+    checkpoints written before the field existed and after look alike, a saved config rebuilds the model with the
+    default (on), and a checkpoint restores into a model built with the field off."""
+    a, _ = states
+    off = dataclasses.replace(small_config, cpu_fast_paths=False)
+    assert small_config.cpu_fast_paths and "cpu_fast_paths" not in small_config.to_dict()
+    assert off.to_dict() == small_config.to_dict() and off != small_config  # another compiled program, same weights
+    path = checkpoint.export_model(tmp_path / "model.eqx", a.model, meta_for(off))
+    model, meta = checkpoint.load_model(path)
+    assert "cpu_fast_paths" not in meta["model_config"] and model.config == small_config and same(model, a.model)
+    step_dir = checkpoint.save(tmp_path / "checkpoints", a, meta_for(small_config))
+    back = checkpoint.load(step_dir, make_state(off, seed=7))
+    assert back.model.config == off and same(back, a)
+
+
+def test_a_run_resumes_with_cpu_fast_paths_switched(bach, tmp_path):
+    """A run whose checkpoint was written with the fast paths on resumes with them off (and the resume compares
+    the saved configuration with the new one without refusing)."""
+    from tchaikovsky.config import preset
+    from tchaikovsky.training.loop import train
+
+    p = preset("tiny", vocab_size=len(bach.tok), max_steps=4, eval_every=4, log_every=2, checkpoint_every=2)
+    first = train(tmp_path, p.model, p.train, bach.shards, seed=1, until_step=2, progress=False)
+    assert int(first.state.step) == 2
+    off = dataclasses.replace(p.model, cpu_fast_paths=False)
+    second = train(tmp_path, off, p.train, bach.shards, seed=1, resume=True, progress=False)
+    assert int(second.state.step) == 4 and second.state.model.config == off
+    assert [r["step"] for r in second.history] == [2, 4]
