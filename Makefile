@@ -89,7 +89,7 @@ bench: setup
 	$(PY) -m benchmarks sampling --preset $(PRESET)
 	$(PY) -m benchmarks data
 
-# The accelerator figures in one run on an NVIDIA GPU (README "GPU figures"); everything lands in $(GPU_OUT).
+# The accelerator figures in one run on an NVIDIA GPU (docs/evaluation.md "GPU figures"); everything lands in $(GPU_OUT).
 # WHEELS=dir installs what is missing from a folder of wheels (no package index); DRY_RUN=1: tiny, on the CPU.
 GPU_OUT ?= runs/gpu-check
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
@@ -103,7 +103,7 @@ REF_PRESET ?= demo
 REF_PLATFORM ?= cpu
 REF_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p max_steps=2000
 
-# README "Reference results": demo preset on the embedded Bach chorales, on CPU, then the evaluation table.
+# docs/evaluation.md "Reference results": demo preset on the embedded Bach chorales, on CPU, then the evaluation table.
 # The GPU row: make reference REF_PRESET=small REF_PLATFORM=cuda REF_RUN=runs/reference-small (see the README).
 reference: setup
 	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.notebook --only 02_train_tokenizer 03_train \

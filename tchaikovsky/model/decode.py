@@ -3,8 +3,8 @@
 The layout copies nothing per token: ``GPT.decoder()`` slices the stacked block weights into per-layer blocks once
 (hoist it out of a token loop), the layer loop is unrolled over them, and each layer's cache buffer is
 ``(*batch, heads, context, head_dim)``, read without a transpose and written in place. The step is written for one
-sequence and vmapped over the batch: batched decoding is still one matmul per weight for the whole batch. The
-README's benchmark notes give the measurements behind this layout.
+sequence and vmapped over the batch: batched decoding is still one matmul per weight for the whole batch.
+docs/performance.md gives the measurements behind this layout.
 """
 
 from __future__ import annotations
