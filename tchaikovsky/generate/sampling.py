@@ -118,6 +118,22 @@ def _bucket(n: int, context: int) -> int:
     return min(context, max(16, 1 << (max(n, 1) - 1).bit_length()))
 
 
+def _constrain(logits, window, prev, j, ctrl):
+    """EOS held back before ``min_tokens``, grammar mask and repetition penalty on raw logits (B, V), before
+    temperature and filters; ``prev`` (B,) the tokens before these, ``j`` counts the new tokens before this one."""
+    V = logits.shape[-1]
+    logits = jnp.where((jnp.arange(V) == ctrl["eos"]) & (j < ctrl["min_tokens"]), NEG_INF, logits)
+    if "table" in ctrl:
+        ok = ctrl["table"][ctrl["last"][prev]][:, ctrl["first"]] | ~ctrl["grammar"]  # (B, V): may follow prev
+        ok = ok | ~ok.any(axis=-1, keepdims=True)  # never mask everything
+        logits = jnp.where(ok, logits, NEG_INF)
+    if "penalty" in ctrl:  # CTRL-style: tokens already in the window are made less likely
+        seen = jax.vmap(lambda w: jnp.zeros(V, bool).at[w].set(True))(window)
+        p = ctrl["penalty"]
+        logits = jnp.where(seen, jnp.where(logits > 0, logits / p, logits * p), logits)
+    return logits
+
+
 @partial(eqx.filter_jit, donate="none")
 def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep, bucket, pinned=0):
     """window: (B, C) tokens with the prompt in [:prompt_len]; returns (B, steps) sampled tokens, and (B, steps)
@@ -132,7 +148,6 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
     cache = model.init_cache(model.embed.weight.dtype, batch=B)
     logits, cache = model.prefill(window[:, :bucket], cache)  # the whole batch at once: (B, bucket, V)
     logits = jax.lax.dynamic_index_in_dim(logits, prompt_len - 1, axis=1, keepdims=False)  # (B, V)
-    V = logits.shape[-1]
     eos, pad = ctrl["eos"], ctrl["pad"]
 
     def slide(args):  # keep the first ``pinned`` tokens (the conditions) and the latest keep - pinned
@@ -142,27 +157,13 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
         _, cache = model.prefill(window[:, :keep], cache)  # the stale entries after keep are never read
         return cache, window
 
-    def constrain(logits, window, prev, j):
-        """EOS held back before ``min_tokens``, grammar mask and repetition penalty on raw logits (B, V), before
-        temperature and filters; ``j`` counts the new tokens before this one."""
-        logits = jnp.where((jnp.arange(V) == eos) & (j < ctrl["min_tokens"]), NEG_INF, logits)
-        if "table" in ctrl:
-            ok = ctrl["table"][ctrl["last"][prev]][:, ctrl["first"]] | ~ctrl["grammar"]  # (B, V): may follow prev
-            ok = ok | ~ok.any(axis=-1, keepdims=True)  # never mask everything
-            logits = jnp.where(ok, logits, NEG_INF)
-        if "penalty" in ctrl:  # CTRL-style: tokens already in the window are made less likely
-            seen = jax.vmap(lambda w: jnp.zeros(V, bool).at[w].set(True))(window)
-            p = ctrl["penalty"]
-            logits = jnp.where(seen, jnp.where(logits > 0, logits / p, logits * p), logits)
-        return logits
-
     # the uniforms that drive the sampler, one per sequence and step (+1: the rotated loop samples once more)
     uniforms = jax.vmap(partial(_uniforms, n=steps + 1))(keys)  # (B, steps + 1)
     filters = (ctrl["top_k"], ctrl["top_p"], ctrl["min_p"])
 
     def sample(logits, window, j, done, prev, bars):
         """Token j of every sequence from its logits and current window (before any slide)."""
-        logits = constrain(logits, window, prev, j)
+        logits = _constrain(logits, window, prev, j, ctrl)
         u = jax.lax.dynamic_index_in_dim(uniforms, j, axis=1, keepdims=False)
         tok = jax.vmap(sample_uniform, in_axes=(0, 0, 0, None, None, None))(logits, u, temps, *filters)
         emitted = ~done
