@@ -35,6 +35,19 @@ from types import SimpleNamespace  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quiet_session():
+    """Every test runs quiet: no progress bar or line of the package (``tchaikovsky.progress``). Session-scoped and
+    autouse, so pytest sets it up before any other fixture, and the session-scoped fixtures that build data (``bach``,
+    ``trained``, ...) are quiet too, whichever test first asks for them. A test that checks a bar or a line asks for
+    it around the call, ``with progress.quiet(False): ...``. Subprocesses (Papermill kernels, ``python -m
+    benchmarks``) start with their own context and print as a user would see them."""
+    from tchaikovsky import progress
+
+    with progress.quiet():
+        yield
+
+
 @pytest.fixture(scope="session")
 def corpus_cache(tmp_path_factory) -> Path:
     """A per-session cache directory for the embedded music21 corpus export."""
