@@ -50,6 +50,7 @@ def concat_scores(paths, out: Path) -> dict:
 
 def _files_rate(pieces, tok, workers_list, repeats: int, log, label: str) -> dict:
     """build_shards (fresh directory each run) for each workers setting vs a plain miditok loop, interleaved."""
+    from tchaikovsky import progress
     from tchaikovsky.data.shards import _auto_workers, build_shards
 
     paths = [p.path for p in pieces]
@@ -65,7 +66,8 @@ def _files_rate(pieces, tok, workers_list, repeats: int, log, label: str) -> dic
     def shards(workers):
         def run():
             runs[0] += 1
-            return build_shards(tok, pieces, tmp / f"run{runs[0]}", workers=workers, progress=False)
+            with progress.quiet():  # timed: no bar
+                return build_shards(tok, pieces, tmp / f"run{runs[0]}", workers=workers)
         return run
 
     tok.encode(Path(paths[0]))  # warm the tokenizer's lazy state
@@ -130,6 +132,7 @@ def bench_data(files: int = 60, *, workers: int = 2, concat: int = 11, long_file
     ``batch_fraction`` = batch_ms / train_step_ms."""
     import numpy as np
 
+    from tchaikovsky import progress
     from tchaikovsky.config import preset
     from tchaikovsky.data.corpus import load_corpus
     from tchaikovsky.data.shards import Shards, build_shards
@@ -138,11 +141,13 @@ def bench_data(files: int = 60, *, workers: int = 2, concat: int = 11, long_file
     warnings.filterwarnings("ignore", message=".*BPE ran out of merges.*")
     vocab = vocab_size or default_vocab(preset_name)
     t0 = time.perf_counter()
-    corpus = load_corpus("", max_files=files, cache_dir=cache_dir, progress=False)
+    with progress.quiet():  # this benchmark reports through ``log`` only
+        corpus = load_corpus("", max_files=files, cache_dir=cache_dir)
     pieces = corpus.pieces
     log(f"data: {len(pieces)} embedded chorales ready in {time.perf_counter() - t0:.1f} s (root {corpus.root})")
     t0 = time.perf_counter()
-    tok = train_tokenizer([p.path for p in pieces], vocab, progress=False)
+    with progress.quiet():
+        tok = train_tokenizer([p.path for p in pieces], vocab)
     log(f"  BPE tokenizer: {len(tok)} ids, trained in {time.perf_counter() - t0:.1f} s")
 
     workers_list = [None, workers]
@@ -166,7 +171,8 @@ def bench_data(files: int = 60, *, workers: int = 2, concat: int = 11, long_file
                       pool_workers=workers, measured_on="long" if concat > 1 else "chorales")
 
         tc = preset(preset_name, vocab_size=vocab).train
-        shards = Shards(build_shards(tok, main_pieces, tmp / "shards", progress=False))
+        with progress.quiet():
+            shards = Shards(build_shards(tok, main_pieces, tmp / "shards"))
         shards.batch(0, tc.batch_size, tc.seq_len)
         times = [timed(lambda s=s: shards.batch(s, tc.batch_size, tc.seq_len)) for s in range(1, batch_repeats + 1)]
         batch_ms = median(times) * 1e3

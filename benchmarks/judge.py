@@ -35,11 +35,13 @@ def parse_counts(items) -> dict[str, int]:
 
 def load_pieces(composers: dict[str, int], cache_dir=None) -> list:
     """The first ``n`` usable pieces of each composer in music21's sorted order (exported once, then cached)."""
+    from tchaikovsky import progress
     from tchaikovsky.data.corpus import load_corpus
 
     pieces = []
-    for name, n in composers.items():
-        pieces += load_corpus("", max_files=n, composers=(name,), cache_dir=cache_dir, progress=False).pieces
+    with progress.quiet():  # the benchmark reports through ``log`` only
+        for name, n in composers.items():
+            pieces += load_corpus("", max_files=n, composers=(name,), cache_dir=cache_dir).pieces
     return pieces
 
 

@@ -81,14 +81,16 @@ def bench_scorer(max_files: int = 280, *, composers=COMPOSERS, data_dir: str = "
     """Measure the scorer (see the module docstring) on the embedded corpus of ``composers`` (``max_files``
     pieces), or on the folder ``data_dir`` (e.g. an existing export: ``<cache>/music21``); ``per_composer`` keeps
     at most that many pieces of each known composer (sorted order), so one composer does not swamp the rest."""
+    from tchaikovsky import progress
     from tchaikovsky.data.corpus import label_counts, load_corpus
     from tchaikovsky.evaluation.judge import split_by_work
     from tchaikovsky.evaluation.scorer import Scorer, ScorerConfig
     from tchaikovsky.preference.rounds import prompts_with_enough
 
     t0 = time.time()
-    pieces = load_corpus(data_dir, max_files=None if data_dir else max_files, composers=composers,
-                         cache_dir=cache_dir, progress=False).pieces
+    with progress.quiet():  # loading is reported by the line below; the scorer's training shows its bar
+        pieces = load_corpus(data_dir, max_files=None if data_dir else max_files, composers=composers,
+                             cache_dir=cache_dir).pieces
     if per_composer:
         seen: dict = {}
         pieces = [p for p in pieces if p.composer is None or seen.setdefault(p.composer, []).append(p)
@@ -99,14 +101,15 @@ def bench_scorer(max_files: int = 280, *, composers=COMPOSERS, data_dir: str = "
     changes = {k: v for k, v in {"steps": steps, "temperature": temperature}.items() if v is not None}
     config = ScorerConfig(**changes)
     t = time.time()
-    scorer = Scorer.fit(train, config=config, seed=seed, progress=True)
+    scorer = Scorer.fit(train, config=config, seed=seed)
     fit_s = time.time() - t
     if save:
         scorer.save(save)
     t = time.time()
     scorer.embed(test)
     embed_s = time.time() - t
-    baseline = Scorer.fit(train, config=dataclasses.replace(config, steps=1), seed=seed)
+    with progress.quiet():
+        baseline = Scorer.fit(train, config=dataclasses.replace(config, steps=1), seed=seed)
     return {"bench": "scorer", "n_train": len(train), "n_test": len(test), "prompts": len(prompts),
             "config": config.to_dict(), "fit_s": rounded(fit_s, 1), "embed_s_per_piece": rounded(embed_s / len(test)),
             "load_avg": load_avg(), "trained": _measure(scorer, train, test, prompts),

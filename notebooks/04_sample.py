@@ -176,9 +176,11 @@ if evaluate and judge_samples:
 if interactive:
     from IPython.display import display as show
 
+    from tchaikovsky import progress
     from tchaikovsky.render import widgets
 
-    picker = pipeline.load_data(data_dir, max_files=max_files, composers=composers, progress=False)
+    with progress.quiet():  # the pieces to pick a prompt from: loaded without a bar
+        picker = pipeline.load_data(data_dir, max_files=max_files, composers=composers)
     show(widgets.sampler_panel(model, tok, run, pieces=[p.path for p in picker.pieces], soundfont=soundfont or None,
                                config=config, preview_seconds=preview_seconds, conditions=conditions,
                                period=period, composer=composer, instrumentation=instrumentation))

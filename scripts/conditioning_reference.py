@@ -49,6 +49,7 @@ def main(argv=None) -> dict:
                     help="stop after this stage (a later call continues from what is on disk)")
     args = ap.parse_args(argv)
 
+    from tchaikovsky import progress
     from tchaikovsky.data.corpus import Corpus, load_corpus
     from tchaikovsky.data.embedded import default_cache_dir, export_embedded
     from tchaikovsky.data.shards import Shards
@@ -60,9 +61,10 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     chosen = set()
     for name, n in CORPUS.items():
-        root, sources, _, _ = export_embedded([name], max(2, round(n * args.scale)), None, None, True)
+        root, sources, _, _ = export_embedded([name], max(2, round(n * args.scale)), None, None)
         chosen |= {s.dest for s in sources}
-    corpus = load_corpus(root, max_files=None, progress=False)
+    with progress.quiet():  # the files were just exported: checking them again is not worth a bar
+        corpus = load_corpus(root, max_files=None)
     corpus = Corpus(corpus.root, [p for p in corpus.pieces if p.rel_path in chosen], corpus.report)
     times["corpus_s"] = time.time() - t0
     print(f"corpus: {len(corpus)} pieces from {default_cache_dir()}; labels {corpus.summary()['labels']}", flush=True)

@@ -35,6 +35,19 @@ from types import SimpleNamespace  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quiet_session():
+    """Every test runs quiet: no progress bar or line of the package (``tchaikovsky.progress``). Session-scoped and
+    autouse, so pytest sets it up before any other fixture, and the session-scoped fixtures that build data (``bach``,
+    ``trained``, ...) are quiet too, whichever test first asks for them. A test that checks a bar or a line asks for
+    it around the call, ``with progress.quiet(False): ...``. Subprocesses (Papermill kernels, ``python -m
+    benchmarks``) start with their own context and print as a user would see them."""
+    from tchaikovsky import progress
+
+    with progress.quiet():
+        yield
+
+
 @pytest.fixture(scope="session")
 def corpus_cache(tmp_path_factory) -> Path:
     """A per-session cache directory for the embedded music21 corpus export."""
@@ -52,12 +65,12 @@ def bach(corpus_cache, tmp_path_factory) -> SimpleNamespace:
     from tchaikovsky.data import shards
     from tchaikovsky.data import tokenizer
 
-    pieces = corpus.load_corpus("", max_files=12, cache_dir=corpus_cache, progress=False).pieces
+    pieces = corpus.load_corpus("", max_files=12, cache_dir=corpus_cache).pieces
     assert len(pieces) == 12
-    tok = tokenizer.train_tokenizer([p.path for p in pieces], 600, progress=False)
+    tok = tokenizer.train_tokenizer([p.path for p in pieces], 600)
     root = tmp_path_factory.mktemp("bach")
     tok_path = tokenizer.save_tokenizer(tok, root / "tokenizer.json")
-    out = shards.build_shards(tok, pieces, root / "shards", progress=False)
+    out = shards.build_shards(tok, pieces, root / "shards")
     return SimpleNamespace(pieces=pieces, tok=tok, tokenizer_path=tok_path, shards_dir=out, shards=shards.Shards(out))
 
 
@@ -78,7 +91,7 @@ def trained(bach, tmp_path_factory) -> SimpleNamespace:
 
     p = preset("tiny", vocab_size=len(bach.tok), max_steps=60, eval_every=60, log_every=20, checkpoint_every=60)
     run_dir = tmp_path_factory.mktemp("trained")
-    result = train(run_dir, p.model, p.train, bach.shards, seed=0, progress=False)
+    result = train(run_dir, p.model, p.train, bach.shards, seed=0)
     return SimpleNamespace(model=result.state.model, result=result, run_dir=run_dir, preset=p)
 
 
@@ -123,7 +136,7 @@ def conditioned_run(bach, tmp_path_factory, work_names):
     tok_lib.save_tokenizer(bach.tok, run / "tokenizer.json")
     cond.save(run)
     sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, run / "shards", conditions=cond,
-                                                   held_out=held_out_roles(0.5), progress=False))
+                                                   held_out=held_out_roles(0.5)))
     p = preset("tiny", vocab_size=cond.vocab_size, max_steps=10, eval_every=10, checkpoint_every=10)
-    train(run, p.model, p.train, sh, progress=False)
+    train(run, p.model, p.train, sh)
     return run

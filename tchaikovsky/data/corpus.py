@@ -20,9 +20,8 @@ from typing import Sequence
 
 import numpy as np
 import symusic
-from tqdm.auto import tqdm
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 from tchaikovsky.data.embedded import DEFAULT_FILES, available_scores, export_embedded, read_export_meta
 from tchaikovsky.data.labels import instrumentation_of, music21_work, period_of, read_labels_csv
 
@@ -214,7 +213,7 @@ def _make_piece(root: Path, rel: str, info: dict[str, dict], facts: dict, user: 
 
 
 def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, composers: Sequence[str] = ("bach",),
-                cache_dir=None, min_notes: int = 8, max_duration_s: float = 3600.0, progress: bool = True) -> Corpus:
+                cache_dir=None, min_notes: int = 8, max_duration_s: float = 3600.0) -> Corpus:
     """The usable MIDI pieces of ``data_dir``, or of the embedded music21 corpus when ``data_dir`` is "" (exporting
     ``max_files`` scores of ``composers`` first, ``DEFAULT_FILES`` (40) when it is None; see ``embedded_corpus``).
 
@@ -231,7 +230,7 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
     report: list[dict] = []
     if data_dir in ("", None):
         cap = max_files or DEFAULT_FILES
-        root, chosen, passed, meta = export_embedded(composers, cap, cache_dir, None, progress)
+        root, chosen, passed, meta = export_embedded(composers, cap, cache_dir, None)
         files, n_other = sorted(s.dest for s in chosen), 0
         found = available_scores(composers)
         cap = cap if len(chosen) + len(passed) < found else None  # None: every score was taken
@@ -248,7 +247,7 @@ def load_corpus(data_dir: str | Path = "", *, max_files: int | None = None, comp
 
     pieces: list[Piece] = []
     first_of: dict[str, str] = {}  # content hash -> rel_path of the kept piece with that music
-    for rel in tqdm(files, desc="checking MIDI files", unit="file", disable=not progress):
+    for rel in progress.bar(files, desc="checking MIDI files", unit="file"):
         if max_files is not None and len(pieces) >= max_files:
             cap = max_files
             break

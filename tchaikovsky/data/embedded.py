@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 import symusic
-from tqdm.auto import tqdm
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 from tchaikovsky.data.labels import MUSIC21, instrumentation_of, period_of, person
 
 log = logging.getLogger(__name__)
@@ -187,7 +186,7 @@ def _mp_context():
     return multiprocessing.get_context("fork" if sys.platform == "linux" and "jax" not in sys.modules else "spawn")
 
 
-def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None, progress: bool) -> None:
+def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None) -> None:
     """Export the sources in todo on a process pool, recording each result in meta (saved every 30 s and at the
     end, even when interrupted). A few scores, or whatever a broken pool left over, are converted in this process."""
     import music21  # heavy (~2 s): only when the embedded corpus is exported
@@ -199,7 +198,7 @@ def _convert(todo: list[_Source], root: Path, meta: dict, workers: int | None, p
         n_workers = 1  # starting workers (~1 s with spawn) would cost more than it saves
     pending = {s.dest: s for s in todo}
     last_saved = time.monotonic()
-    bar = tqdm(total=len(todo), desc="music21 -> MIDI", unit="score", disable=not progress)
+    bar = progress.bar(total=len(todo), desc="music21 -> MIDI", unit="score")
 
     def record(s: _Source, res: dict) -> None:
         if "error" in res:
@@ -259,8 +258,8 @@ def available_scores(composers: Sequence[str]) -> int:
     return sum(map(len, _sources(composers).values()))
 
 
-def export_embedded(composers: Sequence[str], max_files: int | None, cache_dir, workers: int | None,
-                     progress: bool) -> tuple[Path, list[_Source], list[_Source], dict]:
+def export_embedded(composers: Sequence[str], max_files: int | None, cache_dir,
+                    workers: int | None) -> tuple[Path, list[_Source], list[_Source], dict]:
     """embedded_corpus's work; also returns the sources chosen, the failed ones passed over, and the metadata."""
     import music21  # heavy (~2 s): only when the embedded corpus is exported
 
@@ -273,11 +272,11 @@ def export_embedded(composers: Sequence[str], max_files: int | None, cache_dir, 
         todo = [s for s in chosen if not (s.dest in meta["pieces"] and (root / s.dest).is_file())]
         if not todo:
             return root, chosen, passed, meta
-        _convert(todo, root, meta, workers, progress)
+        _convert(todo, root, meta, workers)
 
 
 def embedded_corpus(*, composers: Sequence[str] = ("bach",), max_files: int | None = DEFAULT_FILES, cache_dir=None,
-                    workers: int | None = None, progress: bool = True) -> Path:
+                    workers: int | None = None) -> Path:
     """Export music21's bundled scores for ``composers`` to MIDI under ``cache_dir/"music21"/<composer>/`` and return
     that directory.
 
@@ -288,4 +287,4 @@ def embedded_corpus(*, composers: Sequence[str] = ("bach",), max_files: int | No
     metadata.json maps each exported file to its source, composer, title, collection, period, n_parts and
     instrumentation (files exported before instrumentation was recorded get it from their MIDI when loaded).
     """
-    return export_embedded(composers, max_files, cache_dir, workers, progress)[0]
+    return export_embedded(composers, max_files, cache_dir, workers)[0]

@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 from symusic import Score
-from tqdm.auto import tqdm
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 from tchaikovsky.data.augment import Augment, OutOfRange, apply_variant
 from tchaikovsky.data.conditions import Conditions
 from tchaikovsky.data.splits import HASH_RULE, assign_splits
@@ -83,14 +82,14 @@ def _worker(tok_path: str, jobs: Sequence[tuple[str, str]], cache: str) -> list[
     return _encode_to_cache(load_tokenizer(tok_path), jobs, Path(cache))
 
 
-def _tokenize(tok, tok_path: Path, jobs: list[tuple[str, str]], cache: Path, workers: int, progress: bool) -> None:
+def _tokenize(tok, tok_path: Path, jobs: list[tuple[str, str]], cache: Path, workers: int) -> None:
     """Encode ``jobs`` into the cache: a spawn process pool for many jobs, in-process otherwise.
 
     Spawn, not fork: the notebook process usually runs JAX's threads, and forking those can deadlock. Spawn
     re-imports a script's ``__main__``, so scripts need the ``if __name__ == "__main__":`` guard; if the pool
     breaks anyway, the remaining pieces are encoded in-process (slower, never wrong).
     """
-    bar = tqdm(total=len(jobs), desc="tokenizing", unit="piece", disable=not progress)
+    bar = progress.bar(total=len(jobs), desc="tokenizing", unit="piece")
     if workers > 1 and len(jobs) >= 2 * workers:
         size = max(1, min(32, len(jobs) // (4 * workers)))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
@@ -123,7 +122,6 @@ def build_shards(
     val_fraction: float = 0.1,
     seed: int = 0,
     workers: int | None = None,
-    progress: bool = True,
     augment: Augment | None = None,
     conditions: Conditions | None = None,
     held_out: dict[str, float] | None = None,
@@ -162,7 +160,7 @@ def build_shards(
     paths = {p.rel_path: str(p.path) for ps in splits.values() for p in ps}
     jobs = [(k, paths[r]) for r, k in keys.items()] + [(k, paths[r], v) for (r, v), k in extra.items()]
     todo = [job for job in jobs if not (cache / f"{job[0]}.json").is_file()]
-    _tokenize(tok, tok_path, todo, cache, workers or _auto_workers(todo), progress)
+    _tokenize(tok, tok_path, todo, cache, workers or _auto_workers(todo))
 
     dtype = np.uint16 if (conditions.vocab_size if conditions else len(tok)) <= 2**16 else np.uint32
     index: dict[str, Any] = {

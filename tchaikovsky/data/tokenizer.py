@@ -23,9 +23,8 @@ import miditok
 import numpy as np
 from miditok.utils import merge_tracks
 from symusic import Score, Track
-from tqdm.auto import tqdm
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
@@ -58,15 +57,14 @@ def make_tokenizer(*, use_programs: bool = True) -> miditok.REMI:
 class _TrainingBytes:
     """Files -> miditok's byte strings for the 🤗 BPE trainer; unreadable files contribute nothing (no crash)."""
 
-    def __init__(self, tok: miditok.REMI, files: Sequence[Path], progress: bool):
+    def __init__(self, tok: miditok.REMI, files: Sequence[Path]):
         self.inner = miditok.TokTrainingIterator(tok, [Path(f) for f in files])
-        self.progress = progress
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def __iter__(self) -> Iterator[list[str]]:
-        for i in tqdm(range(len(self.inner)), desc="BPE: tokenizing", disable=not self.progress):
+        for i in progress.bar(range(len(self.inner)), desc="BPE: tokenizing"):
             try:
                 yield self.inner[i]
             except Exception:  # noqa: BLE001 - a broken file must not stop training
@@ -74,14 +72,15 @@ class _TrainingBytes:
 
 
 def train_tokenizer(
-    files: Sequence[Path], vocab_size: int, *, use_programs: bool = True, progress: bool = True
+    files: Sequence[Path], vocab_size: int, *, use_programs: bool = True
 ) -> miditok.REMI:
     """Learn BPE merges on ``files`` until the vocabulary has ``vocab_size`` ids (base tokens included).
 
     If ``vocab_size`` is not above the base vocabulary, no BPE is learned: the base tokenizer is returned with a
     warning. The 🤗 trainer stops short of ``vocab_size`` when the data runs out of pairs to merge (warned too):
     size models from ``len(tok)``, not from the request. Merges never cross bar lines. Unreadable files are
-    ignored. ``progress`` drives our per-file bar; miditok always turns on the 🤗 trainer's own bar.
+    ignored. Our per-file bar is ``progress.bar`` (``progress.quiet`` silences it); miditok always turns on the 🤗
+    trainer's own bar.
     """
     tok = make_tokenizer(use_programs=use_programs)
     base = len(tok)
@@ -93,7 +92,7 @@ def train_tokenizer(
         return tok
     if not files:
         raise ValueError("train_tokenizer needs at least one MIDI file to learn BPE from")
-    tok.train(vocab_size=vocab_size, model="BPE", iterator=_TrainingBytes(tok, files, progress))
+    tok.train(vocab_size=vocab_size, model="BPE", iterator=_TrainingBytes(tok, files))
     if len(tok) < vocab_size:
         warnings.warn(f"BPE ran out of merges at {len(tok)} < vocab_size={vocab_size}: too little training data.",
                       stacklevel=2)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 from tchaikovsky.config import SampleConfig
 from tchaikovsky.data.conditions import KINDS, UNKNOWN, load_conditions
 from tchaikovsky.data.shards import Shards
@@ -67,11 +67,11 @@ def judged_values(pieces, cond, label: str, min_pieces: int) -> list[str]:
     return values
 
 
-def _sample(model, tok, cond, requests: dict, config, seeds, temperature, say) -> dict:
+def _sample(model, tok, cond, requests: dict, config, seeds, temperature) -> dict:
     """{value or None ("any"): [(ids, Score or None)]} for each request's condition prefix."""
     bos, out = special_ids(tok)["bos"], {}
     for v, request in requests.items():
-        say(f"sampling {len(seeds)} x {config.num_tokens} tokens for {request or 'any'} ...", flush=True)
+        progress.say(f"sampling {len(seeds)} x {config.num_tokens} tokens for {request or 'any'} ...")
         seqs = generate(model, np.asarray(cond.prefix(**request) + [bos], np.int32), config, seeds=seeds,
                         temperatures=temperature, tok=tok, conditions=cond)
         out[v] = list(zip(seqs, decode_samples(tok, seqs)[0]))
@@ -96,8 +96,7 @@ def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> 
 
 def controllability(run_dir: str | Path, *, label: str = "composer", role: str = "test", n_per_value: int = 8,
                     num_tokens: int = 512, min_tokens: int = 0, temperature: float = 1.0, top_p: float = 0.95,
-                    seed: int = 0, min_pieces: int = 2, max_reference: int = 32, write: bool = True,
-                    progress: bool = True) -> dict:
+                    seed: int = 0, min_pieces: int = 2, max_reference: int = 32, write: bool = True) -> dict:
     """The judge's check of ``label`` for one protocol ``role`` (see the module docstring): ``n_per_value`` pieces
     per value (each value with >= ``min_pieces`` held-out pieces of the role; the other conditions as ``typical``
     fills them) and as many asked for "any", from the role's seeds (``seed`` offsets them). Returns (and writes
@@ -108,7 +107,6 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
     ``held_out_overlap`` (pieces a parent run trained on, when the fine-tune was allowed to overlap). Raises
     ValueError when the run has no conditions or no held-out split for the role."""
     run_dir, r = Path(run_dir), protocol.role(role)
-    say = print if progress else (lambda *a, **k: None)
     model, tok, _ = checkpoint.load_run_model(run_dir)
     cond, shards = load_conditions(run_dir, tok), Shards(run_dir / "shards")
     if cond is None:
@@ -117,7 +115,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
     real = decoded_split(shards, tok, r.split)
     values = judged_values(real, cond, label, min_pieces)
     judge_pieces = [p for p in real if getattr(p, label) in values]
-    say(f"judge ({r.name}): {len(judge_pieces)} real held-out pieces; {label} values {values}", flush=True)
+    progress.say(f"judge ({r.name}): {len(judge_pieces)} real held-out pieces; {label} values {values}")
     try:
         ceiling = cross_validate(judge_pieces, label, seed=seed)
     except ValueError as e:  # e.g. no value has two works: the check still runs, without a ceiling
@@ -128,7 +126,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
 
     config, seeds = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p), r.seeds(n_per_value, seed)
     requests = {**{v: typical(cond, label, v) for v in values}, None: {}}
-    samples = _sample(model, tok, cond, requests, config, seeds, temperature, say)
+    samples = _sample(model, tok, cond, requests, config, seeds, temperature)
     index, rng = training_index(shards, tok, seed), np.random.default_rng(seed)
     uncond_heard = judge.predict([sc for _, sc in samples[None]])
     table = []

@@ -35,7 +35,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 from tchaikovsky.config import SampleConfig, TrainConfig, compute_dtype
 from tchaikovsky.data.conditions import load_conditions
 from tchaikovsky.data.shards import Shards
@@ -165,7 +165,7 @@ def _summary_row(s: dict, comparison, vs_heldout, org, loss: dict, name: str) ->
 
 def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 512, seed: int = 0,
                  temperature: float = 1.0, top_p: float = 0.95, baselines: bool = True, max_reference: int = 64,
-                 copy_run: int = 64, copy_fraction: float = 0.5, write: bool = True, progress: bool = True) -> dict:
+                 copy_run: int = 64, copy_fraction: float = 0.5, write: bool = True) -> dict:
     """Evaluate the run in ``run_dir`` (see the module docstring); returns the dict written to ``evaluation.json``.
 
     Keys: ``settings``; ``loss`` (``eval_loss`` nats/token and ``bits_per_note`` on the validation split, plus
@@ -178,7 +178,6 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     """
     t0 = time.time()
     run_dir = Path(run_dir)
-    say = print if progress else (lambda *a, **k: None)
     run = load_run(run_dir)
     model, tok, meta, shards, sp = run.model, run.tok, run.meta, run.shards, run.special
     V = model.config.vocab_size  # the tokenizer's ids, then any condition tokens
@@ -196,7 +195,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     seqs: dict[str, list[np.ndarray]] = {"train": pick(train_pieces)}
     if val_pieces:  # no validation split: no held-out row, no held-out loss
         seqs["heldout"] = pick(val_pieces)
-    say(f"generating {n_samples} samples of {num_tokens} tokens ...", flush=True)
+    progress.say(f"generating {n_samples} samples of {num_tokens} tokens ...")
     seqs["model"] = sample_ids(run, num_tokens=num_tokens, top_p=top_p, seeds=range(seed, seed + n_samples),
                                temperatures=temperature)
     train_flat = np.concatenate(train_pieces)
@@ -207,16 +206,16 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
                                        seed=seed)
 
     sets, midi = _score_sets(tok, seqs, run_dir / "samples" / "evaluation" if write else None)
-    say("pieces scored: " + ", ".join(f"{k} {v['n']}" for k, v in sets.items()), flush=True)
+    progress.say("pieces scored: " + ", ".join(f"{k} {v['n']}" for k, v in sets.items()))
     ref = sets["train"]["pieces"]
     comparison = {name: compare_sets(sets[name]["pieces"], ref) for name in sets if name != "train"}
     vs_heldout = {}
     if "heldout" in sets and sets["heldout"]["n"] >= 2:
         vs_heldout = {name: compare_sets(sets[name]["pieces"], sets["heldout"]["pieces"])
                       for name in sets if name not in ("train", "heldout")}
-    say(f"originality against {len(train_flat)} training tokens ...", flush=True)
+    progress.say(f"originality against {len(train_flat)} training tokens ...")
     originality = _originality(tok, train_pieces, seqs, seed, copy_run, copy_fraction)
-    say("held-out loss ...", flush=True)
+    progress.say("held-out loss ...")
     loss, notes = _heldout_loss(model, meta, shards, val_pieces, bigram, V)
     summary = {name: _summary_row(s, comparison.get(name), vs_heldout.get(name), originality.get(name), loss, name)
                for name, s in sets.items()}
@@ -242,7 +241,7 @@ def evaluate_run(run_dir: str | Path, *, n_samples: int = 8, num_tokens: int = 5
     evaluation["seconds"] = round(time.time() - t0, 1)
     if write:
         io.atomic_write(run_dir / EVALUATION_FILE, json.dumps(evaluation, indent=1, allow_nan=False))
-    say(f"evaluation done in {evaluation['seconds']} s" + (f": {run_dir / EVALUATION_FILE}" if write else ""))
+    progress.say(f"evaluation done in {evaluation['seconds']} s" + (f": {run_dir / EVALUATION_FILE}" if write else ""))
     return evaluation
 
 

@@ -33,9 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
-from tqdm.auto import tqdm
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 from tchaikovsky.evaluation.roll import N_CHANNELS, augment, frames_of, windows
 
 __all__ = ["Embedded", "Scorer", "ScorerConfig", "ScorerNet", "separation"]
@@ -190,12 +189,12 @@ class Scorer:
 
     @classmethod
     def fit(cls, pieces: Sequence, labels: Mapping[str, Sequence] | None = None, *,
-            config: ScorerConfig = ScorerConfig(), seed: int = 0, progress: bool = False) -> Scorer:
+            config: ScorerConfig = ScorerConfig(), seed: int = 0) -> Scorer:
         """Train on real ``pieces`` (Pieces, MIDI paths or Scores) labelled by ``labels`` ({label: value per piece,
         None unknown}; default each piece's attributes ``config.labels``). Every piece (two augmented windows a
         step) and every label counts; pieces are drawn so that each combination of labels is seen about as often.
         The training pieces become the reference (``with_reference`` changes it). Deterministic for a seed.
-        ``progress``: a progress bar of the steps (tqdm), with the latest loss read every 50 steps."""
+        Shows a progress bar of the steps (``progress.bar``), with the latest loss read every 50 steps."""
         t0 = time.time()
         labels = {k: list(labels[k]) if labels is not None else [getattr(p, k, None) for p in pieces]
                   for k in config.labels}
@@ -224,7 +223,7 @@ class Scorer:
 
         rng = np.random.default_rng(seed)
         losses = []
-        bar = tqdm(total=config.steps, desc="scorer", unit="step", disable=not progress, dynamic_ncols=True)
+        bar = progress.bar(total=config.steps, desc="scorer", unit="step", dynamic_ncols=True)
         for s in range(config.steps):
             idx = rng.choice(len(pieces), size=config.batch, p=weights)
             views = []

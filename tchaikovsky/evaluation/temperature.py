@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 from tchaikovsky.data.tokenizer import decode_ids
 from tchaikovsky.evaluation.compare import resampled_mean_oa
 from tchaikovsky.evaluation.features import piece_metrics
@@ -87,7 +87,7 @@ def _score(tok, ids_list) -> list[dict]:
 
 def choose_temperature(run_dir: str | Path, temperatures: Sequence[float], *, n_samples: int = 24,
                        num_tokens: int = 512, top_p: float = 0.95, max_reference: int = 64, seed: int = 0,
-                       test_seed: int = TEST_SEED, n_boot: int = 2000, progress: bool = True) -> dict:
+                       test_seed: int = TEST_SEED, n_boot: int = 2000) -> dict:
     """Choose among ``temperatures`` on validation samples and report the choice on test samples (module docstring).
 
     Returns ``validation`` (``seeds`` [first, last], ``reference`` training-piece indices, and per temperature a
@@ -103,7 +103,6 @@ def choose_temperature(run_dir: str | Path, temperatures: Sequence[float], *, n_
     if seed + n_samples > test_seed:
         raise ValueError(f"validation seeds {seed}..{seed + n_samples - 1} would reach the test seeds from {test_seed}")
     t0 = time.time()
-    say = print if progress else (lambda *a, **k: None)
     run = load_run(run_dir)
     train = _split_pieces(run.shards, "train")
     rng = np.random.default_rng(seed)
@@ -115,8 +114,8 @@ def choose_temperature(run_dir: str | Path, temperatures: Sequence[float], *, n_
     draws = np.vstack([np.arange(n_samples), rng.integers(0, n_samples, (n_boot, n_samples))])
 
     val_seeds = np.arange(seed, seed + n_samples)
-    say(f"validation: {n_samples} samples x {len(temperatures)} temperatures, seeds {seed}..{val_seeds[-1]} ...",
-        flush=True)
+    progress.say(f"validation: {n_samples} samples x {len(temperatures)} temperatures, "
+                 f"seeds {seed}..{val_seeds[-1]} ...")
     ids = sample_ids(run, num_tokens=num_tokens, top_p=top_p, seeds=val_seeds[:, None], temperatures=temperatures)
     pieces = _score(run.tok, ids)  # row-major over (seed, temperature)
     sets = [pieces[j::len(temperatures)] for j in range(len(temperatures))]
@@ -132,8 +131,8 @@ def choose_temperature(run_dir: str | Path, temperatures: Sequence[float], *, n_
                               "significant": bool(dlo > 0 or dhi < 0)}})
     chosen = temperatures[best]
 
-    say(f"test: {n_samples} samples at temperature {chosen:g}, seeds {test_seed}..{test_seed + n_samples - 1} ...",
-        flush=True)
+    progress.say(f"test: {n_samples} samples at temperature {chosen:g}, "
+                 f"seeds {test_seed}..{test_seed + n_samples - 1} ...")
     test_pieces = _score(run.tok, sample_ids(run, num_tokens=num_tokens, top_p=top_p,
                                              seeds=np.arange(test_seed, test_seed + n_samples), temperatures=chosen))
     test_oa = resampled_mean_oa([test_pieces], ref_pieces["test"], draws)[0]

@@ -76,13 +76,13 @@ def resolve_run_dir(run_dir: str = "") -> Path:
     return path
 
 
-def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach", run_dir: Path | None = None,
-              progress: bool = True) -> corpus_lib.Corpus:
+def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach",
+              run_dir: Path | None = None) -> corpus_lib.Corpus:
     """The corpus (the embedded music21 one when ``data_dir`` is ""), with ``data_report.json`` written to run_dir.
     ``max_files``: keep at most this many pieces; None: every file of ``data_dir``, or the embedded corpus's default
     number (``embedded.DEFAULT_FILES``). When the cap leaves files unread, says so: "kept N of M files (max_files=...)"."""
     names = [c.strip() for c in composers.split(",") if c.strip()]
-    corpus = corpus_lib.load_corpus(data_dir, max_files=max_files, composers=names, progress=progress)
+    corpus = corpus_lib.load_corpus(data_dir, max_files=max_files, composers=names)
     if (note := corpus.cap_note()) is not None:
         print(note)
     if run_dir is not None:
@@ -91,7 +91,7 @@ def load_data(data_dir: str = "", *, max_files=None, composers: str = "bach", ru
     return corpus
 
 
-def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, spec: DataSpec, *, progress: bool = True) -> dict:
+def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, spec: DataSpec) -> dict:
     """Train the tokenizer on the corpus's training pieces (or take ``spec.tokenizer_from``'s: another run, for a
     fine-tune), save it, and write the shards, which keep ``spec`` in their index (``data.spec``). With
     ``transpose_range`` = N, each training piece is also transposed by -N..-1 and 1..N semitones. ``conditions``:
@@ -109,7 +109,7 @@ def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, spec: DataSpec, *, pr
         tok = tok_lib.load_tokenizer(source / "tokenizer.json")
         old = cond_lib.load_conditions(source, tok)
     else:
-        tok = tok_lib.train_tokenizer([p.path for p in train_pieces], spec.vocab_size, progress=progress)
+        tok = tok_lib.train_tokenizer([p.path for p in train_pieces], spec.vocab_size)
         old = None
     tok_lib.save_tokenizer(tok, run_dir / "tokenizer.json")
     cond = None
@@ -117,8 +117,7 @@ def prepare_data(run_dir: Path, corpus: corpus_lib.Corpus, spec: DataSpec, *, pr
         cond = (old or cond_lib.Conditions(len(tok))).extended(corpus.pieces, counted=train_pieces)
         cond.save(run_dir)
     shards_lib.build_shards(tok, corpus.pieces, run_dir / "shards", val_fraction=spec.val_fraction, seed=spec.seed,
-                            progress=progress, augment=augment, conditions=cond, held_out=held_out or None,
-                            data_spec=spec.to_dict())
+                            augment=augment, conditions=cond, held_out=held_out or None, data_spec=spec.to_dict())
     sh = shards_lib.Shards(run_dir / "shards")
     return {
         "vocab_size": sh.vocab_size,
@@ -144,16 +143,15 @@ def load_conditions(run_dir: Path):
     return cond_lib.load_conditions(run_dir, tok_lib.load_tokenizer(run_dir / "tokenizer.json"))
 
 
-def ensure_data(run_dir: Path, spec: DataSpec, *, progress: bool = True):
+def ensure_data(run_dir: Path, spec: DataSpec):
     """The run's shards, built first (corpus -> tokenizer -> shards) if notebook 02 has not run for this run_dir. A
     fine-tune (``spec.tokenizer_from``) builds them with the pretrained run's tokenizer and conditions (always on).
     Shards that exist are used as they are; when they were made with another spec, a note says what differs."""
     if spec.tokenizer_from and not spec.conditions:
         spec = dataclasses.replace(spec, conditions=True)
     if not (run_dir / "shards" / "index.json").exists():
-        corpus = load_data(spec.data_dir, max_files=spec.max_files, composers=spec.composers, run_dir=run_dir,
-                           progress=progress)
-        prepare_data(run_dir, corpus, spec, progress=progress)
+        corpus = load_data(spec.data_dir, max_files=spec.max_files, composers=spec.composers, run_dir=run_dir)
+        prepare_data(run_dir, corpus, spec)
     shards = shards_lib.Shards(run_dir / "shards")
     made = DataSpec.of_shards(shards)
     if made is not None and (diff := spec.differences(made)):
@@ -201,7 +199,7 @@ def wandb_logger(mode: str, run_dir: Path, config: dict):
 
 def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=None, max_minutes=None,
               batch_size=None, learning_rate=None, resume: bool = True, wandb_mode: str = "disabled",
-              sample_every: int = 0, progress: bool = True, init_from: str = "", condition_dropout=None,
+              sample_every: int = 0, init_from: str = "", condition_dropout=None,
               allow_overlap: bool = False):
     """Train the named preset on the run's shards (see ``training.loop.train``). With ``sample_every`` > 0, a short
     unconditional sample is written, rendered and shown (and logged to wandb) every that many steps.
@@ -232,7 +230,7 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
     if sample_every > 0:
         hooks.append(_sampler_hook(run_dir, sample_every, wandb_mode != "disabled"))
     return train(run_dir, p.model, p.train, shards, seed=seed, resume=resume, max_minutes=max_minutes,
-                 progress=progress, hooks=[h for h in hooks if h is not None], extra_meta=extra_meta,
+                 hooks=[h for h in hooks if h is not None], extra_meta=extra_meta,
                  init_from=init_from or None)
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from tchaikovsky import io
+from tchaikovsky import io, progress
 from tchaikovsky.config import TrainConfig, compute_dtype
 from tchaikovsky.data.conditions import load_conditions
 from tchaikovsky.data.shards import Shards
@@ -95,9 +95,8 @@ MIN_CALIBRATION = 10  # held-out pieces needed to calibrate the scorer's copy th
 class _Context:
     """What every round needs, loaded once: model 0, tokenizer, conditions, shards, real pieces, prompts."""
 
-    def __init__(self, run_dir: Path, cfg: PreferenceConfig, progress: bool):
-        self.run_dir, self.cfg, self.say = run_dir, cfg, (print if progress else (lambda *a, **k: None))
-        self.progress = progress
+    def __init__(self, run_dir: Path, cfg: PreferenceConfig):
+        self.run_dir, self.cfg = run_dir, cfg
         self.model0, self.tok, self.meta = load_run_model(run_dir)
         self.cond = load_conditions(run_dir, self.tok)
         if self.cond is None:
@@ -141,12 +140,12 @@ def _scorer(ctx: _Context):
     path = ctx.run_dir / "preference" / "scorer"
     if (path / "scorer.json").is_file():
         return Scorer.load(path)
-    ctx.say(f"training the scorer on {len(ctx.train_real)} real pieces ...", flush=True)
+    progress.say(f"training the scorer on {len(ctx.train_real)} real pieces ...")
     t0 = time.time()
     cfg = ScorerConfig(steps=ctx.cfg.scorer_steps)
     scores = [p.score for p in ctx.train_real]
     labels = {k: [getattr(p, k) for p in ctx.train_real] for k in cfg.labels}
-    scorer = Scorer.fit(scores, labels, config=cfg, seed=ctx.cfg.seed, progress=ctx.progress)
+    scorer = Scorer.fit(scores, labels, config=cfg, seed=ctx.cfg.seed)
     scorer.with_reference(scores, labels)
     if len(ctx.val_real) >= MIN_CALIBRATION:  # fewer give no usable quantile: originality's copy flag alone then
         scorer.calibrate_copy_threshold([p.score for p in ctx.val_real])
@@ -165,7 +164,7 @@ def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> 
     """Sample and score every pending prompt of round ``r`` (each prompt's records written at once)."""
     cfg = ctx.cfg
     for i, prompt in enumerate(rnd.pending(ctx.prompts, "samples")):
-        ctx.say(f"round {r}: sampling {cfg.samples_per_prompt} pieces for {prompt_key(prompt)} ...", flush=True)
+        progress.say(f"round {r}: sampling {cfg.samples_per_prompt} pieces for {prompt_key(prompt)} ...")
         first = 2_000_000 + 1_000_000 * r + 10_000 * i + cfg.seed  # clear of both evaluation roles' seeds
         seqs = sample(ctx, policy, prompt, range(first, first + cfg.samples_per_prompt), temperature=cfg.temperature,
                       top_k=cfg.top_k, top_p=cfg.top_p)
@@ -209,11 +208,11 @@ def _train_round(ctx: _Context, rnd: Round, r: int, policy, deadline: float | No
     left = None if deadline is None else max((deadline - time.time()) / 60, 0.01)
     return train(rnd.dir / "train", policy.config, tc, pairs, seed=cfg.seed + r,
                  init_from=round_model(ctx.run_dir, r - 1), loss_fn=DPOPLoss(cfg.beta, cfg.dpop_lambda),
-                 max_minutes=left, progress=ctx.progress, extra_meta={"preference_round": r})
+                 max_minutes=left, extra_meta={"preference_round": r})
 
 
-def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max_minutes: float | None = None,
-         progress: bool = True) -> dict:
+def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *,
+         max_minutes: float | None = None) -> dict:
     """Run (or resume) the preference rounds of ``run_dir``; see the module docstring. ``max_minutes`` ends the
     call cleanly (a round's training stops with a checkpoint; the next call resumes). Returns ``table`` (the
     evaluation of every finished policy, round 0 first), ``guard`` (the scorer-judge rank correlation on round 1's
@@ -222,7 +221,7 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
     ``per_round``."""
     run_dir = Path(run_dir)
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
-    ctx = _Context(run_dir, cfg, progress)
+    ctx = _Context(run_dir, cfg)
     pref = run_dir / "preference"
     pref.mkdir(parents=True, exist_ok=True)
     saved = pref / "config.json"
@@ -230,13 +229,13 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
         warnings.warn(f"{saved} holds other settings: finished rounds keep theirs, later rounds use the new ones",
                       stacklevel=2)
     io.atomic_write(saved, json.dumps(cfg.to_dict(), indent=1))
-    ctx.say(f"{len(ctx.prompts)} prompt(s): " + "; ".join(prompt_key(p) for p in ctx.prompts), flush=True)
+    progress.say(f"{len(ctx.prompts)} prompt(s): " + "; ".join(prompt_key(p) for p in ctx.prompts))
     scorer = _scorer(ctx)
     specs = [EvalSpec.for_role(name, held) for name, held in ctx.held.items()]
     judge = specs[0].judge  # validation's: the round samples' judge_p (the scorer-judge guard)
     zero = Round(round_dir(run_dir, 0))
     if not zero.done:
-        ctx.say("round 0: judging the fine-tuned model ...", flush=True)
+        progress.say("round 0: judging the fine-tuned model ...")
         zero.finish(io.jsonable(evaluate_round(ctx, ctx.model0, 0, scorer, specs)))
     notes, stopped, guard, guard_by_prompt = [], "done", None, {}
     for r in range(1, cfg.rounds + 1):
@@ -254,7 +253,7 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *, max
             if result.stopped == "max_minutes":
                 stopped = "max_minutes"
                 break
-            ctx.say(f"round {r}: judging the new policy ...", flush=True)
+            progress.say(f"round {r}: judging the new policy ...")
             metrics = evaluate_round(ctx, result.state.model, r, scorer, specs)
             metrics["training"] = result.history[-1] if result.history else {}
             metrics["selection"] = json.loads((rnd.dir / "selection.json").read_text())["length"]

@@ -20,8 +20,8 @@ from pathlib import Path
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
+from tchaikovsky import progress
 from tchaikovsky.config import ModelConfig, TrainConfig, compute_dtype
 from tchaikovsky.training.hooks import Checkpoints, History, Hook, evaluation
 from tchaikovsky.training.losses import LossFn, next_token_loss
@@ -53,7 +53,6 @@ def train(
     max_minutes: float | None = None,
     until_step: int | None = None,
     pad_id: int | None = None,
-    progress: bool = True,
     extra_meta: dict | None = None,
     devices=None,
 ) -> TrainResult:
@@ -108,7 +107,7 @@ def train(
 
     first, end = int(state.step), tc.max_steps if until_step is None else min(until_step, tc.max_steps)
     deadline = Deadline(None if max_minutes is None else time.time() + 60.0 * max_minutes, tc.log_every)
-    with tqdm(total=end, initial=first, desc="train", disable=not progress, dynamic_ncols=True) as bar:
+    with progress.bar(total=end, initial=first, desc="train", dynamic_ncols=True) as bar:
         meter = Meter(tc.batch_size * tc.seq_len, start.schedule, bar, saver.ckpt_dir)
         state, out_of_time = run_steps(state, range(first, end), step_fn, batches, on_log, meter, deadline,
                                        log_every=tc.log_every, checkpoint_every=tc.checkpoint_every)

@@ -95,7 +95,7 @@ def labelled(bach, tmp_path_factory):
     pieces = [replace(p, composer=composers[i % 4], period="Baroque" if i % 4 < 2 else "Renaissance",
                       instrumentation="voices", work=f"work {i // 2}") for i, p in enumerate(bach.pieces)]
     cond = Conditions.build(len(bach.tok), pieces)
-    out = shards_lib.build_shards(bach.tok, pieces, tmp_path_factory.mktemp("cond") / "shards", progress=False,
+    out = shards_lib.build_shards(bach.tok, pieces, tmp_path_factory.mktemp("cond") / "shards",
                                   conditions=cond, held_out={"judge": 0.3})
     return pieces, cond, shards_lib.Shards(out)
 

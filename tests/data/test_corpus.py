@@ -45,9 +45,9 @@ def write(score: symusic.Score, path: Path) -> Path:
 
 
 def test_embedded_export_and_reuse(corpus_cache, monkeypatch, tmp_path):
-    root = embedded_corpus(max_files=6, cache_dir=corpus_cache, workers=2, progress=False)
+    root = embedded_corpus(max_files=6, cache_dir=corpus_cache, workers=2)
     assert root == Path(corpus_cache) / "music21"
-    corpus = load_corpus("", max_files=6, cache_dir=corpus_cache, progress=False)
+    corpus = load_corpus("", max_files=6, cache_dir=corpus_cache)
     assert len(corpus.pieces) == 6 and corpus.summary()["skipped"] == 0
     assert corpus.pieces[0].rel_path == "bach/bwv1.6.mid"  # sorted music21 paths: deterministic choice
     meta = json.loads((root / "metadata.json").read_text())["pieces"]
@@ -69,15 +69,14 @@ def test_embedded_export_and_reuse(corpus_cache, monkeypatch, tmp_path):
         raise Converting([s.key for s in todo])
 
     monkeypatch.setattr(E, "_convert", convert)  # every music21 conversion goes through it
-    assert embedded_corpus(max_files=6, cache_dir=corpus_cache, progress=False) == root  # nothing to convert
+    assert embedded_corpus(max_files=6, cache_dir=corpus_cache) == root  # nothing to convert
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # and no file rewritten
     with pytest.raises(Converting):  # the spy does stand where a conversion would happen
-        embedded_corpus(max_files=1, cache_dir=tmp_path, progress=False)
+        embedded_corpus(max_files=1, cache_dir=tmp_path)
 
 
 def test_embedded_spreads_across_composers_and_takes_first_tune_of_opus(corpus_cache):
-    corpus = load_corpus("", max_files=4, composers=("bach", "essenFolksong"), cache_dir=corpus_cache,
-                         progress=False)
+    corpus = load_corpus("", max_files=4, composers=("bach", "essenFolksong"), cache_dir=corpus_cache)
     by_collection = {c: [p for p in corpus.pieces if p.collection == c] for c in ("bach", "essenFolksong")}
     assert [len(v) for v in by_collection.values()] == [2, 2]
     folk = by_collection["essenFolksong"][0]  # altdeu10.abc is an Opus of 300+ tunes: only the first is exported
@@ -87,7 +86,7 @@ def test_embedded_spreads_across_composers_and_takes_first_tune_of_opus(corpus_c
 
 
 def test_failed_export_is_reported_replaced_and_remembered(corpus_cache):
-    corpus = load_corpus("", max_files=8, composers=("essenFolksong",), cache_dir=corpus_cache, progress=False)
+    corpus = load_corpus("", max_files=8, composers=("essenFolksong",), cache_dir=corpus_cache)
     meta_path = Path(corpus_cache) / "music21" / "metadata.json"
     failed = json.loads(meta_path.read_text())["failed"]
     if "essenFolksong/ballad60.abc" not in failed:
@@ -99,7 +98,7 @@ def test_failed_export_is_reported_replaced_and_remembered(corpus_cache):
     assert len(kept) == 8 and "essenFolksong/ballad70.mid" in kept  # the next score takes the failed one's place
     assert not (Path(corpus_cache) / "music21" / "essenFolksong" / "ballad60.mid").exists()
     stamp = meta_path.stat().st_mtime_ns
-    load_corpus("", max_files=8, composers=("essenFolksong",), cache_dir=corpus_cache, progress=False)
+    load_corpus("", max_files=8, composers=("essenFolksong",), cache_dir=corpus_cache)
     assert meta_path.stat().st_mtime_ns == stamp  # the failure is not retried
 
 
@@ -115,7 +114,7 @@ def test_export_worker_reports_a_broken_source_without_leaving_files(tmp_path):
 
 def test_unknown_composer_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no scores for"):
-        embedded_corpus(composers=("nobody-at-all",), cache_dir=tmp_path, progress=False)
+        embedded_corpus(composers=("nobody-at-all",), cache_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -148,7 +147,7 @@ def messy_folder(tmp_path) -> Path:
 
 
 def test_load_folder_keeps_good_and_explains_every_skip(messy_folder, tmp_path):
-    corpus = load_corpus(messy_folder, max_duration_s=20.0, progress=False)
+    corpus = load_corpus(messy_folder, max_duration_s=20.0)
     assert isinstance(corpus, Corpus) and corpus.root == messy_folder.resolve()
     kept = ["Good4.MiDi", "good1.mid", "good3.midi", "upper/GOOD2.MID", "x.mid/inside.mid"]
     assert [p.rel_path for p in corpus.pieces] == kept
@@ -184,18 +183,18 @@ def test_load_folder_keeps_good_and_explains_every_skip(messy_folder, tmp_path):
 
 
 def test_max_files_keeps_the_first_in_sorted_order(messy_folder):
-    corpus = load_corpus(messy_folder, max_files=2, progress=False)
+    corpus = load_corpus(messy_folder, max_files=2)
     assert [p.rel_path for p in corpus.pieces] == ["Good4.MiDi", "good1.mid"]
 
 
 def test_unusable_folders_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        load_corpus(tmp_path / "missing", progress=False)
+        load_corpus(tmp_path / "missing")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "a.mid").write_bytes(b"")
     (tmp_path / "bad" / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match=r"no usable MIDI.*1 \.mid/\.midi path.*1 other.*empty"):
-        load_corpus(tmp_path / "bad", progress=False)
+        load_corpus(tmp_path / "bad")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -206,7 +205,7 @@ def test_giantmidi_file_names(tmp_path):
     write(make_score(melody(10)), tmp_path / "Bach, Johann Sebastian, Prelude in C major, BWV 846, XxXxXxXx.mid")
     write(make_score(melody(11)), tmp_path / "Chopin, Frédéric, Nocturne in E-flat major, Op. 9, No. 2, 9E6b3swbnWg.mid")
     write(make_score(melody(12)), tmp_path / "my song, take 2.mid")
-    pieces = {p.rel_path: p for p in load_corpus(tmp_path, progress=False).pieces}
+    pieces = {p.rel_path: p for p in load_corpus(tmp_path).pieces}
     bach = pieces["Bach, Johann Sebastian, Prelude in C major, BWV 846, XxXxXxXx.mid"]
     assert (bach.composer, bach.title, bach.collection, bach.period) == (
         "Johann Sebastian Bach", "Prelude in C major, BWV 846", "giantmidi", "Baroque")
@@ -231,7 +230,7 @@ def test_maestro_csv(tmp_path):
                     "duration"])
         for composer, title, split, name in rows:
             w.writerow([composer, title, split, name[:4], name, name.replace(".midi", ".wav"), 8.0])
-    pieces = load_corpus(data, progress=False).pieces
+    pieces = load_corpus(data).pieces
     got = [(p.rel_path, p.composer, p.title, p.split, p.collection, p.period) for p in pieces]
     assert got == [
         ("maestro-v3.0.0/2017/b.midi", "Johann Sebastian Bach", rows[1][1], "test", "maestro", "Baroque"),
@@ -259,7 +258,7 @@ def test_piece_stats_of_a_known_scale(tmp_path):
 def test_corpus_stats(tmp_path):
     write(make_score(SCALE), tmp_path / "a.mid")
     write(make_score(melody(30, 12), beats=0.5, program=40, qpm=60.0), tmp_path / "b.mid")
-    corpus = load_corpus(tmp_path, progress=False)
+    corpus = load_corpus(tmp_path)
     s = corpus_stats(corpus)
     assert (s["n_pieces"], s["n_notes"]) == (2, 20)
     assert s["total_duration_s"] == pytest.approx(4.0 + 6.0)  # 12 eighth notes at 60 qpm: 6 s

@@ -79,7 +79,7 @@ def folder(tmp_path) -> Path:
 
 
 def test_guesses_and_label_counts_without_labels_csv(folder):
-    corpus = load_corpus(folder, progress=False)
+    corpus = load_corpus(folder)
     got = {p.rel_path: (p.composer, p.period, p.instrumentation, p.work) for p in corpus.pieces}
     assert got == {"choir.mid": (None, None, "voices", "choir"), "piano.MID": (None, None, "keyboard", "piano"),
                    "sub/quartet.mid": (None, None, "strings", "sub/quartet")}
@@ -96,7 +96,7 @@ def test_labels_csv_wins_over_guesses(folder):
         "sub/quartet.mid,Joseph Haydn,,,op. 76\n"  # empty cells: period guessed from the composer, rest kept
         "piano.MID,Me,Modern,Strings,\n"  # class names are matched ignoring case
         "./choir.mid,,,unknown,\n")  # "unknown" forces unknown
-    pieces = {p.rel_path: p for p in load_corpus(folder, progress=False).pieces}
+    pieces = {p.rel_path: p for p in load_corpus(folder).pieces}
     q, p, c = pieces["sub/quartet.mid"], pieces["piano.MID"], pieces["choir.mid"]
     assert (q.composer, q.period, q.instrumentation, q.work) == ("Joseph Haydn", "Classical", "strings", "op. 76")
     assert (p.composer, p.period, p.instrumentation, p.work) == ("Me", "Modern", "strings", "piano")
@@ -114,7 +114,7 @@ def test_labels_csv_wins_over_guesses(folder):
 def test_bad_labels_csv_is_a_clear_error(folder, text, message):
     (folder / "labels.csv").write_text(text)
     with pytest.raises(ValueError, match="labels.csv") as e:
-        load_corpus(folder, progress=False)
+        load_corpus(folder)
     assert message in str(e.value)
 
 
@@ -126,6 +126,6 @@ def test_old_export_metadata_without_instrumentation_still_loads(tmp_path):
         "source": "bach/bwv1.6.mxl", "composer": "Johann Sebastian Bach", "title": "Wie schön", "collection": "bach",
         "period": "Baroque", "n_parts": 4}}}
     (root / "metadata.json").write_text(json.dumps(meta))
-    (piece,) = load_corpus(root, progress=False).pieces
+    (piece,) = load_corpus(root).pieces
     assert (piece.composer, piece.period, piece.instrumentation, piece.work) == (
         "Johann Sebastian Bach", "Baroque", "voices", "bach/bwv1")

@@ -54,7 +54,7 @@ def built(tok, corpus, tmp_path_factory) -> Path:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = build_shards(tok, corpus, tmp_path_factory.mktemp("shards"), val_fraction=0.25, seed=0,
-                           workers=2, progress=False)
+                           workers=2)
     assert not [w for w in caught if "process pool" in str(w.message)]  # the pool really ran
     return out
 
@@ -100,7 +100,7 @@ def test_split_is_reproducible_and_seeded(corpus):
 def test_dataset_split_is_honoured(tok, corpus, tmp_path):
     own = ["train", "validation", "test"]
     tagged = [replace(p, split=own[i % 3]) for i, p in enumerate(corpus[:6])]
-    shards = Shards(build_shards(tok, tagged, tmp_path, seed=3, workers=1, progress=False))
+    shards = Shards(build_shards(tok, tagged, tmp_path, seed=3, workers=1))
     assert _rel_paths(shards, "val") == {"p01.mid", "p04.mid"}
     assert _rel_paths(shards, "test") == {"p02.mid", "p05.mid"}
     assert _rel_paths(shards, "train") == {"p00.mid", "p03.mid"}
@@ -117,7 +117,7 @@ def test_rerun_encodes_nothing(built, tok, corpus):
     cached = sorted((built / "pieces").glob("*"))
     mtimes = [f.stat().st_mtime_ns for f in cached]
     before = (built / "train.bin").read_bytes()
-    build_shards(tok, corpus, built, val_fraction=0.25, seed=0, workers=2, progress=False)
+    build_shards(tok, corpus, built, val_fraction=0.25, seed=0, workers=2)
     stats = Shards(built).index["stats"]
     assert stats["encoded"] == 0 and stats["cached"] == len(corpus)
     assert [f.stat().st_mtime_ns for f in sorted((built / "pieces").glob("*"))] == mtimes
@@ -210,9 +210,9 @@ def test_augmentation_adds_training_copies_only(tmp_path):
 
     pieces = [Piece(path=f, rel_path=f.name) for f in files]
     tok = make_tokenizer()
-    plain = Shards(build_shards(tok, pieces, tmp_path / "plain", progress=False))
+    plain = Shards(build_shards(tok, pieces, tmp_path / "plain"))
     aug = Augment(transpose=(-2, 2), velocity=(10,), tempo=(1.1,))
-    out = Shards(build_shards(tok, pieces, tmp_path / "aug", progress=False, augment=aug))
+    out = Shards(build_shards(tok, pieces, tmp_path / "aug", augment=aug))
     n_train = len(plain.pieces("train"))
     # +2 leaves the piano range for every piece; -2, velocity and tempo copies are kept
     assert len(out.pieces("train")) == n_train * 4
@@ -220,7 +220,7 @@ def test_augmentation_adds_training_copies_only(tmp_path):
     copies = [p for p in out.pieces("train") if "augment" in p]
     assert sorted({tuple(p["augment"]) for p in copies}) == [(-2, 0, 1.0), (0, 0, 1.1), (0, 10, 1.0)]
     assert out.index["skipped"] == plain.index["skipped"] == []
-    again = Shards(build_shards(tok, pieces, tmp_path / "aug", progress=False, augment=aug))
+    again = Shards(build_shards(tok, pieces, tmp_path / "aug", augment=aug))
     assert again.index["stats"]["encoded"] == 0  # augmented copies are cached like pieces
 
 

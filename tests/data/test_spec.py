@@ -15,7 +15,7 @@ def test_a_spec_from_a_notebooks_names_compares_only_what_it_set():
 
 def test_shards_keep_their_spec(bach, tmp_path):
     spec = DataSpec(composers="bach", vocab_size=600, judge_fraction=0.2)
-    sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, bach.pieces, tmp_path / "shards", progress=False,
+    sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, bach.pieces, tmp_path / "shards",
                                                    data_spec=spec.to_dict()))
     assert DataSpec.of_shards(sh) == spec and DataSpec.of_shards(bach.shards) is None
 
@@ -24,10 +24,10 @@ def test_a_rerun_asking_for_other_data_says_what_differs(bach, tmp_path, capsys)
     from tchaikovsky.notebook import pipeline
 
     run = tmp_path / "run"
-    shards_lib.build_shards(bach.tok, bach.pieces, run / "shards", progress=False,
+    shards_lib.build_shards(bach.tok, bach.pieces, run / "shards",
                             data_spec=DataSpec(vocab_size=600).to_dict())
-    pipeline.ensure_data(run, DataSpec.of({"vocab_size": 600}), progress=False)
+    pipeline.ensure_data(run, DataSpec.of({"vocab_size": 600}))
     assert capsys.readouterr().out == ""
-    sh = pipeline.ensure_data(run, DataSpec.of({"vocab_size": 999, "data_dir": ""}), progress=False)
+    sh = pipeline.ensure_data(run, DataSpec.of({"vocab_size": 999, "data_dir": ""}))
     out = capsys.readouterr().out
     assert sh.path == run / "shards" and "vocab_size: 999 asked, 600 in the shards" in out and "data_dir" not in out

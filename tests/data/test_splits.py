@@ -61,10 +61,10 @@ def parent_and_copy(bach, tmp_path_factory):
     """A parent run trained on all 12 chorales (no held-out works), and a run of the same chorales copied under
     other names, with works held out."""
     root = tmp_path_factory.mktemp("leak")
-    shards_lib.build_shards(bach.tok, bach.pieces, root / "parent" / "shards", progress=False)
+    shards_lib.build_shards(bach.tok, bach.pieces, root / "parent" / "shards")
     copies = [replace(p, rel_path=f"copies/Bach, Johann Sebastian, Chorale {i}.mid", work=f"chorale copy {i}")
               for i, p in enumerate(bach.pieces)]
-    child = shards_lib.Shards(shards_lib.build_shards(bach.tok, copies, root / "child" / "shards", progress=False,
+    child = shards_lib.Shards(shards_lib.build_shards(bach.tok, copies, root / "child" / "shards",
                                                       held_out=held_out_roles(0.5)))
     return root / "parent", child
 

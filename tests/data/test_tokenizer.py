@@ -52,7 +52,7 @@ def files(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def tok(files):
-    return train_tokenizer(files, VOCAB, progress=False)
+    return train_tokenizer(files, VOCAB)
 
 
 def test_base_vocabulary():
@@ -69,7 +69,7 @@ def test_bpe_reaches_requested_vocab_size(tok):
 
 def test_vocab_not_above_base_returns_base_tokenizer_with_warning(files):
     with pytest.warns(UserWarning, match="no BPE"):
-        small = train_tokenizer(files, 100, progress=False)
+        small = train_tokenizer(files, 100)
     assert not small.is_trained and len(small) == len(make_tokenizer())
 
 
@@ -77,7 +77,7 @@ def test_training_survives_bad_files_and_warns_when_merges_run_out(files, tmp_pa
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"MThd not really a midi file")
     with pytest.warns(UserWarning, match="ran out of merges"):
-        small = train_tokenizer([files[0], bad], 20_000, progress=False)
+        small = train_tokenizer([files[0], bad], 20_000)
     assert small.is_trained and len(make_tokenizer()) < len(small) < 20_000
 
 
@@ -184,7 +184,7 @@ def test_without_programs_still_one_stream(files):
 def test_bpe_keeps_base_tokens_unseen_in_training(files, tmp_path):
     """miditok 3.0.4 trained BPE without the base alphabet: tokens absent from the training data (here high
     pitches) vanished from the vocabulary and such notes were silently dropped. Guards the miditok floor."""
-    small = train_tokenizer([files[0]], len(make_tokenizer()) + 20, progress=False)
+    small = train_tokenizer([files[0]], len(make_tokenizer()) + 20)
     assert len(small) == len(make_tokenizer()) + 20
     high = Score(TPQ)
     high.tempos.append(Tempo(0, 96.0))

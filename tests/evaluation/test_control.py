@@ -91,7 +91,7 @@ def test_training_index_leaves_out_condition_tokens(bach, tmp_path):
     """In conditioned shards a piece is [conditions, BOS, music, EOS]: only the music is indexed."""
     pieces = [replace(p, composer="Bach" if i % 2 else "Anon") for i, p in enumerate(bach.pieces[:6])]
     cond = Conditions.build(len(bach.tok), pieces)
-    sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, tmp_path / "shards", progress=False,
+    sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, tmp_path / "shards",
                                                    conditions=cond, val_fraction=0.2))
     index = training_index(sh, bach.tok)
     raw = sh.piece_ids("train", 0)
@@ -102,7 +102,7 @@ def test_training_index_leaves_out_condition_tokens(bach, tmp_path):
 
 def test_controllability_reports_rates_with_n_against_measured_chance(conditioned_run):
     report = control.controllability(conditioned_run, role="validation", n_per_value=3, num_tokens=24,
-                                     min_pieces=1, progress=False)
+                                     min_pieces=1)
     assert report["role"] == "validation" and report["settings"]["seeds"] == [0, 2]
     assert report["settings"]["held_out_split"] == "judge" and len(report["values"]) == 2
     for row in report["table"]:
@@ -121,12 +121,12 @@ def test_controllability_reports_rates_with_n_against_measured_chance(conditione
 
 def test_test_role_uses_other_works_and_seeds(conditioned_run):
     test = control.controllability(conditioned_run, role="test", n_per_value=2, num_tokens=24, min_pieces=1,
-                                   write=False, progress=False)
+                                   write=False)
     assert test["settings"]["seeds"] == [1_000_000, 1_000_001] and test["settings"]["held_out_split"] == "judge_test"
     with pytest.raises(ValueError, match="evaluation role 'train'"):
-        control.controllability(conditioned_run, role="train", progress=False)
+        control.controllability(conditioned_run, role="train")
     with pytest.raises(ValueError, match="fewer than two composer values with >= 50"):
-        control.controllability(conditioned_run, min_pieces=50, progress=False)
+        control.controllability(conditioned_run, min_pieces=50)
 
 
 def test_decoded_split_is_the_originals_decoded_with_their_labels(conditioned_run):

@@ -66,8 +66,7 @@ def test_summary_table(evaluated):
 def test_without_baselines_writes_nothing(evaluated):
     run, first = evaluated
     before = sorted(p.name for p in run.iterdir())
-    result = E.evaluate_run(run, n_samples=4, num_tokens=96, max_reference=16, baselines=False, write=False,
-                            progress=False)
+    result = E.evaluate_run(run, n_samples=4, num_tokens=96, max_reference=16, baselines=False, write=False)
     assert set(result["sets"]) == {"train", "heldout", "model"} and "plots" not in result
     assert sorted(p.name for p in run.iterdir()) == before
     # same seeds, same settings: the same samples and the same measures as the first evaluation

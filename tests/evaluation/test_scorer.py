@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import symusic
 
+from tchaikovsky import progress
 from tchaikovsky.evaluation.judge import split_by_work
 from tchaikovsky.evaluation.roll import N_CHANNELS, frames
 from tchaikovsky.evaluation.scorer import Scorer, ScorerConfig, separation
@@ -115,15 +116,16 @@ def test_copy_threshold_is_a_quantile_of_held_out_similarity(fitted, tmp_path):
 
 
 def test_training_shows_a_progress_bar_not_loose_lines(fitted, capsys):
-    """progress=True: one tqdm bar of the steps with the loss (on stderr), no line per 50 steps; progress=False:
-    nothing at all. The losses are recorded every 50 steps either way."""
+    """Not quiet: one tqdm bar of the steps with the loss (on stderr), no line per 50 steps; quiet (as the whole test
+    session is): nothing at all. The losses are recorded every 50 steps either way."""
     _, train, _ = fitted
     config = ScorerConfig(labels=("composer",), window=32, width=16, dim=16, steps=60, batch=8)
-    shown = Scorer.fit(train, config=config, seed=0, progress=True)
+    with progress.quiet(False):
+        shown = Scorer.fit(train, config=config, seed=0)
     out, err = capsys.readouterr()
     assert out == "" and "scorer step" not in err
     assert "scorer: 100%" in err and "60/60" in err and "loss=" in err
-    quiet = Scorer.fit(train, config=config, seed=0, progress=False)
+    quiet = Scorer.fit(train, config=config, seed=0)
     assert capsys.readouterr() == ("", "")
     assert len(shown.info["losses"]) == len(quiet.info["losses"]) == 3  # steps 0, 50 and the last
     assert shown.info["losses"] == quiet.info["losses"]

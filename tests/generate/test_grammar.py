@@ -136,7 +136,7 @@ def test_conditioned_pieces_obey_the_grammar_and_sampling_follows_the_prefix(bac
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, d, conditions=cond, progress=False))
+        sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, d, conditions=cond))
         for split in sh.splits:  # every piece, and the joins between pieces (EOS -> the next piece's conditions)
             assert rules.invalid_share(np.asarray(sh._split(split))) == 0.0
     ids = cond.ids()

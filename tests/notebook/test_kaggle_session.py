@@ -114,7 +114,7 @@ def pushed(tmp_path, kaggle_python, corpus_cache, monkeypatch):
     upload_dataset(folders["tchaikovsky-src"], uploads / "tchaikovsky-src", dir_mode="zip")
     midi = uploads / "giantmidi-piano"
     midi.mkdir()
-    for f in sorted(embedded.embedded_corpus(max_files=10, cache_dir=corpus_cache, progress=False).rglob("*.mid"))[:10]:
+    for f in sorted(embedded.embedded_corpus(max_files=10, cache_dir=corpus_cache).rglob("*.mid"))[:10]:
         shutil.copy(f, midi / f.name)
     return folders, uploads
 

@@ -121,7 +121,7 @@ def test_notebooks_run_on_a_users_folder_with_other_parameters(tmp_path, corpus_
     monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))
     data = tmp_path / "my midi"
     (data / "sub").mkdir(parents=True)
-    src = embedded.embedded_corpus(max_files=8, cache_dir=corpus_cache, progress=False)
+    src = embedded.embedded_corpus(max_files=8, cache_dir=corpus_cache)
     for i, f in enumerate(sorted(src.rglob("*.mid"))[:8]):
         shutil.copy(f, data / ("sub" if i % 2 else "") / f"piece {i}.MID")
     (data / "broken.mid").write_bytes(os.urandom(300))
@@ -162,7 +162,7 @@ def test_notebook_01_on_long_performances_stays_small(tmp_path, corpus_cache, mo
     from tchaikovsky.data import embedded
 
     monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))
-    chorales = sorted(embedded.embedded_corpus(max_files=12, cache_dir=corpus_cache, progress=False).rglob("*.mid"))
+    chorales = sorted(embedded.embedded_corpus(max_files=12, cache_dir=corpus_cache).rglob("*.mid"))
     data = tmp_path / "performances"
     data.mkdir()
     _long_performance(chorales, 25, data / "long one.mid")
@@ -206,7 +206,7 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
 
     data = tmp_path / "giantmidi"
     data.mkdir()
-    src = sorted(embedded.embedded_corpus(max_files=12, cache_dir=corpus_cache, progress=False).rglob("*.mid"))[:12]
+    src = sorted(embedded.embedded_corpus(max_files=12, cache_dir=corpus_cache).rglob("*.mid"))[:12]
     # titles whose works hash into each role, so that both composers have training, validation and test works
     wanted = ["judge", "judge_test", "judge_test", None, None, None]
     for i, f in enumerate(src):
@@ -261,7 +261,7 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
                          seeds=[0], temperatures=[1.0], evaluate=False, interactive=False)
     assert f"preference round {chosen_round(ft)}'s model (the validation judge's choice)" in tuned.read_text()
 
-    report = control.controllability(ft, n_per_value=2, num_tokens=40, min_pieces=1, progress=False)
+    report = control.controllability(ft, n_per_value=2, num_tokens=40, min_pieces=1)
     n = len(report["classes"])
     assert report["role"] == "test" and report["held_out_overlap"]
     assert np.asarray(report["confusion"]).shape == (n, n) and np.asarray(report["confusion"]).sum() <= 2 * n

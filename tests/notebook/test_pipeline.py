@@ -24,7 +24,7 @@ def test_training_logs_to_wandb_offline_and_renders_samples_as_it_goes(bach, tmp
     shutil.copy(bach.tokenizer_path, run / "tokenizer.json")
     monkeypatch.setenv("WANDB_SILENT", "true")
     result = pipeline.train_run(run, bach.shards, preset="tiny", max_steps=10, wandb_mode="offline",
-                                sample_every=5, progress=False)
+                                sample_every=5)
     assert int(result.state.step) == 10
     assert list((run / "wandb").glob("offline-run-*")), "wandb offline run directory"
     mids = sorted((run / "samples").glob("train-step*.mid"))
@@ -204,21 +204,21 @@ def test_a_users_folder_is_read_whole_by_default_and_a_cap_says_so(bach, corpus_
     assert {d["max_files"] for d in defaults.values()} == {None}
     run = tmp_path / "run"
     corpus = pipeline.load_data(str(folder), max_files=defaults["01_explore_data"]["max_files"],
-                                composers=defaults["01_explore_data"]["composers"], run_dir=run, progress=False)
+                                composers=defaults["01_explore_data"]["composers"], run_dir=run)
     assert len(corpus) == 60 and corpus.cap_note() is None
     assert "kept" not in capsys.readouterr().out
     report = json.loads((run / "data_report.json").read_text())
     assert report["kept"] == 60 and report["found"] == 60 and "cap" not in report
 
-    corpus = pipeline.load_data(str(folder), max_files=40, run_dir=run, progress=False)
+    corpus = pipeline.load_data(str(folder), max_files=40, run_dir=run)
     assert len(corpus) == 40
     assert capsys.readouterr().out == "kept 40 of 60 files (max_files=40)\n"
     assert json.loads((run / "data_report.json").read_text())["cap"] == "kept 40 of 60 files (max_files=40)"
-    pipeline.load_data(str(folder), max_files=60, progress=False)  # a cap that leaves nothing unread: no note
+    pipeline.load_data(str(folder), max_files=60)  # a cap that leaves nothing unread: no note
     assert capsys.readouterr().out == ""
 
     monkeypatch.setenv("TCHAIKOVSKY_CACHE", str(corpus_cache))  # the embedded corpus: the default's 40 of Bach's
-    corpus = pipeline.load_data("", max_files=None, composers="bach", progress=False)
+    corpus = pipeline.load_data("", max_files=None, composers="bach")
     n = available_scores(["bach"])
     assert len(corpus) == DEFAULT_FILES == 40 and n > 400
     assert capsys.readouterr().out.splitlines()[-1] == \

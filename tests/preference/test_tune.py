@@ -19,7 +19,7 @@ def test_rounds_write_everything_and_an_interrupted_run_resumes_to_the_same_resu
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     shutil.copytree(conditioned_run, straight)
     shutil.copytree(conditioned_run, broken)
-    done = tune(straight, TINY, progress=False)
+    done = tune(straight, TINY)
     assert done["stopped"] == "done" and [m["round"] for m in done["table"]] == [0, 1, 2]
     pref = straight / "preference"
     for r in (1, 2):
@@ -41,14 +41,14 @@ def test_rounds_write_everything_and_an_interrupted_run_resumes_to_the_same_resu
         summary_table(done)
 
     # interrupted during round 1's training (out of time), then rerun: the same table as the straight run
-    cut = tune(broken, TINY, max_minutes=1e-4, progress=False)
+    cut = tune(broken, TINY, max_minutes=1e-4)
     assert cut["stopped"] == "max_minutes" and [m["round"] for m in cut["table"]] == [0]
     assert (broken / "preference" / "round_01" / "pairs.jsonl").exists()
-    again = tune(broken, TINY, progress=False)
+    again = tune(broken, TINY)
     strip = lambda t: [{k: v for k, v in m.items() if k != "training"} for m in t]  # noqa: E731 (wall clock inside)
     assert strip(again["table"]) == strip(done["table"])
     # a finished run is not redone
-    assert strip(tune(broken, TINY, progress=False)["table"]) == strip(done["table"])
+    assert strip(tune(broken, TINY)["table"]) == strip(done["table"])
 
 
 def test_runs_it_cannot_tune_say_why(trained, conditioned_run, bach, tmp_path):
@@ -57,9 +57,9 @@ def test_runs_it_cannot_tune_say_why(trained, conditioned_run, bach, tmp_path):
     tok_lib.save_tokenizer(bach.tok, plain / "tokenizer.json")
     shutil.copytree(bach.shards_dir, plain / "shards")
     with pytest.raises(ValueError, match="has no conditions"):
-        tune(plain, TINY, progress=False)
+        tune(plain, TINY)
     with pytest.raises(ValueError, match="no condition combination has more than 50"):
-        tune(conditioned_run, replace(TINY, min_pieces=50), progress=False)
+        tune(conditioned_run, replace(TINY, min_pieces=50))
     with pytest.raises(ValueError, match="no sample would be chosen"):
         PreferenceConfig(samples_per_prompt=4, top_fraction=0.1)
 
@@ -70,7 +70,7 @@ def test_evaluate_policy_sees_only_its_roles_works_and_seeds(conditioned_run, tm
 
     run = tmp_path / "run"
     shutil.copytree(conditioned_run, run)
-    ctx = _Context(run, TINY, progress=False)
+    ctx = _Context(run, TINY)
     train_paths = {p.rel_path for p in ctx.train_real}
     specs = {name: EvalSpec.for_role(name, held) for name, held in ctx.held.items()}
     assert {p.rel_path for p in specs["validation"].real}.isdisjoint({p.rel_path for p in specs["test"].real})

@@ -56,12 +56,12 @@ def smoothed_loss(model, tokens, dtype, pad_id, eps=0.1):
 
 
 def test_a_second_loss_trains_for_real_and_logs_its_metrics(bach, tiny, tmp_path):
-    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, loss_fn=smoothed_loss, progress=False)
+    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, loss_fn=smoothed_loss)
     rows = history(tmp_path)
     assert rows == result.history and [r["step"] for r in rows] == [5, 10, 15, 20]
     assert all("nll" in r and r["loss"] > r["nll"] for r in rows)  # smoothing adds to the plain NLL
     assert rows[-1]["nll"] < rows[0]["nll"] - 1.0 and rows[-1]["eval_loss"] < rows[1]["eval_loss"]
-    plain = loop.train(tmp_path / "plain", tiny.model, tiny.train, bach.shards, progress=False).history
+    plain = loop.train(tmp_path / "plain", tiny.model, tiny.train, bach.shards).history
     assert plain[-1]["loss"] != pytest.approx(rows[-1]["loss"], rel=1e-3)  # the loss really is another one
 
 
@@ -132,7 +132,7 @@ def test_grad_norm_is_the_norm_of_the_averaged_gradient(bach, small_config):
 
 def test_frozen_weights_stay_bit_identical(bach, tiny, tmp_path):
     head_and_embed = train_state.only(lambda m: (m.head, m.embed))
-    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, trainable=head_and_embed, progress=False)
+    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, trainable=head_and_embed)
     initial = build(tiny.model, jax.random.key(0))  # what setup() starts from with seed 0
     trained = result.state.model
     for part in ("pos", "blocks", "norm"):
@@ -148,9 +148,9 @@ def test_frozen_weights_stay_bit_identical(bach, tiny, tmp_path):
     assert ".blocks.qkv.weight" in meta["frozen"] and ".head.weight" not in meta["frozen"]
 
     with pytest.raises(ValueError, match="froze"):  # resuming must freeze the same arrays
-        loop.train(tmp_path, tiny.model, tiny.train, bach.shards, progress=False)
+        loop.train(tmp_path, tiny.model, tiny.train, bach.shards)
     with pytest.raises(ValueError, match="nothing would train"):
-        loop.train(tmp_path / "none", tiny.model, tiny.train, bach.shards, trainable=False, progress=False)
+        loop.train(tmp_path / "none", tiny.model, tiny.train, bach.shards, trainable=False)
 
 
 # ---------------------------------------------------------------------------------------------------- init_from
@@ -165,8 +165,8 @@ def test_init_from_accepts_a_run_its_checkpoints_a_step_or_weights(trained):
 
 def test_init_from_takes_weights_and_starts_everything_else_fresh(bach, trained, tiny, tmp_path):
     run = tmp_path / "finetune"
-    full = loop.train(run, tiny.model, tiny.train, bach.shards, seed=1, init_from=trained.run_dir, progress=False)
-    fresh = loop.train(tmp_path / "fresh", tiny.model, tiny.train, bach.shards, seed=1, progress=False)
+    full = loop.train(run, tiny.model, tiny.train, bach.shards, seed=1, init_from=trained.run_dir)
+    fresh = loop.train(tmp_path / "fresh", tiny.model, tiny.train, bach.shards, seed=1)
     rows, base = history(run), fresh.history
     assert rows[0]["loss"] < base[0]["loss"] - 1.0  # it starts where the other run ended
     assert rows[-1]["eval_loss"] < base[-1]["eval_loss"]
@@ -177,10 +177,8 @@ def test_init_from_takes_weights_and_starts_everything_else_fresh(bach, trained,
     # interrupted and resumed, the fine-tune continues from its own checkpoint, not from init_from again: the
     # resume names another run as init_from, and the result is still the uninterrupted fine-tune, exactly
     split = tmp_path / "split"
-    loop.train(split, tiny.model, tiny.train, bach.shards, seed=1, init_from=trained.run_dir, until_step=10,
-               progress=False)
-    again = loop.train(split, tiny.model, tiny.train, bach.shards, seed=1, init_from=tmp_path / "fresh",
-                       progress=False)
+    loop.train(split, tiny.model, tiny.train, bach.shards, seed=1, init_from=trained.run_dir, until_step=10)
+    again = loop.train(split, tiny.model, tiny.train, bach.shards, seed=1, init_from=tmp_path / "fresh")
     assert numbers(history(split)) == numbers(rows)
     assert same(again.state.model, full.state.model)
     assert checkpoint.read_meta(again.checkpoint)["init_from"]["path"] == str(trained.run_dir.resolve())
@@ -189,10 +187,9 @@ def test_init_from_takes_weights_and_starts_everything_else_fresh(bach, trained,
 def test_init_from_another_configuration_says_what_differs(bach, trained, tiny, tmp_path):
     other = type(tiny.model)(**{**tiny.model.to_dict(), "n_heads": 4})  # same shapes, another model
     with pytest.raises(ValueError, match="n_heads.*2, 4"):
-        loop.train(tmp_path / "a", other, tiny.train, bach.shards, init_from=trained.run_dir, progress=False)
+        loop.train(tmp_path / "a", other, tiny.train, bach.shards, init_from=trained.run_dir)
     with pytest.raises(FileNotFoundError, match="no model weights"):
-        loop.train(tmp_path / "b", tiny.model, tiny.train, bach.shards, init_from=tmp_path / "nothing.eqx",
-                   progress=False)
+        loop.train(tmp_path / "b", tiny.model, tiny.train, bach.shards, init_from=tmp_path / "nothing.eqx")
 
 
 # ---------------------------------------------------------------------------------------------------- hooks
@@ -205,14 +202,14 @@ def test_hooks_get_the_record_and_state_every_n_steps(bach, tiny, tmp_path):
         return loop.Hook(lambda r, s: calls.append((name, r["step"], int(s.step), r["loss"], "eval_loss" in r)), **kw)
 
     hooks = [hook("a", every=10), hook("b"), hook("c", every=15, at_end=True)]  # c: at 15, and at the last step
-    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, hooks=hooks, progress=False)
+    result = loop.train(tmp_path, tiny.model, tiny.train, bach.shards, hooks=hooks)
     assert tiny.train.max_steps == 20 and tiny.train.log_every == 5
     losses = {r["step"]: r["loss"] for r in result.history}
     want = [("b", 5), ("a", 10), ("b", 10), ("b", 15), ("c", 15), ("a", 20), ("b", 20), ("c", 20)]
     assert calls == [(name, s, s, losses[s], s % 10 == 0) for name, s in want]  # evaluated every 10 and at the end
 
     calls.clear()  # a run cut short (until_step) ends with a record at its last step: at_end hooks run there too
-    loop.train(tmp_path / "short", tiny.model, tiny.train, bach.shards, hooks=hooks, until_step=12, progress=False)
+    loop.train(tmp_path / "short", tiny.model, tiny.train, bach.shards, hooks=hooks, until_step=12)
     assert [(c[0], c[1], c[4]) for c in calls] == [("b", 5, False), ("a", 10, True), ("b", 10, True), ("b", 12, True),
                                                    ("c", 12, True)]
 
@@ -232,7 +229,7 @@ def conditioned(bach, tmp_path_factory):
                       period=["Baroque", "Renaissance"][i % 2]) for i, p in enumerate(bach.pieces)]
     cond = Conditions.build(len(bach.tok), pieces)
     out = shards_lib.build_shards(bach.tok, pieces, tmp_path_factory.mktemp("conditioned") / "shards",
-                                  conditions=cond, progress=False)
+                                  conditions=cond)
     return shards_lib.Shards(out)
 
 
@@ -240,9 +237,8 @@ def test_a_conditioned_fine_tune_grows_the_vocabulary_and_resumes_exactly(bach, 
     cond = conditioned.conditions
     p = preset("tiny", vocab_size=cond.vocab_size, max_steps=20, log_every=5, eval_every=10, checkpoint_every=10,
                condition_dropout=0.3)
-    full = loop.train(tmp_path / "ft", p.model, p.train, conditioned, seed=2, init_from=trained.run_dir,
-                      progress=False)
-    fresh = loop.train(tmp_path / "fresh", p.model, p.train, conditioned, seed=2, progress=False)
+    full = loop.train(tmp_path / "ft", p.model, p.train, conditioned, seed=2, init_from=trained.run_dir)
+    fresh = loop.train(tmp_path / "fresh", p.model, p.train, conditioned, seed=2)
     rows = history(tmp_path / "ft")
     assert rows[0]["loss"] < fresh.history[0]["loss"] - 1.0  # the pretrained weights came along
     meta = checkpoint.read_meta(full.checkpoint)
@@ -250,8 +246,8 @@ def test_a_conditioned_fine_tune_grows_the_vocabulary_and_resumes_exactly(bach, 
     assert full.state.model.embed.weight.shape == (cond.vocab_size, p.model.d_model)
     # interrupted and resumed: the same losses (condition dropout included) and the same weights
     split = tmp_path / "split"
-    loop.train(split, p.model, p.train, conditioned, seed=2, init_from=trained.run_dir, until_step=10, progress=False)
-    again = loop.train(split, p.model, p.train, conditioned, seed=2, init_from=trained.run_dir, progress=False)
+    loop.train(split, p.model, p.train, conditioned, seed=2, init_from=trained.run_dir, until_step=10)
+    again = loop.train(split, p.model, p.train, conditioned, seed=2, init_from=trained.run_dir)
     assert numbers(history(split)) == numbers(rows)
     assert same(again.state.model, full.state.model)
 

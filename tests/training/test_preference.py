@@ -149,8 +149,7 @@ def test_pairs_train_through_the_training_loop(model, tmp_path):
 
     tc = TrainConfig(batch_size=8, seq_len=12, learning_rate=3e-3, warmup_steps=2, max_steps=20, eval_every=20,
                      log_every=5, checkpoint_every=20, weight_decay=0.0)
-    result = loop.train(tmp_path / "run", CFG, tc, pairs, init_from=ref_model, loss_fn=DPOPLoss(0.1, 10.0),
-                        progress=False)
+    result = loop.train(tmp_path / "run", CFG, tc, pairs, init_from=ref_model, loss_fn=DPOPLoss(0.1, 10.0))
     rows = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20]
     first, last = rows[0], rows[-1]

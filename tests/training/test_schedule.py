@@ -59,9 +59,9 @@ def base(bach):
 
 def test_training_longer_keeps_the_learning_rate_continuous_and_keeps_learning(bach, base, tmp_path):
     p, N = base, base.train.max_steps
-    loop.train(tmp_path, p.model, p.train, bach.shards, progress=False)
+    loop.train(tmp_path, p.model, p.train, bach.shards)
     longer = TrainConfig(**{**p.train.to_dict(), "max_steps": 2 * N})
-    result = loop.train(tmp_path, p.model, longer, bach.shards, progress=False)
+    result = loop.train(tmp_path, p.model, longer, bach.shards)
     rows = {r["step"]: r for r in history(tmp_path)}
     assert sorted(rows) == list(range(1, 2 * N + 1))
     lr = [rows[s]["lr"] for s in range(1, 2 * N + 1)]  # lr[i] drove the update to step i + 1
@@ -80,9 +80,9 @@ def test_training_longer_keeps_the_learning_rate_continuous_and_keeps_learning(b
 def test_wsd_extended_before_its_decay_equals_the_longer_plan(bach, base, tmp_path):
     wsd = TrainConfig(**{**base.train.to_dict(), "schedule": "wsd", "max_steps": 40, "log_every": 5})
     longer = TrainConfig(**{**wsd.to_dict(), "max_steps": 60})
-    loop.train(tmp_path / "ext", base.model, wsd, bach.shards, until_step=20, progress=False)  # decay starts at 32
-    ext = loop.train(tmp_path / "ext", base.model, longer, bach.shards, progress=False)
-    straight = loop.train(tmp_path / "straight", base.model, longer, bach.shards, progress=False)
+    loop.train(tmp_path / "ext", base.model, wsd, bach.shards, until_step=20)  # decay starts at 32
+    ext = loop.train(tmp_path / "ext", base.model, longer, bach.shards)
+    straight = loop.train(tmp_path / "straight", base.model, longer, bach.shards)
     assert numbers(history(tmp_path / "ext")) == numbers(history(tmp_path / "straight"))
     for x, y in zip(jax.tree.leaves(eqx.filter(ext.state.model, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(straight.state.model, eqx.is_array)), strict=True):

@@ -110,7 +110,7 @@ def test_fsdp_shards_parameters_and_matches_replicated(bach, small_config):
 def test_micro_batch_must_divide_over_devices(bach, small_config, tmp_path):
     tc = TrainConfig(**{**TC.to_dict(), "batch_size": 8, "accum_steps": 2})  # 4 rows per micro-batch, 8 devices
     with pytest.raises(ValueError, match="divisible by the 8 devices"):
-        train.train(tmp_path, small_config, tc, bach.shards, progress=False)
+        train.train(tmp_path, small_config, tc, bach.shards)
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
@@ -121,16 +121,16 @@ def straight(bach, tmp_path_factory):
     """One uninterrupted 40-step run of the tiny preset."""
     p = preset("tiny", vocab_size=len(bach.tok), max_steps=40, log_every=5, checkpoint_every=10)
     run_dir = tmp_path_factory.mktemp("straight")
-    result = train.train(run_dir, p.model, p.train, bach.shards, seed=3, progress=False)
+    result = train.train(run_dir, p.model, p.train, bach.shards, seed=3)
     return p, run_dir, result
 
 
 def test_split_and_resumed_run_equals_straight_run(bach, straight, tmp_path):
     p, straight_dir, full = straight
-    first = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, until_step=20, progress=False)
+    first = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, until_step=20)
     assert first.stopped == "until_step" and int(first.state.step) == 20
     assert first.checkpoint == tmp_path / "checkpoints" / "step_00000020"
-    second = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, resume=True, progress=False)
+    second = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, resume=True)
     assert second.stopped == "max_steps" and int(second.state.step) == 40
 
     want, got = read_history(straight_dir), read_history(tmp_path)
@@ -142,7 +142,7 @@ def test_split_and_resumed_run_equals_straight_run(bach, straight, tmp_path):
         np.testing.assert_array_equal(x, y)
 
     # resuming a finished run does nothing and points at its checkpoint
-    again = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, resume=True, progress=False)
+    again = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, resume=True)
     assert again.checkpoint == tmp_path / "checkpoints" / "step_00000040"
     assert len(read_history(tmp_path)) == 8
 
@@ -151,7 +151,7 @@ def test_resume_from_a_checkpoint_written_before_named_subtrees(bach, straight, 
     """A step directory holding the whole TrainState in state.eqx (and a meta.json without lr_plans or frozen), as
     the code before model.eqx/opt_state.eqx wrote it, resumes exactly."""
     p, straight_dir, full = straight
-    train.train(tmp_path, p.model, p.train, bach.shards, seed=3, until_step=20, progress=False)
+    train.train(tmp_path, p.model, p.train, bach.shards, seed=3, until_step=20)
     ckpts = tmp_path / "checkpoints"
     state = checkpoint.load(ckpts / "step_00000020", train_state.setup(p.model, p.train, seed=3).state)
     meta = {k: v for k, v in checkpoint.read_meta(ckpts / "step_00000020").items() if k not in ("lr_plans", "frozen")}
@@ -160,7 +160,7 @@ def test_resume_from_a_checkpoint_written_before_named_subtrees(bach, straight, 
     eqx.tree_serialise_leaves(ckpts / "step_00000020" / "state.eqx", state)
     (ckpts / "step_00000020" / "meta.json").write_text(json.dumps(meta))
 
-    second = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, resume=True, progress=False)
+    second = train.train(tmp_path, p.model, p.train, bach.shards, seed=3, resume=True)
     want, got = read_history(straight_dir), read_history(tmp_path)
     assert [{k: r.get(k) for k in HISTORY_KEYS} for r in got] == [{k: r.get(k) for k in HISTORY_KEYS} for r in want]
     for x, y in zip(params_of(full.state), params_of(second.state), strict=True):
@@ -190,7 +190,7 @@ def test_resume_refuses_mismatches(bach, straight, tmp_path):
     before = (run_dir / "history.jsonl").read_text()
     other = type(p.model)(**{**p.model.to_dict(), "n_heads": 4})  # same parameter shapes, different model
     with pytest.raises(ValueError, match="n_heads"):
-        train.train(run_dir, other, p.train, bach.shards, seed=3, progress=False)
+        train.train(run_dir, other, p.train, bach.shards, seed=3)
 
     fake = tmp_path / "shards"  # the same tokens, claimed by another tokenizer
     shutil.copytree(bach.shards_dir, fake)
@@ -198,17 +198,17 @@ def test_resume_refuses_mismatches(bach, straight, tmp_path):
     index["tokenizer_hash"] = "0123456789abcdef"
     (fake / "index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="tokenizer"):
-        train.train(run_dir, p.model, p.train, Shards(fake), seed=3, progress=False)
+        train.train(run_dir, p.model, p.train, Shards(fake), seed=3)
 
     with pytest.raises(ValueError, match="resume=True"):
-        train.train(run_dir, p.model, p.train, bach.shards, seed=3, resume=False, progress=False)
+        train.train(run_dir, p.model, p.train, bach.shards, seed=3, resume=False)
     assert (run_dir / "history.jsonl").read_text() == before  # refusing does not damage the run
     assert checkpoint.latest(run_dir / "checkpoints").name == "step_00000040"
 
 
 def test_max_minutes_stops_cleanly_with_a_checkpoint(bach, small_config, tmp_path):
     tc = TrainConfig(**{**TC.to_dict(), "max_steps": 10_000})
-    result = train.train(tmp_path, small_config, tc, bach.shards, max_minutes=1e-6, progress=False)
+    result = train.train(tmp_path, small_config, tc, bach.shards, max_minutes=1e-6)
     assert result.stopped == "max_minutes"
     step = int(result.state.step)
     assert 1 <= step < 10_000
@@ -226,7 +226,7 @@ def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(bach, small_c
     tc = TrainConfig(**{**TC.to_dict(), "learning_rate": 1e6, "log_every": 1, "checkpoint_every": 1,
                         "eval_every": 1000, "keep_checkpoints": 100})
     with pytest.raises(FloatingPointError, match="non-finite"):
-        train.train(tmp_path, small_config, tc, bach.shards, progress=False)
+        train.train(tmp_path, small_config, tc, bach.shards)
     ckpts = checkpoint.list_checkpoints(tmp_path / "checkpoints")
     assert ckpts, "the run diverged before its first checkpoint: the test lost its point"
     model = GPT(small_config, key=jax.random.key(0))
@@ -302,7 +302,7 @@ WORKER = textwrap.dedent('''
 
     mc = ModelConfig(**json.loads(sys.argv[6]))
     tc = TrainConfig(**json.loads(sys.argv[7]))
-    result = train.train(run_dir, mc, tc, Recording(shards_dir), seed=5, progress=False)
+    result = train.train(run_dir, mc, tc, Recording(shards_dir), seed=5)
     info = {"process_index": jax.process_index(), "process_count": jax.process_count(),
             "local_devices": jax.local_device_count(), "devices": jax.device_count(),
             "history": result.history, "calls": calls, "stopped": result.stopped}
@@ -363,7 +363,7 @@ def test_two_processes_train_like_one(bach, small_config, tmp_path):
     assert checkpoint.latest(run_dir / "checkpoints").name == "step_00000006"
 
     # and the same global batches on one process with 8 devices give the same losses
-    ref = train.train(tmp_path / "ref", small_config, tc, bach.shards, seed=5, progress=False)
+    ref = train.train(tmp_path / "ref", small_config, tc, bach.shards, seed=5)
     for a, b in zip(ref.history, out[0]["history"], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
         assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5)
