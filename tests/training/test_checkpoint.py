@@ -249,9 +249,9 @@ def test_a_run_resumes_with_cpu_fast_paths_switched(bach, tmp_path):
     from tchaikovsky.training.loop import train
 
     p = preset("tiny", vocab_size=len(bach.tok), max_steps=4, eval_every=4, log_every=2, checkpoint_every=2)
-    first = train(tmp_path, p.model, p.train, bach.shards, seed=1, until_step=2, progress=False)
+    first = train(tmp_path, p.model, p.train, bach.shards, seed=1, until_step=2)
     assert int(first.state.step) == 2
     off = dataclasses.replace(p.model, cpu_fast_paths=False)
-    second = train(tmp_path, off, p.train, bach.shards, seed=1, resume=True, progress=False)
+    second = train(tmp_path, off, p.train, bach.shards, seed=1, resume=True)
     assert int(second.state.step) == 4 and second.state.model.config == off
     assert [r["step"] for r in second.history] == [2, 4]
