@@ -114,6 +114,32 @@ def _auto_workers(jobs: Sequence[tuple[str, str]]) -> int:
     return (os.cpu_count() or 1) if size >= AUTO_POOL_MIN_BYTES else 1
 
 
+def _write_split(out: Path, name: str, ps, keys: dict, extra: dict, variants, conditions, dtype):
+    """One split's ``<name>.bin`` (each kept piece as its condition ids then its cached token ids; the training
+    split also gets every augmented variant) -> (index entries, total tokens, skipped pieces with reasons)."""
+    cache = out / "pieces"
+    metas = [(p, keys[p.rel_path], json.loads((cache / f"{keys[p.rel_path]}.json").read_text()), None) for p in ps]
+    skipped = [{"path": p.rel_path, "reason": m["error"]} for p, _, m, _ in metas if "error" in m]
+    bad = {p.rel_path for p, _, m, _ in metas if "error" in m}
+    if name == "train":
+        metas += [(p, extra[(p.rel_path, v)], json.loads((cache / f"{extra[(p.rel_path, v)]}.json").read_text()), v)
+                  for p in ps if p.rel_path not in bad for v in variants]
+    kept = [(p, key, m, v) for p, key, m, v in metas if "error" not in m]
+    prefixes = [conditions.encode(p) if conditions else [] for p, _, _, _ in kept]
+    offsets = np.cumsum([0] + [m["n_tokens"] + len(c) for (_, _, m, _), c in zip(kept, prefixes)]).tolist()
+    entries = [{**_piece_dict(p), "offset": o, "length": m["n_tokens"] + len(c), "n_notes": m["n_notes"],
+                **({"conditions": c} if c else {}),
+                **({"augment": list(v)} if v else {"content": _content_hash(cache / f"{key}.npy")})}
+               for (p, key, m, v), o, c in zip(kept, offsets, prefixes)]
+
+    def write(f):  # streamed piece by piece: a split never has to fit in memory
+        for (_, key, _, _), c in zip(kept, prefixes):
+            f.write(np.asarray(c, dtype).tobytes() + np.load(cache / f"{key}.npy").astype(dtype).tobytes())
+
+    io.atomic_write(out / f"{name}.bin", write)
+    return entries, offsets[-1], skipped
+
+
 def build_shards(
     tok,
     pieces: Sequence[Any],
@@ -164,8 +190,8 @@ def build_shards(
 
     dtype = np.uint16 if (conditions.vocab_size if conditions else len(tok)) <= 2**16 else np.uint32
     index: dict[str, Any] = {
-        "tokenizer_hash": tok_hash, "vocab_size": conditions.vocab_size if conditions else len(tok), "dtype": np.dtype(dtype).name, "seed": seed,
-        "val_fraction": val_fraction, "special_ids": special_ids(tok), "splits": {}, "skipped": [],
+        "tokenizer_hash": tok_hash, "vocab_size": conditions.vocab_size if conditions else len(tok),
+        "dtype": np.dtype(dtype).name, "seed": seed, "val_fraction": val_fraction, "special_ids": special_ids(tok), "splits": {}, "skipped": [],
         "stats": {"pieces": len(keys), "encoded": len(todo), "cached": len(jobs) - len(todo),
                   "augmented_copies": len(extra)},
         "augment": dataclasses.asdict(augment) if augment else None,
@@ -173,27 +199,9 @@ def build_shards(
         "held_out_rule": HASH_RULE, "data_spec": data_spec,
     }
     for name, ps in splits.items():
-        metas = [(p, keys[p.rel_path], json.loads((cache / f"{keys[p.rel_path]}.json").read_text()), None)
-                 for p in ps]
-        index["skipped"] += [{"path": p.rel_path, "reason": m["error"]} for p, _, m, _ in metas if "error" in m]
-        bad = {p.rel_path for p, _, m, _ in metas if "error" in m}
-        if name == "train":
-            metas += [(p, extra[(p.rel_path, v)], json.loads((cache / f"{extra[(p.rel_path, v)]}.json").read_text()), v)
-                      for p in ps if p.rel_path not in bad for v in variants]
-        kept = [(p, key, m, v) for p, key, m, v in metas if "error" not in m]
-        prefixes = [conditions.encode(p) if conditions else [] for p, _, _, _ in kept]
-        offsets = np.cumsum([0] + [m["n_tokens"] + len(c) for (_, _, m, _), c in zip(kept, prefixes)]).tolist()
-        entries = [{**_piece_dict(p), "offset": o, "length": m["n_tokens"] + len(c), "n_notes": m["n_notes"],
-                    **({"conditions": c} if c else {}),
-                    **({"augment": list(v)} if v else {"content": _content_hash(cache / f"{key}.npy")})}
-                   for (p, key, m, v), o, c in zip(kept, offsets, prefixes)]
-
-        def write(f, kept=kept, prefixes=prefixes):  # streamed piece by piece: a split never has to fit in memory
-            for (_, key, _, _), c in zip(kept, prefixes):
-                f.write(np.asarray(c, dtype).tobytes() + np.load(cache / f"{key}.npy").astype(dtype).tobytes())
-
-        io.atomic_write(out / f"{name}.bin", write)
-        index["splits"][name] = {"n_tokens": offsets[-1], "pieces": entries}
+        entries, n_tokens, skipped = _write_split(out, name, ps, keys, extra, variants, conditions, dtype)
+        index["skipped"] += skipped
+        index["splits"][name] = {"n_tokens": n_tokens, "pieces": entries}
     io.atomic_write(out / INDEX_FILE, lambda f: f.write(json.dumps(index, indent=1).encode()))
     return out
 
