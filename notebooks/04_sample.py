@@ -49,7 +49,7 @@ preview_seconds = 30.0  # each player plays this many seconds from the start (th
 soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
 # --- the evaluation (fresh samples against real held-out pieces) and the judge's check
 evaluate = True  # compare fresh samples with real held-out pieces and two baselines (metrics, plots)
-evaluate_temperature = 0.8  # the evaluation samples' temperature (chosen on validation seeds: see the README)
+evaluate_temperature = 0.9  # the evaluation samples' temperature (chosen on validation seeds: docs/evaluation.md)
 seed = 0  # first seed of the evaluation samples and the judge's check (the pieces above use `seeds`)
 judge_samples = 2  # conditioned runs with held-out works: pieces per composer for the judge's check (0: off)
 # --- the interactive panel (sliders, a Generate button) and its prompt picker
