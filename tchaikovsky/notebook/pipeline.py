@@ -251,8 +251,8 @@ def check_held_out(shards, parent: Path, *, allow_overlap: bool = False) -> list
     names = sorted(leaked)
     what = (f"{len(names)} of this run's {len(held)} held-out pieces were trained or validated on by {parent} "
             f"(or a run it was fine-tuned from): {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
-    ours, theirs = DataSpec.of_shards(shards), DataSpec.of_shards(Shards(parent / "shards")) \
-        if (parent / "shards" / "index.json").is_file() else None
+    ours = DataSpec.of_shards(shards)
+    theirs = DataSpec.of_shards(Shards(parent / "shards")) if (parent / "shards" / "index.json").is_file() else None
     if ours and theirs and (diff := ours.differences(theirs, ["judge_fraction"], "here", f"in {parent.name}")):
         what += f" ({diff[0]})"
     if not allow_overlap:
