@@ -26,7 +26,7 @@
 # stopped: finished rounds are kept, an interrupted one resumes.
 
 # %% tags=["parameters"]
-run_dir = ""  # a run fine-tuned with conditions and a judge split; "": runs/default
+run_dir = ""  # a run fine-tuned with conditions and held-out works (judge_fraction); "": runs/default
 seed = 0  # sampling and pair order
 rounds = 3  # preference rounds (each: sample, score, select, train)
 samples_per_prompt = 100  # pieces sampled per prompt and round (NotaGen: ~100)

@@ -6,7 +6,7 @@
    madrigals, Mozart / Haydn / Beethoven quartet movements, Trecento pieces, Ryan's Mammoth folk tunes;
 2. pretrains the demo preset on all of it without conditions (``pretrain/``);
 3. fine-tunes that model with period / composer / instrumentation tokens (``finetune/``: the tokenizer and the
-   judge split are the pretrained run's, the embedding grows by the condition tokens);
+   held-out works are the pretrained run's, the embedding grows by the condition tokens);
 4. under the evaluation protocol: chooses the sampling temperature on the validation role (a judge trained on the
    ``judge`` works, validation seeds), then lets the test role's judge (trained on the ``judge_test`` works, which
    no choice saw; test seeds) say how often pieces asked for each composer, period and instrumentation are

@@ -136,7 +136,7 @@ class _Context:
 
 def _scorer(ctx: _Context):
     """The run's scorer: loaded from ``preference/scorer``, else trained on the training pieces (copy threshold
-    calibrated on the validation pieces) and saved with its separation of the judge split's pieces."""
+    calibrated on the validation pieces) and saved with its separation of the validation works' pieces."""
     path = ctx.run_dir / "preference" / "scorer"
     if (path / "scorer.json").is_file():
         return Scorer.load(path)
