@@ -183,15 +183,12 @@ def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> 
 
 
 def _judge_p(judge, scores, prompt) -> np.ndarray:
-    """The judge's probability of the requested composer for each piece (0 for pieces without notes)."""
+    """The judge's probability of the requested composer for each piece (0 for a piece it cannot hear: the judge
+    gives such a piece a row of NaN)."""
     composer = prompt.get("composer")
-    out = np.zeros(len(scores))
-    if composer not in judge.classes:
-        return out
-    ok = [i for i, s in enumerate(scores) if s.note_num() > 0]
-    if ok:
-        out[ok] = judge.predict_proba([scores[i] for i in ok])[:, judge.classes.index(composer)]
-    return out
+    if composer not in judge.classes or not scores:
+        return np.zeros(len(scores))
+    return np.nan_to_num(judge.predict_proba(scores)[:, judge.classes.index(composer)], nan=0.0)
 
 
 def _train_round(ctx: _Context, rnd: Round, r: int, policy, deadline: float | None):
