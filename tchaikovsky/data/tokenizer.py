@@ -161,6 +161,13 @@ def _encode(tok: miditok.MusicTokenizer, path_or_score: str | Path | Score):
     return seq, score
 
 
+def encode_events(tok: miditok.MusicTokenizer, path_or_score: str | Path | Score) -> tuple[miditok.TokSequence, Score]:
+    """A piece's ``TokSequence`` before we frame it (``ids``: BPE ids; ``tokens`` and ``events``: its base tokens,
+    each event with its ``time`` in the ticks of the preprocessed Score) and that Score (miditok's grid, one stream):
+    where ``encode_file``'s ids come from, for code that needs to know when each token happens (``generate.bars``)."""
+    return _encode(tok, path_or_score)
+
+
 def encode_with_notes(tok: miditok.MusicTokenizer, path_or_score: str | Path | Score) -> tuple[np.ndarray, int]:
     """``encode_file`` plus the number of notes the tokens represent (after preprocessing: for bits per note)."""
     seq, score = _encode(tok, path_or_score)

@@ -18,6 +18,7 @@ import numpy as np
 
 from tchaikovsky.config import SampleConfig, compute_dtype
 from tchaikovsky.data import tokenizer as tok_lib
+from tchaikovsky.data.fim import Fill
 from tchaikovsky.generate.grammar import Grammar
 from tchaikovsky.model import GPT, cast
 
@@ -127,11 +128,22 @@ def _constrain(logits, window, prev, j, ctrl):
         ok = ctrl["table"][ctrl["last"][prev]][:, ctrl["first"]] | ~ctrl["grammar"]  # (B, V): may follow prev
         ok = ok | ~ok.any(axis=-1, keepdims=True)  # never mask everything
         logits = jnp.where(ok, logits, NEG_INF)
+    if "ban" in ctrl:  # (V,) ids never sampled
+        logits = jnp.where(ctrl["ban"], NEG_INF, logits)
     if "penalty" in ctrl:  # CTRL-style: tokens already in the window are made less likely
         seen = jax.vmap(lambda w: jnp.zeros(V, bool).at[w].set(True))(window)
         p = ctrl["penalty"]
         logits = jnp.where(seen, jnp.where(logits > 0, logits / p, logits * p), logits)
     return logits
+
+
+def _hold_end(logits, bars, ctrl):
+    """``exact_bars``: the end token (``ctrl["eos"]``) masked while fewer than ``exact_bars`` new bars are out, and so
+    is any id that would take the count past it (one holding several Bars); logits (B, V), bars (B,)."""
+    early = (bars < ctrl["exact_bars"])[:, None]
+    past = bars[:, None] + ctrl["bars"][None, :] > ctrl["exact_bars"]
+    is_end = jnp.arange(logits.shape[-1]) == ctrl["eos"]
+    return jnp.where(early & (is_end | past), NEG_INF, logits)
 
 
 @partial(eqx.filter_jit, donate="none")
@@ -141,7 +153,9 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
 
     ``ctrl`` (arrays, see ``generate``): always ``top_k``, ``top_p``, ``min_p``, ``eos`` (-1: none), ``pad`` and
     ``min_tokens``; with a grammar ``first``/``last``/``table``/``grammar`` (on or off) and ``bars``/``max_bars``;
-    ``penalty`` for the repetition penalty over the current window."""
+    ``penalty`` for the repetition penalty over the current window; ``ban`` (V,) bool, ids never sampled;
+    ``exact_bars`` (with ``bars``): the end waits for that many new bars and replaces a token that would open one
+    more (``_hold_end``)."""
     C = model.config.context
     B = window.shape[0]
     dec = model.decoder()  # per-layer weights, sliced once here rather than in every step of the loop below
@@ -164,9 +178,13 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
     def sample(logits, window, j, done, prev, bars):
         """Token j of every sequence from its logits and current window (before any slide)."""
         logits = _constrain(logits, window, prev, j, ctrl)
+        if "exact_bars" in ctrl:
+            logits = _hold_end(logits, bars, ctrl)
         u = jax.lax.dynamic_index_in_dim(uniforms, j, axis=1, keepdims=False)
         tok = jax.vmap(sample_uniform, in_axes=(0, 0, 0, None, None, None))(logits, u, temps, *filters)
         emitted = ~done
+        if "exact_bars" in ctrl:  # the last bar is out: a token opening one more ends the sequence instead
+            tok = jnp.where(bars + ctrl["bars"][tok] > ctrl["exact_bars"], eos, tok)
         if "bars" in ctrl:
             bars = bars + ctrl["bars"][tok]
             emitted &= bars <= ctrl["max_bars"]
@@ -206,8 +224,32 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
     return toks.T, emitted.T  # (B, steps) each
 
 
+def _fill(model: GPT, tok, conditions) -> Fill | None:
+    """The fill-in-the-middle sentinels of ``model`` (None without them, or when its vocabulary fits neither layout:
+    ``generate``'s size check then says so)."""
+    try:
+        return Fill.of_model(model.config.vocab_size, len(tok), conditions) if tok is not None else None
+    except ValueError:
+        return None
+
+
+def _ban(V: int, fill: Fill | None, end, ban) -> np.ndarray | None:
+    """The (V,) ids ``generate`` never samples: ``ban``, and the sentinels of a FIM-capable model but ``end``."""
+    if ban is None and fill is None:
+        return None
+    mask = np.zeros(V, bool) if ban is None else np.array(ban, bool).reshape(-1)
+    if mask.shape != (V,):
+        raise ValueError(f"ban must be a ({V},) bool mask over the model's ids, got shape {mask.shape}")
+    if fill is not None:
+        mask[fill.ids()] = True
+    if end is not None:
+        mask[end] = False
+    return mask
+
+
 def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=1.0, tok=None,
-             dtype=None, conditions=None) -> list[np.ndarray]:
+             dtype=None, conditions=None, end: int | None = None, ban=None,
+             exact_bars: int | None = None) -> list[np.ndarray]:
     """Continue ``prompt`` by up to ``config.num_tokens`` new tokens, one sequence per (seed, temperature) pair.
 
     Arguments:
@@ -226,8 +268,13 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
             covers the condition ids too (a conditioned prompt is ``conditions.prefix(...) + [BOS, ...]``), and
             the condition tokens that open the prompt stay at the front of the window whenever it slides (the
             model was trained with every window opening with its piece's conditions: ``Shards.batch``).
+        end: the id that ends a sequence instead of EOS (``data.fim.Fill.end`` for a middle); off by default.
+        ban: (V,) bool, ids never sampled. A FIM-capable model's sentinels (``data.fim``) are always banned but
+            ``end``.
+        exact_bars: end each sequence after exactly this many new bars (needs ``tok``): its end (EOS or ``end``) is
+            held back before them, and replaces a token that would open one more; off by default.
 
-    Returns one int32 array per sequence: the kept prompt, then the new tokens (the EOS included, when one ended it).
+    Returns one int32 array per sequence: the kept prompt, then the new tokens (the end included, when one ended it).
     Changing a config value recompiles only as ``SampleConfig`` says; so does switching between needing the
     tokenizer's grammar (``grammar`` or ``max_bars``) and not."""
     C = model.config.context
@@ -239,8 +286,13 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
     if not pinned < keep < C:
         raise ValueError(f"keep={keep} must be in {pinned + 1}..{C - 1} (the model's context is {C}"
                          + (f"; the {pinned} condition tokens are always kept)" if pinned else ")"))
-    if tok is None and (config.grammar or config.max_bars is not None):
-        raise ValueError("grammar and max_bars need the tokenizer: pass tok=, or SampleConfig(grammar=False)")
+    counting = config.max_bars is not None or exact_bars is not None
+    if end is not None and not 0 <= end < model.config.vocab_size or exact_bars is not None and exact_bars < 1:
+        raise ValueError(f"end={end!r} must be an id of the model's {model.config.vocab_size}, exact_bars="
+                         f"{exact_bars!r} an integer >= 1")
+    if tok is None and (config.grammar or counting):
+        raise ValueError("grammar, max_bars and exact_bars need the tokenizer: pass tok=, or "
+                         "SampleConfig(grammar=False)")
     special = tok_lib.special_ids(tok) if tok is not None else {"eos": -1, "pad": 0}
     seeds, temps = np.broadcast_arrays(np.atleast_1d(seeds), np.atleast_1d(np.asarray(temperatures, np.float32)))
     B = seeds.size
@@ -249,9 +301,11 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
     keys = jax.vmap(lambda s: jax.random.key_data(jax.random.key(s)))(jnp.asarray(seeds.ravel(), jnp.uint32))
     keys = jax.vmap(jax.random.wrap_key_data)(keys)
     ctrl = dict(top_k=np.int32(config.top_k), top_p=np.float32(config.top_p), min_p=np.float32(config.min_p),
-                eos=np.int32(special["eos"]), pad=np.int32(special["pad"]), min_tokens=np.int32(config.min_tokens))
-    if config.grammar or config.max_bars is not None:
-        rules = Grammar(tok, conditions)
+                eos=np.int32(special["eos"] if end is None else end), pad=np.int32(special["pad"]),
+                min_tokens=np.int32(config.min_tokens))
+    fill = _fill(model, tok, conditions)
+    if config.grammar or counting:
+        rules = Grammar(tok, conditions, fill=fill)
         if len(rules.first) != model.config.vocab_size:
             what = "tokenizer and conditions" if conditions is not None else "tokenizer (pass the run's conditions=)"
             raise ValueError(f"the model has {model.config.vocab_size} ids, the {what} {len(rules.first)}")
@@ -259,6 +313,10 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
                     bars=rules.bars, max_bars=np.int32(NO_LIMIT if config.max_bars is None else config.max_bars))
     if config.repetition_penalty != 1.0:
         ctrl["penalty"] = np.float32(config.repetition_penalty)
+    if (mask := _ban(model.config.vocab_size, fill, end, ban)) is not None:
+        ctrl["ban"] = mask
+    if exact_bars is not None:
+        ctrl["exact_bars"] = np.int32(exact_bars)
     toks, emitted = _generate(
         cast(model, dtype or compute_dtype("auto")), jnp.asarray(window), jnp.int32(prompt.size), keys,
         jnp.asarray(temps.ravel()), {k: jnp.asarray(v) for k, v in ctrl.items()},

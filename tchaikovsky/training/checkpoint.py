@@ -38,6 +38,7 @@ from tchaikovsky import io
 from tchaikovsky.config import ModelConfig
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.data.conditions import load_conditions
+from tchaikovsky.data.fim import SENTINELS
 from tchaikovsky.model import skeleton
 
 _PREFIX = "step_"
@@ -173,7 +174,8 @@ def load_run_model(run_dir: str | Path, checkpoint: str | Path = ""):
         raise ValueError(f"{path} was trained with another tokenizer than {run_dir / 'tokenizer.json'}")
     cond = load_conditions(run_dir, tok)
     expected = cond.vocab_size if cond else len(tok)
-    if model.config.vocab_size != expected:
+    if model.config.vocab_size not in (expected, expected + len(SENTINELS)):  # + the fill sentinels (data.fim)
         raise ValueError(f"model vocab {model.config.vocab_size} != the run's vocabulary {expected} (tokenizer "
-                         f"{len(tok)}" + (f" + {len(cond.tokens)} condition tokens)" if cond else ")"))
+                         f"{len(tok)}" + (f" + {len(cond.tokens)} condition tokens" if cond else "")
+                         + f"; + {len(SENTINELS)} with the fill-in-the-middle sentinels)")
     return model, tok, meta
