@@ -27,7 +27,7 @@ from symusic import Score
 from tchaikovsky.config import SampleConfig
 from tchaikovsky.data.conditions import KINDS, UNKNOWN
 from tchaikovsky.generate import prompts
-from tchaikovsky.render import audio, preview, samples
+from tchaikovsky.render import audio, infill_panel, preview, samples
 from tchaikovsky.render import display as display_lib
 
 UNCONDITIONAL = "unconditional"
@@ -81,7 +81,8 @@ class SamplerPanel(W.VBox):
     """The sampler (an ``ipywidgets.VBox``). ``generate()`` does what the button does and returns the new sample's
     dict (``samples.write_samples``'s: seed, temperature, midi_path, png_path, wav_path, ...) or None after a failure
     (shown in ``output``). ``controls`` maps names to the input widgets: prompt, chords, upload, prompt_bars,
-    temperature, top_p, length, min_tokens, seed (and period, composer, instrumentation with ``conditions``);
+    temperature, top_p, length, min_tokens, seed, mode and bars (``infill_panel``: shown for a model with the fill
+    sentinels) and period, composer, instrumentation with ``conditions``;
     ``config`` is the ``SampleConfig`` the sliders start from and
     override (num_tokens, min_tokens, top_p); ``output``, ``progress``, ``button`` and ``results`` (every sample so
     far) are attributes."""
@@ -126,6 +127,8 @@ class SamplerPanel(W.VBox):
             self.controls[kind] = W.Dropdown(options=[("any", "")] + [(v, v) for v in conditions.known(kind)],
                                              value=_any(conditions.resolve(kind, asked[kind])),
                                              description=kind, style=style, layout=wide())
+        self.controls.update(infill_panel.controls(style, wide()))  # "regenerate bars" (fill-in-the-middle models)
+        self.controls["mode"].layout.display = None if infill_panel.capable(model, tok, conditions) else "none"
         self.button = W.Button(description="Generate", button_style="primary", icon="music")
         self.progress = W.IntProgress(value=0, min=0, max=len(_STEPS) - 1, description="ready",
                                       style={"description_width": "80px"})
@@ -136,11 +139,13 @@ class SamplerPanel(W.VBox):
         c["length"].observe(lambda change: setattr(c["min_tokens"], "max", change["new"]), names="value")
         self.button.on_click(lambda _: self.generate())
         c["prompt"].observe(lambda _: self._show_prompt_controls(), names="value")
+        c["mode"].observe(lambda _: self._show_prompt_controls(), names="value")
         self._show_prompt_controls()
         wanted = [c[k] for k in KINDS if k in c]
         super().__init__([
             *([W.HTML("<b>Conditions</b>"), *wanted] if wanted else []),
-            W.HTML("<b>Prompt</b>"), c["prompt"], c["chords"], W.HBox([c["upload"]]), c["prompt_bars"],
+            W.HTML("<b>Prompt</b>"), c["mode"], c["prompt"], c["chords"], W.HBox([c["upload"]]), c["prompt_bars"],
+            c["bars"],
             W.HTML("<b>Sampling</b>"), c["temperature"], c["top_p"], c["length"], c["min_tokens"],
             W.HBox([c["seed"], self.button, self.progress]),
             self.output,
@@ -148,9 +153,9 @@ class SamplerPanel(W.VBox):
 
     def _show_prompt_controls(self) -> None:
         """Only the inputs the chosen prompt uses are visible."""
-        kind = self.controls["prompt"].value
-        visible = {"chords": kind == CHORDS, "upload": kind == UPLOAD,
-                   "prompt_bars": kind == UPLOAD or isinstance(kind, Path)}
+        kind, regenerate = self.controls["prompt"].value, self.controls["mode"].value == infill_panel.REGENERATE
+        visible = {"chords": kind == CHORDS and not regenerate, "upload": kind == UPLOAD, "bars": regenerate,
+                   "prompt_bars": (kind == UPLOAD or isinstance(kind, Path)) and not regenerate}
         for name, on in visible.items():
             self.controls[name].layout.display = None if on else "none"
 
@@ -183,14 +188,27 @@ class SamplerPanel(W.VBox):
                                       f"continues its last {context} tokens.\n")
         return ids, label
 
+    def _piece(self) -> tuple[object, str]:
+        """(the piece "regenerate bars" works on, a label): the picker's piece, the upload, or the last piece made."""
+        kind = self.controls["prompt"].value
+        if kind == UPLOAD:
+            name, score = _read_upload(self.controls["upload"].value)
+            return score, Path(name).stem
+        return (kind, kind.stem) if isinstance(kind, Path) else infill_panel.last_piece(self.results)
+
     def _append_sample(self, cell: dict, title: str) -> None:
         """Append ``display.show_sample``'s output (title, roll, player, links) to the output area."""
+        self._append(lambda: display_lib.show_sample(
+            cell["midi_path"], wav_path=cell["wav_path"], prompt_end=cell["prompt_end"], title=title,
+            preview_seconds=self.preview_seconds, soundfont=self.soundfont))
+
+    def _append(self, show) -> None:
+        """Append what ``show()`` displays to the output area."""
         from IPython.utils.capture import capture_output  # optional: only inside a notebook kernel
 
         _shell()
         with capture_output(stdout=False, stderr=False, display=True) as captured:
-            display_lib.show_sample(cell["midi_path"], wav_path=cell["wav_path"], prompt_end=cell["prompt_end"],
-                                    title=title, preview_seconds=self.preview_seconds, soundfont=self.soundfont)
+            show()
         self.output.outputs += tuple(
             {"output_type": "display_data", "data": o.data, "metadata": o.metadata or {}} for o in captured.outputs
         )
@@ -214,6 +232,8 @@ class SamplerPanel(W.VBox):
     def _generate(self) -> dict:
         c = self.controls
         self._step(0)
+        if c["mode"].value == infill_panel.REGENERATE:
+            return infill_panel.regenerate(self, *self._piece())
         prompt, label = self._prompt()
         self._count += 1
         seed, temp, top_p = int(c["seed"].value), float(c["temperature"].value), float(c["top_p"].value)
@@ -252,6 +272,8 @@ def sampler_panel(model, tok, run_dir, *, pieces: Iterable[str | Path] = (), sou
     sampling control and the sliders' initial values; ``defaults`` the rest: temperature, seed, chords, prompt_bars,
     preview_seconds (the length of each player; the full WAV is a download link). With the run's ``conditions``,
     a dropdown per condition kind ("any" or a value the run knows; ``period``/``composer``/``instrumentation`` pick
-    the first value) puts the condition tokens in front of every prompt.
+    the first value) puts the condition tokens in front of every prompt. A model trained with fill-in-the-middle
+    also gets a "regenerate bars" mode (``infill_panel``): Generate then rewrites the bars given ("5-8") of the
+    picked or uploaded piece, or of the last piece made.
     """
     return SamplerPanel(model, tok, run_dir, pieces=pieces, soundfont=soundfont, config=config, **defaults)
