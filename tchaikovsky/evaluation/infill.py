@@ -1,0 +1,226 @@
+"""How well a fill-in-the-middle model regenerates bars, on held-out pieces: likelihood, set overlap and seams.
+
+    result = measure_infilling("runs/fim", role="test", bars=(5, 8), of_bars=16, n_pieces=32, seeds=2)
+    print(infilling_table(result))
+
+Each of the role's held-out pieces (``protocol``: test works and test seeds, or validation ones for choices) with at
+least ``of_bars`` bars is cut to its first ``of_bars`` bars (decoded from its tokens, so on the tokenizer's grid),
+and bars ``bars`` are taken out. Pieces whose bars cannot be cut (a rest across a bar line) or whose middle alone
+does not fit the model's context are counted out, by reason. Then:
+
+* **bits per note** of the real middle by teacher forcing: given the prefix and the suffix in FIM order
+  (``[conditions] <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle``), and given the same prefix
+  alone, left to right (``[conditions] prefix middle``); the prefix and suffix are whole bars, as many as fit the
+  context beside the middle (``generate.infill.fim_prompt``). Summed over the middle's tokens, divided by its notes;
+  per piece, with the paired difference;
+* **OA** (``compare.oa_interval``) of the regenerated bars against the real ones: each span cut out of its piece
+  and measured as a piece of its own (``features.piece_metrics``); ``seeds`` regenerations per piece at
+  ``temperature`` (``generate.infill.infill_bars``), with the piece's own condition tokens;
+* **seams**: at the span's first and last bar line, the jump of the top line's pitch (semitones) between the last
+  onset before the line and the first after it, and the gap between those onsets (beats), for the regenerated
+  pieces and, at the same lines, for the real ones: the regenerated seams should sound like real ones.
+
+Every figure comes with its n and a 95% interval (``intervals.mean_interval``, bootstrap over pieces or
+regenerations; paired differences per piece). The middles the model ended itself are a ``Rate``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+from tchaikovsky import progress
+from tchaikovsky.config import SampleConfig
+from tchaikovsky.data.conditions import load_conditions
+from tchaikovsky.data.tokenizer import decode_ids, special_ids
+from tchaikovsky.evaluation.compare import compare_sets, oa_interval
+from tchaikovsky.evaluation.features import FEATURES, Notes, piece_metrics
+from tchaikovsky.evaluation.intervals import Rate, fmt, mean_interval
+from tchaikovsky.evaluation.protocol import require_split, role as get_role
+from tchaikovsky.evaluation.report import load_run
+from tchaikovsky.generate.bars import bars_label, parse_bars, piece_bars
+from tchaikovsky.generate.infill import fill_of, fim_prompt, infill_bars, middle_budget
+from tchaikovsky.generate.prompts import cut_score
+from tchaikovsky.training.losses import token_losses
+
+__all__ = ["SEED_OFFSET", "middle_bits", "seam", "measure_infilling", "infilling_table"]
+
+SEED_OFFSET = 500_000  # the role's seeds for infilling start here: apart from its other uses (judge, samples)
+
+
+@eqx.filter_jit
+def _nll(model, tokens):
+    return token_losses(model, tokens, jnp.float32)[0]  # (B, T) nats of each next token
+
+
+def middle_bits(model, sequences: list[np.ndarray], starts: list[int], pad: int) -> list[float]:
+    """Bits of the tokens ``seq[start:]`` of each sequence given all before them (teacher forcing), in one
+    compiled shape: the sequences padded to the model's context + 1 (each must fit)."""
+    C = model.config.context
+    out = []
+    for seq, start in zip(sequences, starts):
+        if len(seq) > C + 1:
+            raise ValueError(f"a sequence of {len(seq)} tokens does not fit the context of {C} + 1")
+        window = np.full((1, C + 1), pad, np.int32)
+        window[0, : len(seq)] = seq
+        nll = np.asarray(_nll(model, jnp.asarray(window)))[0]  # nll[t]: of token t + 1
+        out.append(float(nll[start - 1: len(seq) - 1].sum() / math.log(2)))
+    return out
+
+
+def seam(score, tick: int) -> tuple[float, float]:
+    """At ``tick`` of a tick-time score: (|pitch jump| in semitones of the top line, the highest pitch at each onset,
+    from the last onset before ``tick`` to the first at or after it; the gap between those onsets in beats). NaN
+    where either side has no note."""
+    notes = Notes(score)
+    order = np.lexsort((-notes.pitch, notes.time))
+    t, p = notes.time[order], notes.pitch[order]
+    first = np.r_[True, t[1:] != t[:-1]] if len(t) else np.zeros(0, bool)
+    t, p = t[first], p[first]
+    before, after = np.flatnonzero(t < tick), np.flatnonzero(t >= tick)
+    if not before.size or not after.size:
+        return math.nan, math.nan
+    a, b = before[-1], after[0]
+    return float(abs(p[b] - p[a])), float((t[b] - t[a]) / notes.tpq)
+
+
+def _span(score, lo: int, hi: int):
+    """The notes of ``score`` starting in ticks [lo, hi), cut at hi, moved to start at 0: a piece of its own."""
+    return score.clip(lo, hi, clip_end=True).shift_time(-lo)
+
+
+def _pieces(run, split: str, bars, of_bars: int, n: int) -> tuple[list, dict]:
+    """Up to ``n`` held-out pieces cut to their first ``of_bars`` bars, as (PieceBars, the piece's condition ids,
+    the span's (i, j) in its ids), and how many were left out, by reason."""
+    out, skipped = [], {}
+    for k, entry in enumerate(run.shards.pieces(split)):
+        if len(out) == n:
+            break
+        front = [int(c) for c in entry.get("conditions", [])]
+        score = decode_ids(run.tok, run.shards.piece_ids(split, k)[len(front):])
+        try:
+            pb = piece_bars(run.tok, cut_score(score, bars=of_bars))
+            if pb.n_bars < of_bars:
+                raise ValueError(f"fewer than {of_bars} bars")
+            out.append((pb, front, pb.span(*bars)))
+        except ValueError as e:
+            reason = str(e) if "fewer" in str(e) else "a rest across a bar line of the span"
+            skipped[reason] = skipped.get(reason, 0) + 1
+    return out, skipped
+
+
+def _bits(run, pieces, bars, fill, pad: int) -> dict:
+    """Per piece: bits per note of the real middle given both sides (FIM) and given the prefix (left to right)."""
+    C, rows = run.model.config.context, []
+    for pb, front, (i, j) in pieces:
+        middle = pb.ids[i:j]
+        notes = decode_ids(run.tok, middle).note_num()
+        if len(middle) + len(front) + 3 > C or not notes:
+            continue  # the middle alone does not fit the context (or holds no note)
+        prompt, _ = fim_prompt(pb, bars, fill, C - len(middle), front)
+        prefix = prompt[len(front) + 1: list(prompt).index(fill.suffix)]
+        fim = np.concatenate([prompt, middle])
+        ltr = np.concatenate([np.asarray(front, np.int32), prefix, middle])
+        both, left = middle_bits(run.model, [fim, ltr], [len(prompt), len(ltr) - len(middle)], pad)
+        rows.append((both / notes, left / notes))
+    both, left = [r[0] for r in rows], [r[1] for r in rows]
+    return {"fim": mean_interval(both), "left_to_right": mean_interval(left),
+            "difference": mean_interval([b - a for b, a in rows])}
+
+
+def _seams(pieces, results) -> dict:
+    """Pitch jumps and onset gaps at the span's two bar lines: regenerated, real, and their paired difference."""
+    out = {}
+    for name, side in (("start", 0), ("end", 1)):
+        real, gen, diff = [], [], []
+        for (pb, _, _), rs in zip(pieces, results):
+            truth = seam(pb.score, rs[0].ticks[side])
+            real.append(truth)
+            for x in rs:
+                gen.append(seam(x.score, x.ticks[side]))
+                diff.append(tuple(g - t for g, t in zip(gen[-1], truth)))
+        out[name] = {measure: {"regenerated": mean_interval([g[k] for g in gen]),
+                               "real": mean_interval([v[k] for v in real]),
+                               "difference": mean_interval([d[k] for d in diff])}
+                     for k, measure in enumerate(("pitch_jump", "onset_gap"))}
+    return out
+
+
+def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bars: int = 16,
+                      n_pieces: int = 32, seeds: int = 2, temperature: float = 0.9, top_p: float = 0.95,
+                      num_tokens: int | None = None) -> dict:
+    """Measure a FIM-capable run's infilling on the role's held-out pieces (see the module's docstring).
+
+    ``bars``: the span taken out of each piece's first ``of_bars`` bars; ``n_pieces``: pieces to use (the first that
+    qualify, in the split's order); ``seeds``: regenerations per piece (the role's seeds from ``SEED_OFFSET``);
+    ``num_tokens``: the middle's budget (default: half the context, ``generate.infill.middle_budget``).
+
+    Returns ``settings``, ``n_pieces`` and ``skipped`` (pieces left out, by reason), ``bits_per_note`` (``fim``,
+    ``left_to_right``, ``difference``), ``oa`` (``oa``, ``lo``, ``hi``, ``n``, and ``features``: per-feature OA),
+    ``seams`` (``start``/``end`` -> ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a
+    ``mean_interval``) and ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
+    r = get_role(role)
+    run = load_run(run_dir)
+    cond = load_conditions(run_dir, run.tok)
+    fill = fill_of(run.model, run.tok, cond)
+    require_split(run.shards, r)
+    bars = parse_bars(bars)
+    pieces, skipped = _pieces(run, r.split, bars, of_bars, n_pieces)
+    pad = special_ids(run.tok)["pad"]
+    budget = middle_budget(run.model.config.context, num_tokens or run.model.config.context)
+    config = SampleConfig(num_tokens=budget, top_p=top_p)
+    results = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a prompt cut to fit, a middle out of tokens: both counted below
+        for pb, front, _ in progress.bar(pieces, desc="infilling"):
+            results.append(infill_bars(run.model, run.tok, pb, bars, config, seeds=r.seeds(seeds, SEED_OFFSET),
+                                       temperatures=temperature, conditions=cond, front=front))
+    spans = [(_span(pb.score, *rs[0].ticks), [_span(x.score, *x.ticks) for x in rs])
+             for (pb, _, _), rs in zip(pieces, results)]
+    real = [piece_metrics(s) for s, _ in spans]
+    gen = [piece_metrics(g) for _, gs in spans for g in gs]
+    comparison = compare_sets(gen, real, features=FEATURES) if gen else {}
+    return {
+        "settings": {"role": r.name, "bars": list(bars), "of_bars": of_bars, "n_pieces": n_pieces, "seeds": seeds,
+                     "temperature": temperature, "top_p": top_p, "num_tokens": budget, "run_dir": str(run_dir)},
+        "n_pieces": len(pieces), "skipped": skipped,
+        "bits_per_note": _bits(run, pieces, bars, fill, pad),
+        "oa": {**oa_interval(gen, real), "features": {f: c["oa"] for f, c in comparison.items()}},
+        "seams": _seams(pieces, results),
+        "ended": Rate.of([x.ended for rs in results for x in rs]).to_dict(),
+    }
+
+
+def _cell(m: dict) -> str:
+    return f"{fmt(m['mean'])} [{fmt(m['lo'])}, {fmt(m['hi'])}]" if m["n"] else "–"
+
+
+def infilling_table(result: dict) -> str:
+    """Markdown: ``measure_infilling``'s figures, each with its 95% interval and n."""
+    s = result["settings"]
+    bits, oa = result["bits_per_note"], result["oa"]
+    head = (f"{bars_label(s['bars']).capitalize()} of {s['of_bars']} regenerated in {result['n_pieces']} held-out "
+            f"pieces ({s['role']} role), {s['seeds']} seed(s) each at temperature {s['temperature']:g}.\n\n")
+    lines = ["| measure | FIM (prefix + suffix) | left to right (prefix) | difference | n |",
+             "| --- | --- | --- | --- | --- |",
+             f"| bits per note of the real middle | {_cell(bits['fim'])} | {_cell(bits['left_to_right'])} | "
+             f"{_cell(bits['difference'])} | {bits['difference']['n']} |", "",
+             "| measure | regenerated | real | difference | n (regenerated / real) |", "| --- | --- | --- | --- | --- |",
+             f"| OA of the regenerated bars against the real ones | {fmt(oa['oa'])} [{fmt(oa['lo'])}, "
+             f"{fmt(oa['hi'])}] | | | {oa['n']} |"]
+    units = {"pitch_jump": "pitch jump (semitones)", "onset_gap": "onset gap (beats)"}
+    for side, where in (("start", "first"), ("end", "last")):
+        for key, what in units.items():
+            m = result["seams"][side][key]
+            lines.append(f"| {what} at the {where} seam | {_cell(m['regenerated'])} | {_cell(m['real'])} | "
+                         f"{_cell(m['difference'])} | {m['regenerated']['n']} / {m['real']['n']} |")
+    e = result["ended"]
+    lines.append(f"| middles the model ended itself | {fmt(e['rate'])} [{fmt(e['lo'])}, {fmt(e['hi'])}] | | | "
+                 f"{e['n']} |")
+    skipped = ", ".join(f"{v} ({k})" for k, v in result["skipped"].items())
+    return head + "\n".join(lines) + (f"\n\nLeft out: {skipped}." if skipped else "")

@@ -1,0 +1,67 @@
+"""Infilling measures on a tiny FIM-sized run: real shards with held-out works, the real tokenizer and a real
+(untrained) model; the seam measure on a hand-built score."""
+
+import dataclasses
+import math
+
+import jax
+import pytest
+import symusic
+
+from tchaikovsky.config import ModelConfig
+from tchaikovsky.data import shards as shards_lib
+from tchaikovsky.data import tokenizer as tok_lib
+from tchaikovsky.data.conditions import Conditions
+from tchaikovsky.data.splits import held_out_roles
+from tchaikovsky.evaluation.infill import infilling_table, measure_infilling, seam
+from tchaikovsky.model import build
+from tchaikovsky.training.checkpoint import export_model
+
+
+@pytest.fixture(scope="module")
+def fim_run(bach, tmp_path_factory, work_names):
+    """The fixture chorales as two composers' works with held-out validation and test works, conditioned shards,
+    and an untrained model with the conditions' and the 4 fill sentinels' rows, saved as a run's weights."""
+    works = work_names(["judge", "judge", "judge_test", "judge_test"] + [None] * 8)
+    pieces = [dataclasses.replace(p, composer=["Johann Sebastian Bach", "Claudio Monteverdi"][i % 2],
+                                  period="Baroque", instrumentation="voices", work=works[i])
+              for i, p in enumerate(bach.pieces)]
+    run = tmp_path_factory.mktemp("fim") / "run"
+    cond = Conditions.build(len(bach.tok), pieces)
+    tok_lib.save_tokenizer(bach.tok, run / "tokenizer.json")
+    cond.save(run)
+    shards_lib.build_shards(bach.tok, pieces, run / "shards", conditions=cond, held_out=held_out_roles(0.5))
+    cfg = ModelConfig(vocab_size=cond.vocab_size + 4, context=256, d_model=32, n_layers=1, n_heads=2)
+    meta = {"model_config": dataclasses.asdict(cfg), "tokenizer_hash": tok_lib.tokenizer_hash(bach.tok), "step": 0}
+    export_model(run / "checkpoints" / "model.eqx", build(cfg, jax.random.key(0)), meta)
+    return run
+
+
+def test_seam_measures_the_top_line_across_a_bar_line():
+    score = symusic.Score(480)
+    track = symusic.Track("t", 0, False)
+    for time, pitch in [(0, 60), (0, 67), (960, 64), (960, 72), (1920 + 240, 62), (2400, 65)]:
+        track.notes.append(symusic.Note(time, 240, pitch, 80))
+    score.tracks.append(track)
+    assert seam(score, 1920) == (10.0, 2.5)  # top line 72 (beat 2) -> 62 (beat 4.5)
+    assert all(math.isnan(x) for x in seam(score, 0)) and all(math.isnan(x) for x in seam(score, 9999))
+
+
+def test_measure_infilling_gives_every_figure_with_its_n(fim_run):
+    res = measure_infilling(fim_run, role="test", bars=(2, 2), of_bars=4, n_pieces=2, seeds=2, temperature=1.0,
+                            num_tokens=96)
+    n = res["n_pieces"]
+    assert 1 <= n <= 2 and n + sum(res["skipped"].values()) <= 2  # the test works' pieces
+    bits = res["bits_per_note"]
+    assert bits["fim"]["n"] == bits["left_to_right"]["n"] == bits["difference"]["n"] == n
+    assert math.isfinite(bits["fim"]["mean"]) and bits["fim"]["mean"] > 0 and bits["fim"]["lo"] <= bits["fim"]["hi"]
+    assert res["oa"]["n"] == 2 * n and set(res["oa"]["features"]) >= {"pitch_range", "duration_histogram"}
+    assert res["ended"]["n"] == 2 * n
+    for side in ("start", "end"):
+        for measure in ("pitch_jump", "onset_gap"):
+            m = res["seams"][side][measure]
+            assert m["real"]["n"] <= n and m["regenerated"]["n"] <= 2 * n and m["difference"]["n"] <= 2 * n
+    assert res["seams"]["start"]["pitch_jump"]["real"]["n"] == n  # every piece has notes on both sides of bar 2
+    assert res["settings"]["num_tokens"] == 96 and res["settings"]["role"] == "test"
+    table = infilling_table(res)
+    assert "| bits per note of the real middle |" in table and "at the first seam" in table and "Bar 2 of 4" in table
