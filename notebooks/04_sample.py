@@ -32,6 +32,9 @@ prompt_tokens = 256  # how much of prompt_midi to use, in tokens
 period = ""  # conditioned runs: e.g. "Baroque" ("": any)
 composer = ""  # conditioned runs: a composer the run knows, e.g. "bach" or "Johann Sebastian Bach" ("": any)
 instrumentation = ""  # conditioned runs: e.g. "voices", "strings", "keyboard" ("": any)
+# --- regenerate bars of a piece (a run trained with 03's fim_rate)
+infill_midi = ""  # a MIDI file whose bars to regenerate; "": off
+infill_bars = "5-8"  # which bars, first-last, numbered from 1 as a DAW does
 # --- how the pieces are sampled: one piece per (seed, temperature)
 seeds = [0, 1]
 temperatures = [0.8, 0.9, 1.0]
@@ -131,6 +134,24 @@ xml = samples.to_musicxml(cells[0]["midi_path"])
 display.download_links(xml)
 
 # %% [markdown]
+# ## Regenerate bars
+# With `infill_midi`, a run trained with fill-in-the-middle (03's `fim_rate`) rewrites bars `infill_bars` of that
+# piece knowing the music on both sides, once per seed x temperature, with the conditions and controls above.
+# Everything outside those bars stays note for note; the new bars end where the old ones did. Each piece is saved
+# to `run_dir/samples/` (`.mid`, `.wav`, and a `.png` of before and after with the bars shaded); the players play
+# `preview_seconds` around the bars, before and after.
+
+# %%
+if infill_midi:
+    from tchaikovsky.render import infill_view
+
+    infill_cells = infill_view.regenerate(run, model, tok, infill_midi, infill_bars, config, seeds=seeds,
+                                          temperatures=temperatures, conditions=conditions, soundfont=soundfont,
+                                          period=period, composer=composer, instrumentation=instrumentation)
+    infill_view.show_infilled(infill_midi, infill_cells, preview_seconds=preview_seconds,
+                              soundfont=soundfont or None)
+
+# %% [markdown]
 # ## How close to real music?
 # Objective measures (pitch-class entropy, scale consistency, polyphony, groove, ...) of fresh samples, compared
 # with held-out real pieces and two baselines (uniformly random tokens; a bigram model of the training tokens),
@@ -168,7 +189,9 @@ if evaluate and judge_samples:
 # ## Try it yourself
 # The sampler panel (Jupyter, Kaggle or Colab; `interactive=False` leaves it out): pick a prompt (nothing, a chord
 # progression such as `Dm7 G7 Cmaj7`, the opening bars of a corpus piece, or a MIDI file you upload), set
-# temperature, top-p, length and the least length before the piece may end, and press **Generate**. Each piece
+# temperature, top-p, length and the least length before the piece may end, and press **Generate**. A run trained
+# with fill-in-the-middle also has a **regenerate bars** mode: the bars you type ("5-8") of the picked or uploaded
+# piece, or of the last piece generated, are written anew. Each piece
 # appears below the panel with its piano roll and player, and is saved to `run_dir/samples/`. A headless run
 # (Papermill) saves the panel as a static picture of its controls.
 
@@ -187,5 +210,5 @@ if interactive:
 
 # %% [markdown]
 # ## Next
-# Try a `prompt_midi` of your own, longer `num_tokens`, or other temperatures; rerun `03_train` with
-# `resume=True` to train further and come back.
+# Try a `prompt_midi` of your own, longer `num_tokens`, or other temperatures; regenerate the bars of a piece
+# you like with `infill_midi`; rerun `03_train` with `resume=True` to train further and come back.

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from tchaikovsky.config import PRESETS, parse_list
+from tchaikovsky.generate.bars import parse_bars
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,15 @@ def _numbers(lo: float, integer: bool) -> Rule:
                 f"e.g. [0.8, 1.0] or \"0.8,1.0\"")
 
 
+def _bars(v: str) -> bool:
+    try:
+        return bool(parse_bars(v))
+    except ValueError:
+        return False
+
+
 STR = Rule(str, expect="a string")
+BARS = Rule(str, _bars, 'bars first-last from 1, e.g. "5-8" (or "5")')
 PATH_OR_EMPTY = Rule(str, expect='a path, or "" for the default')
 BOOL = Rule(bool, expect="True or False")
 COMMON = {"data_dir": PATH_OR_EMPTY, "run_dir": PATH_OR_EMPTY, "seed": _int(0), "max_files": _int(1, optional=True),
@@ -100,6 +109,8 @@ SPECS: dict[str, dict[str, Rule]] = {
         "composer": STR,
         "instrumentation": STR,
         "judge_samples": _int(0, 256),
+        "infill_midi": PATH_OR_EMPTY,
+        "infill_bars": BARS,
     },
     "05_preference_tuning": {
         "run_dir": PATH_OR_EMPTY,

@@ -267,3 +267,40 @@ def test_conditioned_fine_tune_on_a_giantmidi_folder_then_sampling_by_composer(t
     assert np.asarray(report["confusion"]).shape == (n, n) and np.asarray(report["confusion"]).sum() <= 2 * n
     assert all(r["conditioned"]["n"] == 2 and r["chance"]["n"] == 2 for r in report["table"])  # failures count
     assert control.report_path(ft, "composer", "test").exists() and (ft / "judge" / "test" / "judge_composer.json").exists()
+
+
+@pytest.mark.slow
+def test_notebook_04_regenerates_bars_of_a_corpus_piece(bach, tmp_path):
+    """``infill_midi`` on an embedded corpus chorale, with a run whose model has the fill sentinels (built here,
+    untrained: the notebook's mechanics, not the music): the regenerated piece is written and shown, bounded, and
+    every note outside the bars is the original's."""
+    import dataclasses
+
+    import jax
+
+    from tchaikovsky.config import ModelConfig
+    from tchaikovsky.generate.bars import piece_bars
+    from tchaikovsky.model import build
+    from tchaikovsky.training.checkpoint import export_model
+
+    run = tmp_path / "run"
+    tokenizer.save_tokenizer(bach.tok, run / "tokenizer.json")
+    cfg = ModelConfig(vocab_size=len(bach.tok) + 4, context=256, d_model=32, n_layers=1, n_heads=2)
+    export_model(run / "checkpoints" / "model.eqx", build(cfg, jax.random.key(0)),
+                 {"model_config": dataclasses.asdict(cfg), "tokenizer_hash": tokenizer.tokenizer_hash(bach.tok)})
+    piece = bach.pieces[0].path
+    out = run_notebook("04_sample", run, infill_midi=str(piece), infill_bars="2-3", num_tokens=96, min_tokens=0,
+                       seeds=[0], temperatures=[1.0], evaluate=False, interactive=False, preview_seconds=5.0)
+    (mid,) = sorted((run / "samples").glob("infill-*-bars2-3-seed0-temp1.mid"))
+    assert mid.with_suffix(".png").exists()
+    text = out.read_text()
+    assert "Bars 2-3, regenerated" in text and "before" in text and "after" in text
+    original, new = symusic.Score(str(piece)), symusic.Score(str(mid))
+    pb = piece_bars(bach.tok, original)
+    lo, hi = pb.lines[1] - pb.grid / 2, pb.lines[3] - pb.grid / 2
+    outside = lambda s: sorted((n.time, n.duration, n.pitch, n.velocity) for t in s.tracks[:len(original.tracks)]  # noqa: E731
+                               for n in t.notes if not lo <= n.time < hi)
+    assert outside(new) == outside(original) and len(new.tracks) >= len(original.tracks)
+    if audio.audio_available()[0]:  # show_sample's player, then before and after: each a few seconds
+        clips = _embedded_audio(out)
+        assert len(clips) == 3 and all(0 < preview.duration(c) <= 5.05 for c in clips)
