@@ -26,6 +26,10 @@ from pathlib import Path
 # music21 corpus name -> pieces exported (the first ones, in sorted order: deterministic)
 CORPUS = {"bach": 120, "palestrina": 61, "monteverdi": 49, "mozart": 14, "haydn": 9, "beethoven": 7,
           "trecento": 14, "ryansMammoth": 14}
+# --corpus full (issue #21's "more labelled music"): every score music21 bundles of these composers (None: all), and
+# 200 of Ryan's Mammoth's folk tunes (a thousand more would make "folk" most of the data)
+FULL_CORPUS = {"bach": None, "palestrina": None, "monteverdi": None, "mozart": None, "haydn": None, "beethoven": None,
+               "trecento": None, "ryansMammoth": 200}
 
 
 def main(argv=None) -> dict:
@@ -45,6 +49,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.9, 1.0],
                     help="sampling temperatures to choose from on the validation role")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the corpus sizes (tests: 0.1)")
+    ap.add_argument("--corpus", choices=("reference", "full"), default="reference",
+                    help="reference: the 288-piece selection (CORPUS); full: every labelled score (FULL_CORPUS)")
+    ap.add_argument("--pretrain-conditions", action="store_true",
+                    help="pretrain with the condition tokens too (with --condition-dropout), not only the fine-tune")
     ap.add_argument("--until", choices=("pretrain", "finetune", "all"), default="all",
                     help="stop after this stage (a later call continues from what is on disk)")
     args = ap.parse_args(argv)
@@ -60,8 +68,8 @@ def main(argv=None) -> dict:
     t0, times = time.time(), {}
     out = Path(args.out)
     chosen = set()
-    for name, n in CORPUS.items():
-        root, sources, _, _ = export_embedded([name], max(2, round(n * args.scale)), None, None)
+    for name, n in (FULL_CORPUS if args.corpus == "full" else CORPUS).items():
+        root, sources, _, _ = export_embedded([name], None if n is None else max(2, round(n * args.scale)), None, None)
         chosen |= {s.dest for s in sources}
     with progress.quiet():  # the files were just exported: checking them again is not worth a bar
         corpus = load_corpus(root, max_files=None)
@@ -75,9 +83,10 @@ def main(argv=None) -> dict:
     if not (pre / "shards" / "index.json").exists():
         pre.mkdir(parents=True, exist_ok=True)
         corpus.write_report(pre / "data_report.json")
-        pipeline.prepare_data(pre, corpus, spec)
+        pipeline.prepare_data(pre, corpus, dataclasses.replace(spec, conditions=args.pretrain_conditions))
     t = time.time()
-    pipeline.train_run(pre, Shards(pre / "shards"), preset=args.preset, max_steps=args.pretrain_steps)
+    dropout = {"condition_dropout": args.condition_dropout} if args.pretrain_conditions else {}
+    pipeline.train_run(pre, Shards(pre / "shards"), preset=args.preset, max_steps=args.pretrain_steps, **dropout)
     times["pretrain_s"] = time.time() - t
     if args.until == "pretrain":
         return {"times": times}
