@@ -20,6 +20,7 @@ asked, and ``note_once`` says why; an unconditioned run gets no caption.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -43,12 +44,12 @@ _NOTED: set[str] = set()
 
 
 class _Run:
-    """What captions of one run need, loaded once: tokenizer, conditions, judges by label (or why there are
-    none)."""
+    """What captions of one run need, loaded once: conditions, judges by label (or why there are none), the
+    tokenizer (when ids are to be decoded)."""
 
     def __init__(self, run_dir: Path, min_pieces: int):
-        self.tok = load_tokenizer(run_dir / "tokenizer.json")
-        self.cond = load_conditions(run_dir, self.tok)
+        self.run_dir = run_dir
+        self.cond = load_conditions(run_dir)
         self.judges: dict[str, Judge] = {}
         self.why: str | None = None
         if self.cond is None:
@@ -68,6 +69,10 @@ class _Run:
                 self.judges[label] = Judge.fit([p for p in real if getattr(p, label) in values], label)
         except (ValueError, FileNotFoundError) as e:
             self.why = f"no judge's verdict under the pieces: {e}"
+
+    @functools.cached_property
+    def tok(self):
+        return load_tokenizer(self.run_dir / "tokenizer.json")
 
 
 def _run(run_dir: str | Path, min_pieces: int = MIN_PIECES) -> _Run:
