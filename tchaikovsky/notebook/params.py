@@ -91,6 +91,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "repetition_penalty": _float(0.0, 10.0, open_lo=True),
         "max_bars": _int(1, optional=True),
         "max_seconds": _float(0.0, open_lo=True, optional=True),
+        "rerank": _int(1, 64),
         "evaluate": BOOL,
         "evaluate_temperature": _float(0.0),
         "interactive": BOOL,
