@@ -19,6 +19,7 @@ import miditok
 import numpy as np
 
 from tchaikovsky.data.conditions import KINDS, token_name
+from tchaikovsky.data.tokenizer import base_tokens
 
 EMPTY = "Empty"  # the kind of BPE's word-boundary marker, which stands for no base token
 
@@ -51,20 +52,6 @@ def successions(tok: miditok.MusicTokenizer, conditions=None) -> dict[str, set[s
         rows.update({a: {b} for a, b in zip(kinds, kinds[1:] + ["BOS"])})
         rows["EOS"] = {"PAD", kinds[0]}
     return rows
-
-
-def base_tokens(tok: miditok.MusicTokenizer) -> list[list[str]]:
-    """Per id, the base tokens it stands for: the token itself for an untrained tokenizer; for a trained (BPE) one,
-    the run its learned token encodes (miditok's public ``decode_token_ids``), ``[]`` for the word-boundary marker."""
-    if not tok.is_trained:
-        names = {i: t for t, i in tok.vocab.items()}
-        return [[names[i]] for i in range(len(tok))]
-    out = []
-    for i in range(len(tok)):
-        seq = miditok.TokSequence(ids=[i], are_ids_encoded=True)
-        tok.decode_token_ids(seq)
-        out.append(list(seq.tokens))
-    return out
 
 
 class Grammar:
