@@ -18,6 +18,7 @@ import numpy as np
 
 from tchaikovsky.config import SampleConfig, compute_dtype
 from tchaikovsky.data import tokenizer as tok_lib
+from tchaikovsky.data.fim import SENTINELS, Fill, vocab_base
 from tchaikovsky.generate.grammar import Grammar
 from tchaikovsky.model import GPT, cast
 
@@ -123,6 +124,8 @@ def _constrain(logits, window, prev, j, ctrl):
     temperature and filters; ``prev`` (B,) the tokens before these, ``j`` counts the new tokens before this one."""
     V = logits.shape[-1]
     logits = jnp.where((jnp.arange(V) == ctrl["eos"]) & (j < ctrl["min_tokens"]), NEG_INF, logits)
+    if "ban" in ctrl:  # (V,) ids never to sample (a FIM-capable model's sentinels, left to right)
+        logits = jnp.where(ctrl["ban"], NEG_INF, logits)
     if "table" in ctrl:
         ok = ctrl["table"][ctrl["last"][prev]][:, ctrl["first"]] | ~ctrl["grammar"]  # (B, V): may follow prev
         ok = ok | ~ok.any(axis=-1, keepdims=True)  # never mask everything
@@ -141,7 +144,7 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
 
     ``ctrl`` (arrays, see ``generate``): always ``top_k``, ``top_p``, ``min_p``, ``eos`` (-1: none), ``pad`` and
     ``min_tokens``; with a grammar ``first``/``last``/``table``/``grammar`` (on or off) and ``bars``/``max_bars``;
-    ``penalty`` for the repetition penalty over the current window."""
+    ``penalty`` for the repetition penalty over the current window; ``ban`` (V,) bool for ids never sampled."""
     C = model.config.context
     B = window.shape[0]
     dec = model.decoder()  # per-layer weights, sliced once here rather than in every step of the loop below
@@ -226,6 +229,7 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
             covers the condition ids too (a conditioned prompt is ``conditions.prefix(...) + [BOS, ...]``), and
             the condition tokens that open the prompt stay at the front of the window whenever it slides (the
             model was trained with every window opening with its piece's conditions: ``Shards.batch``).
+            A FIM-capable model (``data.fim``: 4 more ids) never samples its sentinels here, left to right.
 
     Returns one int32 array per sequence: the kept prompt, then the new tokens (the EOS included, when one ended it).
     Changing a config value recompiles only as ``SampleConfig`` says; so does switching between needing the
@@ -250,8 +254,12 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
     keys = jax.vmap(jax.random.wrap_key_data)(keys)
     ctrl = dict(top_k=np.int32(config.top_k), top_p=np.float32(config.top_p), min_p=np.float32(config.min_p),
                 eos=np.int32(special["eos"]), pad=np.int32(special["pad"]), min_tokens=np.int32(config.min_tokens))
+    base = vocab_base(len(tok), conditions) if tok is not None else None
+    fill = Fill(base) if base is not None and model.config.vocab_size == base + len(SENTINELS) else None
+    if fill is not None:  # a FIM-capable model, sampled left to right: never a sentinel
+        ctrl["ban"] = fill.is_sentinel(np.arange(model.config.vocab_size))
     if config.grammar or config.max_bars is not None:
-        rules = Grammar(tok, conditions)
+        rules = Grammar(tok, conditions, fill)
         if len(rules.first) != model.config.vocab_size:
             what = "tokenizer and conditions" if conditions is not None else "tokenizer (pass the run's conditions=)"
             raise ValueError(f"the model has {model.config.vocab_size} ids, the {what} {len(rules.first)}")
