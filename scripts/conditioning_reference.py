@@ -75,7 +75,6 @@ def main(argv=None) -> dict:
     from tchaikovsky.data.embedded import default_cache_dir, export_embedded
     from tchaikovsky.data.shards import Shards
     from tchaikovsky.data.spec import DataSpec
-    from tchaikovsky.evaluation import control
     from tchaikovsky.notebook import pipeline
 
     t0, times = time.time(), {}
