@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RUN ?= runs/demo
 PRESET ?= demo
 DEMO_FILES ?= 400
-DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024
+DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5
 export PYTHONUNBUFFERED := 1
 
 .PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-preference clean

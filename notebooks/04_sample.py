@@ -47,6 +47,7 @@ grammar = True  # forbid tokens REMI cannot follow (no broken note descriptions)
 repetition_penalty = 1.0  # > 1 discourages tokens already in the window (1: off)
 max_bars = None  # stop each piece after this many new bars (None: only num_tokens and EOS)
 max_seconds = None  # cut each piece at this length in seconds (None: no cut)
+rerank = 1  # conditioned runs: keep the best of this many per piece by the run's scorer (N x the cost; 1: off)
 # --- how they are played
 preview_seconds = 30.0  # each player plays this many seconds from the start (the full .wav is linked)
 soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
@@ -107,15 +108,24 @@ print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt o
 # Every piece is saved to `run_dir/samples/` as `.mid`, `.wav` and a piano-roll `.png` (prompt in blue,
 # continuation in orange). A piece stops at `num_tokens`, or earlier where the model ends it (never before
 # `min_tokens` new tokens), after `max_bars` new bars, or at `max_seconds`. The players below play the first
-# `preview_seconds` of each; the whole piece is one download link away.
+# `preview_seconds` of each; the whole piece is one download link away. Under each piece of a conditioned run: what
+# was asked and what the run's independent judge hears (the composer and period it finds likeliest, with its
+# probability). With `rerank` > 1 each piece is the best of `rerank` drawn for it, as the run's scorer (05's, fitted
+# here first if the run has none) ranks them for the request; only the judge can say whether that helped.
 
 # %%
+from tchaikovsky.evaluation import caption, reward
+
+asked = {"period": period, "composer": composer, "instrumentation": instrumentation}
+scorer = reward.run_scorer(run) if rerank > 1 else None
 cells = samples.write_samples(run, model, tok, prompt, config, seeds=seeds, temperatures=temperatures,
-                              soundfont=soundfont, conditions=conditions)
+                              soundfont=soundfont, conditions=conditions, rerank=rerank, scorer=scorer, asked=asked)
 for c in cells:
     display.show_sample(c["midi_path"], wav_path=c["wav_path"], png_path=c["png_path"], prompt_end=c["prompt_end"],
                         title=f"seed {c['seed']}, temperature {c['temperature']:g}",
                         preview_seconds=preview_seconds, soundfont=soundfont or None)
+    if text := caption.describe(run, asked, c):
+        print(text)
 
 # %% [markdown]
 # ## Side by side
@@ -147,7 +157,7 @@ if infill_midi:
 
     infill_cells = infill_view.regenerate(run, model, tok, infill_midi, infill_bars, config, seeds=seeds,
                                           temperatures=temperatures, conditions=conditions, soundfont=soundfont,
-                                          period=period, composer=composer, instrumentation=instrumentation)
+                                          **asked)
     infill_view.show_infilled(infill_midi, infill_cells, preview_seconds=preview_seconds,
                               soundfont=soundfont or None)
 

@@ -9,7 +9,7 @@ asked for "any" composer gives it, and ``condition_dropout`` swaps known conditi
 model serves conditioned and unconditioned sampling.
 
 The vocabulary only grows: ``extended`` appends the values new data brings after the existing ones, so every id a
-model has learned keeps its meaning when a fine-tune adds composers (``growth_sources`` says which existing row a new
+model has learned keeps its meaning when a fine-tune adds composers (``sources`` says which existing row a new
 embedding row starts from). ``combinations`` counts the (period, composer, instrumentation) triples of the training
 pieces, to warn about requests the model never saw.
 """
@@ -148,18 +148,18 @@ class Conditions:
             out[self.base + i] = self.unknown_id(t.split("_", 1)[0].lower())
         return out
 
-    def growth_sources(self, old: "Conditions | None", old_vocab: int) -> list[int]:
-        """For each id of this vocabulary from ``old_vocab`` on (rows a grown model adds), the existing id its
-        embedding and output rows start from: its kind's unknown token when the old vocabulary had one (a new
-        composer starts as "some composer"), else -1 (the mean of the existing rows)."""
-        if old is not None and (old.base != self.base or old.tokens != self.tokens[: len(old.tokens)]):
+    def sources(self, old: "Conditions | None") -> list[int]:
+        """For each token of this vocabulary, the id of ``old`` (a pretrained run's conditions; None: it had none)
+        whose embedding and output rows it starts from when a model grows to this vocabulary
+        (``data.fim.vocab_sources``): the same token in ``old``, else its kind's unknown token (a new composer starts
+        as "some composer"), else -1 (the mean of the existing rows). ValueError unless these extend ``old``."""
+        if old is None:
+            return [-1] * len(self.tokens)
+        if old.base != self.base or old.tokens != self.tokens[: len(old.tokens)]:
             raise ValueError("these conditions do not extend the pretrained run's (other ids or order): fine-tune "
                              "with the pretrained run's conditions.json extended, never rebuilt")
-        out = []
-        for i in range(old_vocab, self.vocab_size):
-            kind = self.tokens[i - self.base].split("_", 1)[0].lower()
-            out.append(self.unknown_id(kind) if old is not None and self.unknown_id(kind) < old_vocab else -1)
-        return out
+        ids = old.ids()
+        return [ids.get(t, old.unknown_id(t.split("_", 1)[0].lower())) for t in self.tokens]
 
     # ------------------------------------------------------------------------------------------------ files
     def to_dict(self) -> dict:

@@ -8,7 +8,11 @@ before them, so ``tokenizer.json`` stays a plain miditok file. The layout of a m
     [tokenizer ids: 0 .. len(tok) - 1] [condition ids, in a conditioned run] [the 4 sentinels, in a FIM-capable model]
 
 A model has the sentinel rows when it was trained (or initialised from a model trained) with ``fim_rate > 0``:
-``Fill.of_model`` tells from its vocabulary size. A model without them grows them on ``init_from``.
+``Fill.of_model`` tells from its vocabulary size. A model without them grows them on ``init_from``
+(``vocab_sources`` says which old row each id of a new vocabulary starts from, by name).
+
+Training windows (``Shards.batch(fim_rate=...)``): ``fim_rows`` reorders a share of them with ``psm``, which cuts a
+window's first piece at two bar boundaries, so the middle is whole bars; ``reading_order`` undoes it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from tchaikovsky.data.tokenizer import base_tokens
 
 SENTINELS = ("Fill_prefix", "Fill_suffix", "Fill_middle", "Fill_end")  # miditok-style ``Kind_value`` names
 
@@ -72,3 +78,89 @@ class Fill:
         raise ValueError(f"the model has {model_vocab} ids; this run's vocabulary has {what} = {base} "
                          f"(or {base + len(SENTINELS)} with the fill-in-the-middle sentinels): the checkpoint "
                          "comes from another run")
+
+
+def opens_bar(tok, size: int | None = None) -> np.ndarray:
+    """(size,) bool, ``size`` defaulting to ``len(tok)``: the ids whose first base token is a ``Bar``
+    (``tokenizer.base_tokens``), where a bar begins (BPE never merges across a bar line). Ids from ``len(tok)`` on
+    (condition tokens) are False."""
+    out = np.zeros(len(tok) if size is None else size, bool)
+    out[: len(tok)] = [bool(run) and run[0].split("_", 1)[0] == "Bar" for run in base_tokens(tok)]
+    return out
+
+
+def cut_points(src, n: int, opens_bar: np.ndarray, eos: int) -> np.ndarray:
+    """The positions 0..n of ``src`` where a FIM window may be cut: bar boundaries of its first piece, that is the
+    tokens that open a bar and the piece's EOS (its end), up to that EOS. Position ``n`` counts when ``src[n]``
+    (the first token past the window's source) opens a bar or is the EOS."""
+    src = np.asarray(src)[: n + 1]
+    ends = np.flatnonzero(src == eos)
+    last = int(ends[0]) if ends.size else len(src) - 1
+    return np.flatnonzero(opens_bar[src[: last + 1]] | (src[: last + 1] == eos))
+
+
+def psm(row, u, *, pinned: int, opens_bar: np.ndarray, eos: int, fill: Fill) -> np.ndarray:
+    """A training window (W ids) reordered for fill-in-the-middle: its first ``pinned`` ids (the condition tokens)
+    stay first, then ``<Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle <Fill_end>``, where prefix,
+    middle and suffix are the next ``W - pinned - 4`` ids (the source) cut at two of their ``cut_points`` i < j,
+    chosen uniformly among the pairs from the two uniforms ``u``. The result holds exactly the source's ids and the
+    4 sentinels (length W); the middle is one or more whole bars; prefix or suffix may be empty. The row comes back
+    unchanged when its source has fewer than two cut points."""
+    row = np.asarray(row)
+    n = len(row) - pinned - len(SENTINELS)
+    src = row[pinned:]
+    cuts = cut_points(src, n, opens_bar, eos)
+    if n < 1 or len(cuts) < 2:
+        return row
+    a, b = int(u[0] * len(cuts)), int(u[1] * (len(cuts) - 1))
+    i, j = sorted((cuts[a], cuts[b + (b >= a)]))  # two distinct cut points, each pair equally likely
+    parts = (row[:pinned], [fill.prefix], src[:i], [fill.suffix], src[j:n], [fill.middle], src[i:j], [fill.end])
+    return np.concatenate(parts).astype(row.dtype)
+
+
+def reading_order(window, fill: Fill) -> np.ndarray:
+    """The ids of a ``psm`` window in reading order, sentinels dropped: what comes before ``<Fill_prefix>``, then
+    prefix, middle, suffix. ValueError unless the window holds each sentinel once, in order."""
+    window = np.asarray(window)
+    at = [np.flatnonzero(window == s) for s in (fill.prefix, fill.suffix, fill.middle, fill.end)]
+    if any(len(a) != 1 for a in at) or not at[0][0] < at[1][0] < at[2][0] < at[3][0]:
+        raise ValueError(f"not a fill-in-the-middle window: it must hold {', '.join(SENTINELS)} once each, in order")
+    p, s, m, e = (int(a[0]) for a in at)
+    return np.concatenate([window[:p], window[p + 1 : s], window[m + 1 : e], window[s + 1 : m]])
+
+
+def fim_rows(rows: np.ndarray, draws: np.ndarray, rate: float, *, fill: Fill | None, opens_bar: np.ndarray,
+             eos: int, conditions=None) -> np.ndarray:
+    """Training windows ``rows`` (R, W) with those whose ``draws[r, 0] < rate`` reordered by ``psm`` (cuts from
+    ``draws[r, 1:3]``; ``draws`` (R, 3) uniforms). ``opens_bar`` covers the shards' vocabulary, so the sentinels'
+    ``fill.base`` must be its length. Each row's leading condition tokens stay first."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"fim_rate={rate!r} must be in [0, 1]")
+    if rate > 0 and (fill is None or fill.base != len(opens_bar)):
+        raise ValueError(f"fim_rate > 0 needs the model's sentinels after the shards' {len(opens_bar)} ids: "
+                         f"fill=Fill({len(opens_bar)}), got {fill}")
+    out = rows.copy()
+    for r in np.flatnonzero(draws[:, 0] < rate):
+        pinned = int(np.argmin(np.append(conditions.is_condition(rows[r]), False))) if conditions else 0
+        out[r] = psm(rows[r], draws[r, 1:], pinned=pinned, opens_bar=opens_bar, eos=eos, fill=fill)
+    return out
+
+
+def vocab_sources(tok_len: int, conditions, fill: Fill | None, old_conditions, old_fill: Fill | None) -> np.ndarray:
+    """For each id of a model's new vocabulary (``[tokenizer][conditions][sentinels]``; None: a part it lacks), the
+    id of the old vocabulary (the same tokenizer, ``old_conditions``, ``old_fill``) its rows start from, -1 for the
+    mean row (``model.remap_vocab``). By name: tokenizer ids map to themselves, condition tokens as
+    ``Conditions.sources`` says, the sentinels to the old sentinels. ValueError when the new vocabulary would lose the
+    old one's condition tokens or sentinels (a FIM-capable model keeps them, whatever its later fim_rate)."""
+    if old_conditions is not None and conditions is None:
+        raise ValueError("the model to start from has condition tokens, these shards have none: fine-tune it on "
+                         "conditioned data (its conditions.json extended)")
+    if old_fill is not None and fill is None:
+        raise ValueError("the model to start from has the fill-in-the-middle sentinels, and a model never loses them: "
+                         f"give it {len(SENTINELS)} more ids (notebook.pipeline.run_preset does)")
+    out = list(range(int(tok_len))) + (conditions.sources(old_conditions) if conditions is not None else [])
+    if fill is not None:
+        # new sentinels mean nothing the old model knows: the mean row makes each start as no token in particular
+        # (its logit the average one, so unlikely), and leaves every left-to-right prediction as it was
+        out += old_fill.ids().tolist() if old_fill is not None else [-1] * len(SENTINELS)
+    return np.asarray(out, np.int64)

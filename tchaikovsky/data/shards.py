@@ -14,6 +14,7 @@ processes reads only its own rows. ``eval_batches`` tiles a split exactly once, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -29,6 +30,7 @@ import numpy as np
 from symusic import Score
 
 from tchaikovsky import io, progress
+from tchaikovsky.data import fim
 from tchaikovsky.data.augment import Augment, OutOfRange, apply_variant
 from tchaikovsky.data.conditions import Conditions
 from tchaikovsky.data.splits import HASH_RULE, assign_splits
@@ -266,6 +268,8 @@ class Shards:
         process_index: int = 0,
         process_count: int = 1,
         condition_dropout: float = 0.0,
+        fim_rate: float = 0.0,
+        fill=None,
     ) -> np.ndarray:
         """This process's rows of the global batch for ``step``: int32 ``(batch_size // process_count, seq_len + 1)``.
 
@@ -278,6 +282,8 @@ class Shards:
         the conditions starts at the piece's beginning instead.
         ``condition_dropout``: each condition token of the global batch is replaced by its kind's ``unknown`` token
         with this probability (drawn from ``default_rng([seed, step, 1])``, so resuming reproduces it too).
+        ``fim_rate``: that share of the rows (drawn from ``default_rng([seed, step, 2])``, cuts included) is reordered
+        for fill-in-the-middle with the model's sentinels ``fill`` (``data.fim.fim_rows``); eval batches never are.
         """
         if batch_size % process_count:
             raise ValueError(f"batch_size={batch_size} is not divisible by process_count={process_count}")
@@ -292,11 +298,20 @@ class Shards:
             window = data[s : s + width - len(prefix)]
             out[r, : len(prefix)] = prefix
             out[r, len(prefix) : len(prefix) + len(window)] = window
+        if fim_rate:
+            draws = np.random.default_rng([seed, step, 2]).random((batch_size, 3))[process_index * rows :][:rows]
+            out = fim.fim_rows(out, draws, fim_rate, fill=fill, opens_bar=self.opens_bar,
+                               eos=self.index["special_ids"]["eos"], conditions=self.conditions)
         if condition_dropout > 0 and self.conditions is not None:
             drop = np.random.default_rng([seed, step, 1]).random((batch_size, width)) < condition_dropout
             drop = drop[process_index * rows : (process_index + 1) * rows] & self.conditions.is_condition(out)
             out[drop] = self.conditions.dropout_targets()[out[drop]]
         return out
+
+    @functools.cached_property
+    def opens_bar(self) -> np.ndarray:
+        """(vocab_size,) bool: the ids that open a bar (``data.fim.opens_bar`` of the shards' ``tokenizer.json``)."""
+        return fim.opens_bar(load_tokenizer(self.path / "tokenizer.json"), self.vocab_size)
 
     def _piece_offsets(self, split: str) -> np.ndarray:
         """Where each piece of a split starts (computed once per split)."""

@@ -140,6 +140,20 @@ def special_ids(tok: miditok.MusicTokenizer) -> dict[str, int]:
     return {"pad": tok["PAD_None"], "bos": tok["BOS_None"], "eos": tok["EOS_None"]}
 
 
+def base_tokens(tok: miditok.MusicTokenizer) -> list[list[str]]:
+    """Per id, the base tokens it stands for: the token itself for an untrained tokenizer; for a trained (BPE) one,
+    the run its learned token encodes (miditok's public ``decode_token_ids``), ``[]`` for the word-boundary marker."""
+    if not tok.is_trained:
+        names = {i: t for t, i in tok.vocab.items()}
+        return [[names[i]] for i in range(len(tok))]
+    out = []
+    for i in range(len(tok)):
+        seq = miditok.TokSequence(ids=[i], are_ids_encoded=True)
+        tok.decode_token_ids(seq)
+        out.append(list(seq.tokens))
+    return out
+
+
 def _single_stream(tok: miditok.MusicTokenizer, score: Score) -> Score:
     """Without program tokens, merge the pitched tracks into one piano part (drums dropped): one stream."""
     if tok.one_token_stream:

@@ -36,7 +36,8 @@ from tchaikovsky.evaluation.intervals import Difference, Rate, fmt, pooled_lift
 from tchaikovsky.evaluation.judge import Judge, cross_validate
 from tchaikovsky.evaluation.originality import flag_copies
 from tchaikovsky.evaluation.views import decode_samples, decoded_split, has_notes, training_index
-from tchaikovsky.generate.sampling import generate
+from tchaikovsky.evaluation.reward import run_scorer
+from tchaikovsky.generate.rerank import best_of, candidate_seeds
 from tchaikovsky.training import checkpoint
 
 
@@ -67,13 +68,16 @@ def judged_values(pieces, cond, label: str, min_pieces: int) -> list[str]:
     return values
 
 
-def _sample(model, tok, cond, requests: dict, config, seeds, temperature) -> dict:
-    """{value or None ("any"): [(ids, Score or None)]} for each request's condition prefix."""
+def _sample(model, tok, cond, requests: dict, config, seeds, temperature, rerank: int = 1, scorer=None) -> dict:
+    """{value or None ("any"): [(ids, Score or None)]} for each request's condition prefix; with ``rerank`` > 1
+    each piece is the best of ``rerank`` candidates under ``scorer`` (``generate.rerank.best_of``)."""
     bos, out = special_ids(tok)["bos"], {}
     for v, request in requests.items():
-        progress.say(f"sampling {len(seeds)} x {config.num_tokens} tokens for {request or 'any'} ...")
-        seqs = generate(model, np.asarray(cond.prefix(**request) + [bos], np.int32), config, seeds=seeds,
-                        temperatures=temperature, tok=tok, conditions=cond)
+        progress.say(f"sampling {len(seeds)} x {config.num_tokens} tokens for {request or 'any'}"
+                     + (f", each the best of {rerank}" if rerank > 1 else "") + " ...")
+        seqs = [p.tokens for p in best_of(model, tok, np.asarray(cond.prefix(**request) + [bos], np.int32), config,
+                                          n=rerank, seeds=seeds, temperatures=temperature, conditions=cond,
+                                          asked=request, scorer=scorer)]
         out[v] = list(zip(seqs, decode_samples(tok, seqs)[0]))
     return out
 
@@ -96,7 +100,8 @@ def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> 
 
 def controllability(run_dir: str | Path, *, label: str = "composer", role: str = "test", n_per_value: int = 8,
                     num_tokens: int = 512, min_tokens: int = 0, temperature: float = 1.0, top_p: float = 0.95,
-                    seed: int = 0, min_pieces: int = 2, max_reference: int = 32, write: bool = True) -> dict:
+                    seed: int = 0, min_pieces: int = 2, max_reference: int = 32, write: bool = True,
+                    rerank: int = 1) -> dict:
     """The judge's check of ``label`` for one protocol ``role`` (see the module docstring): ``n_per_value`` pieces
     per value (each value with >= ``min_pieces`` held-out pieces of the role; the other conditions as ``typical``
     fills them) and as many asked for "any", from the role's seeds (``seed`` offsets them). Returns (and writes
@@ -104,8 +109,11 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
     (``judge.cross_validate``), ``table`` (one row per value), ``pooled`` (``intervals.pooled_lift``),
     ``conditioned`` (pooled Rate dict), ``failed`` (decode errors and note-less pieces, "any" included),
     ``confusion`` (requested x heard, failures left out; ``classes`` order), ``settings`` and
-    ``held_out_overlap`` (pieces a parent run trained on, when the fine-tune was allowed to overlap). Raises
-    ValueError when the run has no conditions or no held-out split for the role."""
+    ``held_out_overlap`` (pieces a parent run trained on, when the fine-tune was allowed to overlap). With
+    ``rerank`` > 1 every piece ("any" ones too) is the best of ``rerank`` candidates (distinct seeds derived from
+    the role's: ``generate.rerank.candidate_seeds``) under the run's scorer (``evaluation.reward.run_scorer``,
+    trained on training pieces only, fitted first if the run has none); the judge hears only the kept piece.
+    Raises ValueError when the run has no conditions or no held-out split for the role."""
     run_dir, r = Path(run_dir), protocol.role(role)
     model, tok, _ = checkpoint.load_run_model(run_dir)
     cond, shards = load_conditions(run_dir, tok), Shards(run_dir / "shards")
@@ -126,7 +134,9 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
 
     config, seeds = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p), r.seeds(n_per_value, seed)
     requests = {**{v: typical(cond, label, v) for v in values}, None: {}}
-    samples = _sample(model, tok, cond, requests, config, seeds, temperature)
+    candidate_seeds(seeds[-1], rerank)  # a bad rerank fails here, before a scorer is fitted for it
+    scorer = run_scorer(run_dir) if rerank > 1 else None
+    samples = _sample(model, tok, cond, requests, config, seeds, temperature, rerank, scorer)
     index, rng = training_index(shards, tok, seed), np.random.default_rng(seed)
     uncond_heard = judge.predict([sc for _, sc in samples[None]])
     table = []
@@ -152,7 +162,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
               "held_out_overlap": _overlap(run_dir),
               "settings": {"n_per_value": n_per_value, "num_tokens": num_tokens, "min_tokens": min_tokens,
                            "temperature": temperature, "top_p": top_p, "seeds": [seeds[0], seeds[-1]],
-                           "held_out_split": r.split}}
+                           "held_out_split": r.split, "rerank": rerank}}
     if write:
         io.atomic_write(report_path(run_dir, label, r.name), json.dumps(io.jsonable(report), indent=1))
     return report

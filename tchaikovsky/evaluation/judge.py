@@ -212,6 +212,17 @@ class Judge:
             out[heard] = self._proba(_stack([rows[i] for i in heard]))
         return out
 
+    def spread(self, pieces: Sequence) -> float | None:
+        """How varied ``pieces`` are as the judge sees them: the mean distance between two of them in its
+        standardised feature space (the features scaled as for its decisions). Pieces it cannot hear are left out;
+        None with fewer than two. A set of near-copies spreads little: compare with real pieces of the same label."""
+        rows = [r for r in (_features(p) for p in pieces) if r is not None]
+        if len(rows) < 2:
+            return None
+        Z = (_stack(rows) - self.mean) / self.std
+        d = np.sqrt(np.maximum(((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1), 0.0))
+        return float(d[~np.eye(len(rows), dtype=bool)].mean())
+
     def predict(self, pieces: Sequence) -> list[str | None]:
         """The most probable class of each piece; None for a piece the judge cannot hear (None: a failed decode,
         or no pitched notes)."""

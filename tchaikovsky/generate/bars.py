@@ -24,7 +24,8 @@ from symusic import Score, TimeSignature
 
 from tchaikovsky import io
 from tchaikovsky.data import tokenizer as tok_lib
-from tchaikovsky.generate.grammar import base_tokens, kind
+from tchaikovsky.data.tokenizer import base_tokens
+from tchaikovsky.generate.grammar import kind
 
 __all__ = ["PieceBars", "piece_bars", "parse_bars", "bars_label", "first_kinds", "seconds_at"]
 

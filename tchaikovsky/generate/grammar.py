@@ -8,8 +8,7 @@ kind of its LAST base token, and what it may follow on the kind of its FIRST. Th
 test checks); a sampled token that breaks it decodes to nothing useful (miditok drops it).
 
 Condition tokens (``data.conditions``) have rows too: ``[Period, Composer, Instrumentation, BOS, ...]``; so do the
-fill-in-the-middle sentinels of a FIM-capable model (``data.fim``), each its own kind, framing whole bars:
-``[conditions] Fill_prefix prefix Fill_suffix suffix Fill_middle middle Fill_end``.
+fill-in-the-middle sentinels (``data.fim``), each its own kind, after a FIM-capable model's other ids.
 Every kind in the vocabulary needs a row: ``Grammar`` raises on a kind the table does not know (a new kind of
 condition token, say), so admitting one is an explicit decision made in :func:`successions`, never a silent
 "anything goes".
@@ -21,42 +20,27 @@ import miditok
 import numpy as np
 
 from tchaikovsky.data.conditions import KINDS, token_name
-from tchaikovsky.data.fim import SENTINELS
+from tchaikovsky.data.fim import SENTINELS, vocab_base
+from tchaikovsky.data.tokenizer import base_tokens
 
 EMPTY = "Empty"  # the kind of BPE's word-boundary marker, which stands for no base token
 
 
 def kind(token: str) -> str:
-    """The kind of a base token: ``"Pitch_60" -> "Pitch"``; each fill sentinel is a kind of its own."""
+    """The kind of a base token: ``"Pitch_60" -> "Pitch"``; a fill-in-the-middle sentinel is a kind of its own."""
     return token if token in SENTINELS else token.split("_", 1)[0]
 
 
-def _fill_rows(rows: dict[str, set[str]], ends: list[str], conditions) -> None:
-    """The sentinels' rows, added to ``rows`` in place: each part of a FIM window is whole bars (or empty), opening
-    with a Bar (the prefix and the suffix also with a Rest, where one covers a bar line); the prefix may open with
-    BOS, the suffix be the piece's EOS alone or end with it; the middle opens with a Bar and ends where a bar could
-    begin."""
-    prefix, suffix, middle, end = SENTINELS
-    bar = {"Bar", "Rest"}
-    rows.update({prefix: bar | {"BOS", suffix}, suffix: bar | {"EOS", middle}, middle: {"Bar"}, end: {"PAD"}})
-    for k in ends:
-        rows[k] |= {suffix, middle, end}
-    rows["BOS"] |= {suffix}  # the prefix of bar 1 is [BOS]
-    rows["EOS"] |= {middle}  # a suffix runs to the piece's end
-    if conditions is not None:  # [conditions] Fill_prefix ...; a window may follow a Fill_end
-        rows[token_name(KINDS[-1], "").rstrip("_")] |= {prefix}
-        rows[end] |= {token_name(KINDS[0], "").rstrip("_")}
-
-
-def successions(tok: miditok.MusicTokenizer, conditions=None, fill: bool = False) -> dict[str, set[str]]:
+def successions(tok: miditok.MusicTokenizer, conditions=None, fill=None) -> dict[str, set[str]]:
     """kind -> the kinds that may come next, for this tokenizer (REMI).
 
     The musical rows are miditok's ``tokens_types_graph`` without its special-token entries (miditok lets any kind
     precede PAD or EOS); then ours: BOS -> Bar (REMI opens every piece with a bar), EOS only after the kinds that a
-    Bar may follow (a piece ends where a new bar could begin, never inside a note), EOS -> PAD -> PAD. BPE's
+    Bar may follow (a piece ends where a new bar could begin, never inside a note), EOS -> PAD -> PAD, or EOS -> the
+    next piece (its BOS, or its first condition), as in the shards, where a training window may span both. BPE's
     word-boundary marker (kind ``EMPTY``, no base token) stands where a word, a bar, may begin: after the kinds a
-    Bar may follow, or BOS, and before what may begin a bar. With ``fill``, the rows of the four sentinels
-    (``_fill_rows``)."""
+    Bar may follow, or BOS, and before what may begin a bar. With ``fill`` (a ``data.fim.Fill``), the sentinels'
+    rows (``_fill_rows``)."""
     special = {kind(t) for t in tok.config.special_tokens}
     graph = {k: {n for n in nexts if kind(n) not in special}
              for k, nexts in tok.tokens_types_graph.items() if k not in special}
@@ -66,28 +50,34 @@ def successions(tok: miditok.MusicTokenizer, conditions=None, fill: bool = False
     opens = set().union(*(graph[k] for k in ends))  # what may begin one
     for k in ends:
         graph[k] |= {"EOS", EMPTY}
-    rows = {**graph, "BOS": {"Bar", EMPTY}, "EOS": {"PAD"}, "PAD": {"PAD"}, EMPTY: opens}
+    rows = {**graph, "BOS": {"Bar", EMPTY}, "EOS": {"PAD", "BOS"}, "PAD": {"PAD"}, EMPTY: opens}
     if conditions is not None:  # [Period, Composer, Instrumentation, BOS ...]; in the data, a piece follows an EOS
         kinds = [token_name(k, "").rstrip("_") for k in KINDS]
         rows.update({a: {b} for a, b in zip(kinds, kinds[1:] + ["BOS"])})
         rows["EOS"] = {"PAD", kinds[0]}
-    if fill:
-        _fill_rows(rows, ends, conditions)
+    if fill is not None:
+        _fill_rows(rows, kinds if conditions is not None else [])
     return rows
 
 
-def base_tokens(tok: miditok.MusicTokenizer) -> list[list[str]]:
-    """Per id, the base tokens it stands for: the token itself for an untrained tokenizer; for a trained (BPE) one,
-    the run its learned token encodes (miditok's public ``decode_token_ids``), ``[]`` for the word-boundary marker."""
-    if not tok.is_trained:
-        names = {i: t for t, i in tok.vocab.items()}
-        return [[names[i]] for i in range(len(tok))]
-    out = []
-    for i in range(len(tok)):
-        seq = miditok.TokSequence(ids=[i], are_ids_encoded=True)
-        tok.decode_token_ids(seq)
-        out.append(list(seq.tokens))
-    return out
+def _fill_rows(rows: dict[str, set[str]], conditions: list[str]) -> None:
+    """Add to ``rows`` what a ``data.fim.psm`` training window, ``[conditions] <Fill_prefix> prefix <Fill_suffix>
+    suffix <Fill_middle> middle <Fill_end>``, needs. Its prefix starts wherever the window does (any musical kind,
+    BOS) or is empty; the cuts fall where a bar begins, so the prefix and the middle end where a Bar may follow, the
+    suffix and the middle start with a Bar, the suffix may start with the piece's EOS or be empty. The suffix ends
+    wherever the window does, so ``Fill_middle`` may follow any kind: the sampler never writes it (a model sampled
+    left to right has the sentinels banned, and infilling gives it in the prompt), so that row loosens nothing
+    sampled. After ``Fill_end`` (the middle is done): PAD, or a new piece."""
+    pre, suf, mid, end = SENTINELS
+    before_bar = {k for k, nexts in rows.items() if "Bar" in nexts}  # the kinds a bar may follow, BOS included
+    music = set(rows) - {"EOS", "PAD", *conditions}  # what a window may start with
+    for k in rows:
+        rows[k] |= {mid}
+    for k in before_bar:  # the prefix may end after BOS; the middle, a bar or more, never
+        rows[k] |= {suf} if k == "BOS" else {suf, end}
+    if conditions:
+        rows[conditions[-1]] |= {pre}
+    rows.update({pre: music | {suf}, suf: {"Bar", "EOS", mid}, mid: {"Bar"}, end: {"PAD", "BOS", *conditions[:1]}})
 
 
 class Grammar:
@@ -97,18 +87,22 @@ class Grammar:
     ``last`` (V,) int32 kind indices of each id's first and last base token, ``bars`` (V,) int32 Bar tokens per id.
     ``allowed(prev_id)`` is ``table[last[prev_id], first]``. With ``conditions`` (``data.conditions``), their ids
     follow the tokenizer's (V grows by their number): each kind may follow only the one before it, and BOS only the
-    last. With ``fill`` (a ``data.fim.Fill``, or True), the four sentinels follow (V grows by 4). Raises ValueError
-    naming any kind of the vocabulary that has no row in :func:`successions`."""
+    last. With ``fill`` (``data.fim.Fill``, a FIM-capable model's sentinels), the 4 sentinel ids follow those (V
+    grows by 4). Raises ValueError naming any kind of the vocabulary that has no row in :func:`successions`, or
+    when ``fill`` does not sit right after the other ids."""
 
     def __init__(self, tok: miditok.MusicTokenizer, conditions=None, fill=None):
-        rows = successions(tok, conditions, fill=bool(fill))
+        if fill is not None and fill.base != vocab_base(len(tok), conditions):
+            raise ValueError(f"the sentinels start at id {fill.base}, not after the tokenizer's and the conditions' "
+                             f"{vocab_base(len(tok), conditions)} ids")
+        rows = successions(tok, conditions, fill)
         self.kinds = sorted(rows)
         index = {k: i for i, k in enumerate(self.kinds)}
         self.table = np.zeros((len(self.kinds), len(self.kinds)), bool)
         for a, nexts in rows.items():
             self.table[index[a], [index[b] for b in nexts if b in index]] = True
         base = base_tokens(tok) + [[t] for t in (conditions.tokens if conditions is not None else ())]
-        base += [[t] for t in (SENTINELS if fill else ())]
+        base += [[t] for t in (SENTINELS if fill is not None else ())]
         unknown = sorted({kind(t) for run in base for t in run} - set(index))
         if unknown:
             raise ValueError(f"token kind(s) {unknown} of the tokenizer have no row in the grammar: decide what "

@@ -18,7 +18,7 @@ import numpy as np
 
 from tchaikovsky.config import SampleConfig, compute_dtype
 from tchaikovsky.data import tokenizer as tok_lib
-from tchaikovsky.data.fim import Fill
+from tchaikovsky.data.fim import SENTINELS, Fill, vocab_base
 from tchaikovsky.generate.grammar import Grammar
 from tchaikovsky.model import GPT, cast
 
@@ -124,12 +124,12 @@ def _constrain(logits, window, prev, j, ctrl):
     temperature and filters; ``prev`` (B,) the tokens before these, ``j`` counts the new tokens before this one."""
     V = logits.shape[-1]
     logits = jnp.where((jnp.arange(V) == ctrl["eos"]) & (j < ctrl["min_tokens"]), NEG_INF, logits)
+    if "ban" in ctrl:  # (V,) ids never to sample (a FIM-capable model's sentinels, left to right; ``ban``)
+        logits = jnp.where(ctrl["ban"], NEG_INF, logits)
     if "table" in ctrl:
         ok = ctrl["table"][ctrl["last"][prev]][:, ctrl["first"]] | ~ctrl["grammar"]  # (B, V): may follow prev
         ok = ok | ~ok.any(axis=-1, keepdims=True)  # never mask everything
         logits = jnp.where(ok, logits, NEG_INF)
-    if "ban" in ctrl:  # (V,) ids never sampled
-        logits = jnp.where(ctrl["ban"], NEG_INF, logits)
     if "penalty" in ctrl:  # CTRL-style: tokens already in the window are made less likely
         seen = jax.vmap(lambda w: jnp.zeros(V, bool).at[w].set(True))(window)
         p = ctrl["penalty"]
@@ -224,19 +224,8 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
     return toks.T, emitted.T  # (B, steps) each
 
 
-def _fill(model: GPT, tok, conditions) -> Fill | None:
-    """The fill-in-the-middle sentinels of ``model`` (None without them, or when its vocabulary fits neither layout:
-    ``generate``'s size check then says so)."""
-    try:
-        return Fill.of_model(model.config.vocab_size, len(tok), conditions) if tok is not None else None
-    except ValueError:
-        return None
-
-
-def _ban(V: int, fill: Fill | None, end, ban) -> np.ndarray | None:
+def _ban(V: int, fill: Fill | None, end, ban) -> np.ndarray:
     """The (V,) ids ``generate`` never samples: ``ban``, and the sentinels of a FIM-capable model but ``end``."""
-    if ban is None and fill is None:
-        return None
     mask = np.zeros(V, bool) if ban is None else np.array(ban, bool).reshape(-1)
     if mask.shape != (V,):
         raise ValueError(f"ban must be a ({V},) bool mask over the model's ids, got shape {mask.shape}")
@@ -269,8 +258,8 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
             the condition tokens that open the prompt stay at the front of the window whenever it slides (the
             model was trained with every window opening with its piece's conditions: ``Shards.batch``).
         end: the id that ends a sequence instead of EOS (``data.fim.Fill.end`` for a middle); off by default.
-        ban: (V,) bool, ids never sampled. A FIM-capable model's sentinels (``data.fim``) are always banned but
-            ``end``.
+        ban: (V,) bool, ids never sampled. A FIM-capable model (``data.fim``: 4 more ids) never samples its
+            sentinels, but ``end``.
         exact_bars: end each sequence after exactly this many new bars (needs ``tok``): its end (EOS or ``end``) is
             held back before them, and replaces a token that would open one more; off by default.
 
@@ -303,9 +292,12 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
     ctrl = dict(top_k=np.int32(config.top_k), top_p=np.float32(config.top_p), min_p=np.float32(config.min_p),
                 eos=np.int32(special["eos"] if end is None else end), pad=np.int32(special["pad"]),
                 min_tokens=np.int32(config.min_tokens))
-    fill = _fill(model, tok, conditions)
+    base = vocab_base(len(tok), conditions) if tok is not None else None
+    fill = Fill(base) if base is not None and model.config.vocab_size == base + len(SENTINELS) else None
+    if fill is not None or ban is not None:  # a FIM-capable model: never a sentinel (but ``end``)
+        ctrl["ban"] = _ban(model.config.vocab_size, fill, end, ban)
     if config.grammar or counting:
-        rules = Grammar(tok, conditions, fill=fill)
+        rules = Grammar(tok, conditions, fill)
         if len(rules.first) != model.config.vocab_size:
             what = "tokenizer and conditions" if conditions is not None else "tokenizer (pass the run's conditions=)"
             raise ValueError(f"the model has {model.config.vocab_size} ids, the {what} {len(rules.first)}")
@@ -313,8 +305,6 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
                     bars=rules.bars, max_bars=np.int32(NO_LIMIT if config.max_bars is None else config.max_bars))
     if config.repetition_penalty != 1.0:
         ctrl["penalty"] = np.float32(config.repetition_penalty)
-    if (mask := _ban(model.config.vocab_size, fill, end, ban)) is not None:
-        ctrl["ban"] = mask
     if exact_bars is not None:
         ctrl["exact_bars"] = np.int32(exact_bars)
     toks, emitted = _generate(

@@ -1,7 +1,8 @@
 """The model layer: the GPT (``gpt``), its parts (``layers``) and KV-cached decoding (``decode``)."""
 
 from tchaikovsky.model.decode import Decoder, KVCache, init_cache
-from tchaikovsky.model.gpt import GPT, build, cast, count_params, decay_mask, resize_vocab, skeleton
+from tchaikovsky.model.gpt import (GPT, build, cast, count_params, decay_mask, remap_vocab, resize_vocab,
+                                  skeleton)
 
-__all__ = ["GPT", "Decoder", "KVCache", "build", "cast", "count_params", "decay_mask", "init_cache", "resize_vocab",
-           "skeleton"]
+__all__ = ["GPT", "Decoder", "KVCache", "build", "cast", "count_params", "decay_mask", "init_cache", "remap_vocab",
+           "resize_vocab", "skeleton"]

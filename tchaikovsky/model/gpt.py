@@ -153,22 +153,33 @@ def decay_mask(model: GPT) -> GPT:
 def resize_vocab(model: GPT, vocab_size: int, sources) -> GPT:
     """The model with ``vocab_size - V`` ids added to its vocabulary (V the current one): new embedding rows, output
     rows and output biases copied, per new id, from the existing id ``sources[i]``, or the mean over existing ids
-    where it is -1. Tokens that start as copies of a related token ("unknown composer" for a new composer) behave
-    like it at first, so a fine-tune starts from the pretrained model's predictions instead of noise."""
+    where it is -1 (``remap_vocab`` with every old id kept in place)."""
     V = model.config.vocab_size
     sources = np.asarray(sources, np.int64)
     if vocab_size < V or len(sources) != vocab_size - V or np.any(sources >= V) or np.any(sources < -1):
         raise ValueError(f"resize_vocab grows a vocabulary of {V} to {vocab_size}: one source id in -1..{V - 1} "
                          f"per new id ({vocab_size - V}), got {len(sources)}")
+    return remap_vocab(model, np.concatenate([np.arange(V), sources]))
 
-    def grow(a):  # (V, ...) -> (vocab_size, ...)
+
+def remap_vocab(model: GPT, sources) -> GPT:
+    """The model with a vocabulary of ``len(sources)`` ids, id ``i`` taking its embedding row, output row and output
+    bias from the existing id ``sources[i]``, or the mean over the existing ids where it is -1. Tokens that start as
+    copies of themselves or of a related token ("unknown composer" for a new composer) behave like them at first, so
+    a fine-tune starts from the pretrained model's predictions instead of noise."""
+    V = model.config.vocab_size
+    sources = np.asarray(sources, np.int64)
+    if sources.ndim != 1 or not len(sources) or np.any(sources >= V) or np.any(sources < -1):
+        raise ValueError(f"remap_vocab: one source id in -1..{V - 1} per new id, got {sources}")
+
+    def remap(a):  # (V, ...) -> (len(sources), ...)
         picked = a[np.maximum(sources, 0)]
         mean = jnp.broadcast_to(a.mean(axis=0), picked.shape)
-        return jnp.concatenate([a, jnp.where((sources < 0).reshape(-1, *[1] * (a.ndim - 1)), mean, picked)])
+        return jnp.where((sources < 0).reshape(-1, *[1] * (a.ndim - 1)), mean, picked)
 
     model = eqx.tree_at(lambda m: (m.embed.weight, m.head.weight, m.head.bias), model,
-                        (grow(model.embed.weight), grow(model.head.weight), grow(model.head.bias)))
-    like = skeleton(dataclasses.replace(model.config, vocab_size=int(vocab_size)))  # the config is static
+                        (remap(model.embed.weight), remap(model.head.weight), remap(model.head.bias)))
+    like = skeleton(dataclasses.replace(model.config, vocab_size=len(sources)))  # the config is static
     return jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(model))
 
 

@@ -41,6 +41,7 @@ from tchaikovsky.render import audio, display, samples
 from tchaikovsky.training import checkpoint
 from tchaikovsky.training.checkpoint import load_run_model
 from tchaikovsky.training.loop import Hook, train
+from tchaikovsky.training.restore import model_vocab
 
 
 def resolve_run_dir(run_dir: str = "") -> Path:
@@ -199,7 +200,7 @@ def wandb_logger(mode: str, run_dir: Path, config: dict):
 
 def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=None, max_minutes=None,
               batch_size=None, learning_rate=None, resume: bool = True, wandb_mode: str = "disabled",
-              sample_every: int = 0, init_from: str = "", condition_dropout=None,
+              sample_every: int = 0, init_from: str = "", condition_dropout=None, fim_rate=None,
               allow_overlap: bool = False):
     """Train the named preset on the run's shards (see ``training.loop.train``). With ``sample_every`` > 0, a short
     unconditional sample is written, rendered and shown (and logged to wandb) every that many steps.
@@ -209,7 +210,7 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
     grow when these shards' conditions extend the pretrained run's. A fine-tune whose held-out pieces (judge,
     judge_test) the pretrained run (or its own parents) trained or validated on is refused (``check_held_out``)
     unless ``allow_overlap``, and then the overlap is recorded in the checkpoints' meta, where the judge's report
-    finds it. ``condition_dropout``: see ``TrainConfig``."""
+    finds it. ``condition_dropout``, ``fim_rate``: see ``TrainConfig``; the model's vocabulary is ``run_preset``'s."""
     extra_meta: dict = {"preset": preset}
     if init_from:
         source = find_run_dir(init_from)
@@ -222,16 +223,26 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
         leaked = check_held_out(shards, source, allow_overlap=allow_overlap)
         if leaked:
             extra_meta["held_out_overlap"] = leaked
-        if learning_rate is None:
-            learning_rate = get_preset(preset).train.learning_rate / 4
-    p = get_preset(preset, vocab_size=shards.vocab_size, max_steps=max_steps, batch_size=batch_size,
-                   learning_rate=learning_rate, condition_dropout=condition_dropout)
+    p = run_preset(run_dir, shards, preset, init_from=init_from, max_steps=max_steps, batch_size=batch_size,
+                   learning_rate=learning_rate, condition_dropout=condition_dropout, fim_rate=fim_rate)
     hooks = [wandb_logger(wandb_mode, run_dir, {"preset": preset, **p.model.to_dict(), **p.train.to_dict()})]
     if sample_every > 0:
         hooks.append(_sampler_hook(run_dir, sample_every, wandb_mode != "disabled"))
     return train(run_dir, p.model, p.train, shards, seed=seed, resume=resume, max_minutes=max_minutes,
                  hooks=[h for h in hooks if h is not None], extra_meta=extra_meta,
                  init_from=init_from or None)
+
+
+def run_preset(run_dir: Path, shards, preset: str, *, init_from: str = "", **overrides):
+    """The named preset (``config.preset``) as a run on ``shards`` trains it: the model's vocabulary is the shards'
+    ids, plus the fill-in-the-middle sentinels when ``fim_rate`` > 0 or when the model it continues (the run's own
+    checkpoint, else ``init_from``'s) has them (``training.restore.model_vocab``: a FIM-capable model never loses
+    them); with ``init_from``, the learning rate defaults to a quarter of the preset's. ``None`` overrides keep
+    the preset's values."""
+    if init_from and overrides.get("learning_rate") is None:
+        overrides["learning_rate"] = get_preset(preset).train.learning_rate / 4
+    vocab = model_vocab(shards, overrides.get("fim_rate") or 0.0, run_dir, init_from or None)
+    return get_preset(preset, vocab_size=vocab, **overrides)
 
 
 def check_held_out(shards, parent: Path, *, allow_overlap: bool = False) -> list[str]:

@@ -45,7 +45,7 @@ from tchaikovsky.data.tokenizer import decode_ids, music_ids, special_ids
 from tchaikovsky.evaluation import protocol
 from tchaikovsky.evaluation.compare import spearman
 from tchaikovsky.evaluation.originality import flag_copies
-from tchaikovsky.evaluation.scorer import Scorer, ScorerConfig, separation
+from tchaikovsky.evaluation.reward import run_scorer
 from tchaikovsky.evaluation.views import decoded_split, training_index
 from tchaikovsky.generate.grammar import Grammar
 from tchaikovsky.preference.evaluate import EvalSpec, evaluate_round, sample, verdict
@@ -87,9 +87,6 @@ class PreferenceConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-MIN_CALIBRATION = 10  # held-out pieces needed to calibrate the scorer's copy threshold (else it is off: 1.01)
 
 
 class _Context:
@@ -135,29 +132,11 @@ class _Context:
 
 
 def _scorer(ctx: _Context):
-    """The run's scorer: loaded from ``preference/scorer``, else trained on the training pieces (copy threshold
-    calibrated on the validation pieces) and saved with its separation of the validation works' pieces."""
-    path = ctx.run_dir / "preference" / "scorer"
-    if (path / "scorer.json").is_file():
-        return Scorer.load(path)
-    progress.say(f"training the scorer on {len(ctx.train_real)} real pieces ...")
-    t0 = time.time()
-    cfg = ScorerConfig(steps=ctx.cfg.scorer_steps)
-    scores = [p.score for p in ctx.train_real]
-    labels = {k: [getattr(p, k) for p in ctx.train_real] for k in cfg.labels}
-    scorer = Scorer.fit(scores, labels, config=cfg, seed=ctx.cfg.seed)
-    scorer.with_reference(scores, labels)
-    if len(ctx.val_real) >= MIN_CALIBRATION:  # fewer give no usable quantile: originality's copy flag alone then
-        scorer.calibrate_copy_threshold([p.score for p in ctx.val_real])
-    report = {"fit_s": time.time() - t0, "n_train": len(scores), "copy_threshold": scorer.info.get("copy_threshold")}
-    for label in cfg.labels:  # held-out works of the validation role: the scorer never saw them
-        held = [p for p in ctx.held["validation"] if getattr(p, label)]
-        if held:
-            report[label] = separation(scorer, [p.score for p in held], label, [getattr(p, label) for p in held])
-    scorer.info["separation"] = report
-    scorer.save(path)
-    io.atomic_write(ctx.run_dir / "preference" / "scorer_report.json", json.dumps(io.jsonable(report), indent=1))
-    return scorer
+    """The run's scorer (``evaluation.reward.run_scorer``): loaded from ``preference/scorer``, else trained on the
+    training pieces (copy threshold calibrated on the validation pieces) and saved with its separation of the
+    validation works' pieces."""
+    return run_scorer(ctx.run_dir, steps=ctx.cfg.scorer_steps, seed=ctx.cfg.seed, train=ctx.train_real,
+                      val=ctx.val_real, held=ctx.held["validation"])
 
 
 def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> None:

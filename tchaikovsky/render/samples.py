@@ -17,24 +17,32 @@ from tchaikovsky.config import SampleConfig, parse_list
 from tchaikovsky.data import corpus as corpus_lib
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.generate.prompts import cut_score
+from tchaikovsky.generate.rerank import best_of
 from tchaikovsky.generate.sampling import generate, kept_prompt, leading_conditions
 from tchaikovsky.render import audio, display, preview
 
 
 def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, seeds=(0,), temperatures=(1.0,),
                   render_audio: bool = True, soundfont: str | None = None, name: str = "sample",
-                  conditions=None) -> list[dict]:
+                  conditions=None, rerank: int = 1, scorer=None, asked: dict | None = None) -> list[dict]:
     """Generate one piece per (seed, temperature) pair of the grid ``seeds`` x ``temperatures`` in one batched call
     (``sampling.generate`` with ``config``, ``tok`` and the run's ``conditions``, if any) and write, for each, the ``.mid``, a piano-roll ``.png`` and
     (with ``render_audio``, when FluidSynth is available) the ``.wav`` into ``run_dir/samples``; a piece is cut at
     ``config.max_seconds`` seconds. ``seeds`` and ``temperatures`` are lists or Papermill strings ("0, 1").
 
     Returns one dict per piece: seed, temperature, ids (the tokens: the kept prompt, then the new tokens), n_tokens,
-    midi_path, png_path, wav_path (or None), prompt_end (seconds at which the kept prompt ends; None for [BOS])."""
+    midi_path, png_path, wav_path (or None), prompt_end (seconds at which the kept prompt ends; None for [BOS]).
+    With ``rerank`` > 1 each piece is the best of that many candidates under ``scorer`` for the request ``asked``
+    (``generate.rerank.best_of``: ``rerank`` x the sampling), and its dict has ``rerank`` (the Pick's info)."""
     seeds = parse_list(seeds, int)
     temps = parse_list(temperatures, float)
     grid_s, grid_t = [s for s in seeds for _ in temps], [t for _ in seeds for t in temps]
-    seqs = generate(model, prompt, config, seeds=grid_s, temperatures=grid_t, tok=tok, conditions=conditions)
+    picks = None
+    if rerank > 1:
+        picks = best_of(model, tok, prompt, config, n=rerank, seeds=grid_s, temperatures=grid_t,
+                        conditions=conditions, asked=asked, scorer=scorer)
+    seqs = [p.tokens for p in picks] if picks else generate(model, prompt, config, seeds=grid_s,
+                                                             temperatures=grid_t, tok=tok, conditions=conditions)
     out_dir = run_dir / "samples"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -56,6 +64,8 @@ def write_samples(run_dir: Path, model, tok, prompt, config: SampleConfig, *, se
             wav = audio.render(midi, out_dir / f"{stem}.wav", soundfont=soundfont or None)
         cells.append({"seed": s, "temperature": t, "ids": ids, "n_tokens": int(len(ids)), "midi_path": midi,
                       "png_path": png, "wav_path": wav, "prompt_end": prompt_end})
+        if picks:
+            cells[-1]["rerank"] = picks[len(cells) - 1].info
     return cells
 
 

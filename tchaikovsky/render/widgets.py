@@ -7,7 +7,8 @@
 Each press samples one piece with ``samples.write_samples`` (written to ``run_dir/samples``: .mid, piano-roll .png,
 and the full-length .wav when FluidSynth is available) and appends it to the panel's output area as
 ``display.show_sample`` shows it (title, piano roll with the prompt in blue, a player of the first
-``preview_seconds``, download links: the panel's output stays small however long the piece). A bad chord text, a missing or
+``preview_seconds``, download links: the panel's output stays small however long the piece), and under a piece of a
+conditioned run what was asked and what the run's judge hears (``evaluation.caption``). A bad chord text, a missing or
 corrupt upload, or any other failure is written into the output area as a message: a widget callback never
 raises into the event loop, where the error would vanish.
 """
@@ -26,6 +27,7 @@ from symusic import Score
 
 from tchaikovsky.config import SampleConfig
 from tchaikovsky.data.conditions import KINDS, UNKNOWN
+from tchaikovsky.evaluation import caption
 from tchaikovsky.generate import prompts
 from tchaikovsky.render import audio, infill_panel, preview, samples
 from tchaikovsky.render import display as display_lib
@@ -255,6 +257,8 @@ class SamplerPanel(W.VBox):
                                           f"plays its opening.\n")
         self._append_sample(cell, f"{label}: seed {seed}, temperature {temp:g}, top-p {top_p:g} "
                                   f"({cell['n_tokens']} tokens)")
+        if text := caption.describe(self.run_dir, {k: c[k].value for k in KINDS if k in c}, cell):
+            self.output.append_stdout(text + "\n")  # what was asked, what the run's judge hears (evaluation.caption)
         self._step(3, "success")
         self.results.append(cell)
         return cell

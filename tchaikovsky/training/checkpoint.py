@@ -38,7 +38,7 @@ from tchaikovsky import io
 from tchaikovsky.config import ModelConfig
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.data.conditions import load_conditions
-from tchaikovsky.data.fim import SENTINELS
+from tchaikovsky.data.fim import Fill
 from tchaikovsky.model import skeleton
 
 _PREFIX = "step_"
@@ -142,40 +142,53 @@ def export_model(path: str | Path, model, meta: dict) -> Path:
     return io.atomic_write(path, lambda f: _write_model(f, _to_host(model), meta), durable=True)
 
 
-def load_model(path: str | Path):
-    """Rebuild a GPT from its weights: a file written by ``export_model``, a step directory (either layout), a
-    ``checkpoints/`` directory or a run directory (their latest weights). Returns ``(model, meta)``. Raises
-    FileNotFoundError when there are no weights at ``path``."""
+def _weights(path: str | Path) -> Path:
+    """The weights file of ``path`` (see ``load_model``), or the step directory itself in the old layout."""
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "model.eqx", path / "checkpoints" / "model.eqx"):
             if candidate.exists():
-                path = candidate
-                break
-        else:
-            meta = read_meta(path)  # a step directory of the old layout: its state.eqx starts with (step, model)
-            like = (jax.ShapeDtypeStruct((), jnp.int32), skeleton(ModelConfig(**meta["model_config"])))
-            with open(path / "state.eqx", "rb") as f:
-                return eqx.tree_deserialise_leaves(f, like)[1], meta
+                return candidate
+        read_meta(path)  # FileNotFoundError unless a step directory (of the old layout: no model.eqx)
+        return path
     if not path.exists():
         raise FileNotFoundError(f"no model weights at {path}: train first (notebook 03) or pass checkpoint=")
+    return path
+
+
+def load_model(path: str | Path):
+    """Rebuild a GPT from its weights: a file written by ``export_model``, a step directory (either layout), a
+    ``checkpoints/`` directory or a run directory (their latest weights). Returns ``(model, meta)``. Raises
+    FileNotFoundError when there are no weights at ``path``."""
+    path = _weights(path)
+    if path.is_dir():  # a step directory of the old layout: its state.eqx starts with (step, model)
+        meta = read_meta(path)
+        like = (jax.ShapeDtypeStruct((), jnp.int32), skeleton(ModelConfig(**meta["model_config"])))
+        with open(path / "state.eqx", "rb") as f:
+            return eqx.tree_deserialise_leaves(f, like)[1], meta
     with open(path, "rb") as f:
         meta = json.loads(f.readline())
         return eqx.tree_deserialise_leaves(f, skeleton(ModelConfig(**meta["model_config"]))), meta
 
 
+def model_meta(path: str | Path) -> dict:
+    """The metadata of the weights ``load_model(path)`` loads (``model_config`` among it), without reading them."""
+    path = _weights(path)
+    if path.is_dir():
+        return read_meta(path)
+    with open(path, "rb") as f:
+        return json.loads(f.readline())
+
+
 def load_run_model(run_dir: str | Path, checkpoint: str | Path = ""):
-    """(model, tokenizer, meta) for sampling: the latest weights of the run, or an explicit checkpoint path."""
+    """(model, tokenizer, meta) for sampling: the latest weights of the run, or an explicit checkpoint path. The
+    model's vocabulary is the run's (tokenizer, conditions), with or without the fill-in-the-middle sentinels
+    (``data.fim.Fill.of_model``); ValueError for any other size, or another tokenizer."""
     run_dir = Path(run_dir)
     path = Path(checkpoint) if checkpoint else run_dir / "checkpoints" / "model.eqx"
     model, meta = load_model(path)
     tok = tok_lib.load_tokenizer(run_dir / "tokenizer.json")
     if meta.get("tokenizer_hash") and meta["tokenizer_hash"] != tok_lib.tokenizer_hash(tok):
         raise ValueError(f"{path} was trained with another tokenizer than {run_dir / 'tokenizer.json'}")
-    cond = load_conditions(run_dir, tok)
-    expected = cond.vocab_size if cond else len(tok)
-    if model.config.vocab_size not in (expected, expected + len(SENTINELS)):  # + the fill sentinels (data.fim)
-        raise ValueError(f"model vocab {model.config.vocab_size} != the run's vocabulary {expected} (tokenizer "
-                         f"{len(tok)}" + (f" + {len(cond.tokens)} condition tokens" if cond else "")
-                         + f"; + {len(SENTINELS)} with the fill-in-the-middle sentinels)")
+    Fill.of_model(model.config.vocab_size, len(tok), load_conditions(run_dir, tok))  # ValueError: another run's
     return model, tok, meta

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 
 from tchaikovsky import progress
 from tchaikovsky.config import ModelConfig, TrainConfig, compute_dtype
+from tchaikovsky.data.fim import Fill
 from tchaikovsky.training.hooks import Checkpoints, History, Hook, evaluation
 from tchaikovsky.training.losses import LossFn, next_token_loss
 from tchaikovsky.training.restore import restore_or_init
@@ -69,7 +70,9 @@ def train(
         init_from: a fresh run takes its weights from another run (a run directory, its ``checkpoints/``, a
             ``step_*`` directory or a ``model.eqx`` file) of the same model configuration and tokenizer; the
             optimizer, schedule, step and RNG start fresh. Ignored once the run has its own checkpoint. When the
-            shards' condition vocabulary extends the pretrained one, the embedding and output rows grow with it.
+            shards' condition vocabulary extends the pretrained one, or the fill-in-the-middle sentinels join, the
+            embedding and output rows grow with it (``restore.grow_vocab``). ``model_cfg.vocab_size`` must be
+            ``restore.model_vocab``'s (with the sentinels when ``tc.fim_rate > 0`` or the model continued has them).
         trainable: which arrays train (``state.trainable_mask``; default all); the others never change. A resumed
             run must train the same ones.
         loss_fn: the loss (contract in ``training.losses``); its metrics join each history record.
@@ -103,7 +106,8 @@ def train(
     on_log = [evaluation(shards, tc, dtype, pad_id, mesh), Hook(history.append), *hooks,
              Hook(saver.save, every=tc.checkpoint_every, at_end=True)]
     step_fn = make_train_step(optim, dtype, pad_id, shardings, batch_sharding, loss_fn=loss_fn)
-    batches = functools.partial(global_batch, shards, tc, seed=seed, sharding=batch_sharding)
+    fill = Fill(shards.vocab_size) if tc.fim_rate else None  # the model has them after the shards' ids (restore)
+    batches = functools.partial(global_batch, shards, tc, seed=seed, sharding=batch_sharding, fill=fill)
 
     first, end = int(state.step), tc.max_steps if until_step is None else min(until_step, tc.max_steps)
     deadline = Deadline(None if max_minutes is None else time.time() + 60.0 * max_minutes, tc.log_every)
@@ -140,13 +144,17 @@ def run_steps(state: TrainState, steps: range, step_fn, batches: Callable[[int],
     return state, False
 
 
-def global_batch(shards, tc: TrainConfig, step: int, *, seed: int, sharding):
+def global_batch(shards, tc: TrainConfig, step: int, *, seed: int, sharding, fill: Fill | None = None):
     """The global batch of ``step``, a pure function of (seed, step), as arrays (accum, micro, ...) on the mesh of
     ``sharding``: each process reads only its own rows (``process_index`` of ``process_count``) and
-    ``make_array_from_process_local_data`` joins them."""
-    dropout = {"condition_dropout": tc.condition_dropout} if tc.condition_dropout else {}  # only Shards has it
+    ``make_array_from_process_local_data`` joins them. With ``tc.fim_rate``, that share of the windows is reordered
+    for fill-in-the-middle with the model's sentinels ``fill`` (``Shards.batch``); the loss counts every target as
+    in any window (the sentinels too; PAD never)."""
+    extra = {"condition_dropout": tc.condition_dropout} if tc.condition_dropout else {}  # only Shards has these
+    if tc.fim_rate:
+        extra.update(fim_rate=tc.fim_rate, fill=fill)
     local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=jax.process_index(),
-                         process_count=jax.process_count(), **dropout)
+                         process_count=jax.process_count(), **extra)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
         sharding, x.reshape(tc.accum_steps, -1, *x.shape[1:])), local)
 

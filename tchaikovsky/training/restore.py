@@ -1,5 +1,6 @@
 """Where a training run starts: its own latest checkpoint (resume), another run's weights (``init_from``, the
-vocabulary grown when the shards' conditions extend it), or fresh weights.
+vocabulary remapped when the shards' conditions extend it or the fill-in-the-middle sentinels join), or fresh
+weights; and how many ids its model has (``model_vocab``).
 
 Every refusal (a checkpoint of another model configuration or tokenizer, other frozen arrays, an existing run
 without ``resume``) is raised before anything in the run directory changes.
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import equinox as eqx
+import numpy as np
 
 from tchaikovsky import io
 from tchaikovsky.config import ModelConfig, TrainConfig
 from tchaikovsky.data.conditions import load_conditions
-from tchaikovsky.model import resize_vocab
+from tchaikovsky.data.fim import SENTINELS, Fill, vocab_base, vocab_sources
+from tchaikovsky.model import remap_vocab
 from tchaikovsky.training import checkpoint
 from tchaikovsky.training.schedule import next_plans, plan, planned_schedule
 from tchaikovsky.training.state import Setup, TrainState, setup
@@ -38,7 +41,16 @@ def restore_or_init(run_dir: Path, model_cfg: ModelConfig, tc: TrainConfig, shar
     learning-rate plans re-planned for ``tc``), else ``init_from``'s weights with a fresh optimizer, else a fresh
     model from ``seed``. Arguments as ``training.loop.train`` takes them. Raises ValueError when a checkpoint exists
     and not ``resume``, or when the checkpoint or ``init_from`` does not fit ``model_cfg``, the shards' tokenizer or
-    ``trainable``; FileNotFoundError when ``init_from`` holds no weights. Reads only; writes nothing."""
+    ``trainable``, or when ``model_cfg.vocab_size`` is not ``model_vocab``'s; FileNotFoundError when ``init_from``
+    holds no weights. Reads only; writes nothing."""
+    if hasattr(shards, "vocab_size"):  # token shards (preference pairs train the model's vocabulary as it is)
+        need = model_vocab(shards, tc.fim_rate, run_dir, init_from)
+        if model_cfg.vocab_size != need:
+            why = (f" + the {len(SENTINELS)} fill-in-the-middle sentinels (fim_rate > 0, or the model it continues "
+                   "has them)") if need > shards.vocab_size else ""
+            raise ValueError(f"the model has {model_cfg.vocab_size} ids; this run needs {need}: the shards' "
+                             f"{shards.vocab_size}{why}. training.restore.model_vocab (or notebook.pipeline.run_preset) "
+                             "gives the size")
     last = checkpoint.latest(run_dir / "checkpoints")
     saved, plans = {}, [plan(tc)]
     if last is not None:
@@ -93,20 +105,55 @@ def check_compatible(meta: dict, model_cfg: ModelConfig, tok_hash: str | None, p
 
 
 def grow_vocab(model, src: dict, model_cfg: ModelConfig, shards, path: Path):
-    """``(model, meta, grown)``: a pretrained model whose vocabulary the fine-tune's conditions extend, grown to
-    ``model_cfg.vocab_size`` (``model.resize_vocab``; new condition rows start from their kind's "unknown" row, or
-    the mean row), its meta ``src`` updated to match, and ``{"grown_from_vocab": old size}``; all unchanged (and
-    ``{}``) when the vocabularies agree. The pretrained run's ``conditions.json`` is looked for next to its weights,
-    up to the run directory."""
-    old_vocab, cond = model.config.vocab_size, getattr(shards, "conditions", None)
-    if old_vocab >= model_cfg.vocab_size or cond is None:
+    """``(model, meta, grown)``: a pretrained model remapped to the fine-tune's vocabulary of ``model_cfg.vocab_size``
+    ids (``model.remap_vocab``, rows by name: ``data.fim.vocab_sources``; the shards' conditions may extend the old
+    ones, the sentinels may be new or move after them), its meta ``src`` updated to match, and
+    ``{"grown_from_vocab": old size}``; all unchanged (and ``{}``) when the layouts agree, or for data that is not
+    token shards (preference pairs). The pretrained run's ``conditions.json`` is looked for next to its weights, up
+    to the run directory."""
+    if not hasattr(shards, "vocab_size"):
         return model, src, {}
+    old_vocab, (tok_len, cond) = model.config.vocab_size, _layout(shards)
+    old = source_conditions(path)
+    if old is None and old_vocab not in (tok_len, tok_len + len(SENTINELS)):
+        raise ValueError(f"cannot initialise from {path}: its model has {old_vocab} ids, its tokenizer "
+                         f"{tok_len}, and no conditions.json was found beside it to say what the others mean")
+    new_fill = model_cfg.vocab_size == vocab_base(tok_len, cond) + len(SENTINELS)
+    sources = vocab_sources(tok_len, cond, Fill(vocab_base(tok_len, cond)) if new_fill else None, old,
+                            Fill.of_model(old_vocab, tok_len, old))
+    if len(sources) == old_vocab and np.array_equal(sources, np.arange(old_vocab)):
+        return model, src, {}
+    model = remap_vocab(model, sources)
+    src = {**src, "model_config": {**src.get("model_config", {}), "vocab_size": model.config.vocab_size}}
+    return model, src, {"grown_from_vocab": old_vocab}
+
+
+def source_conditions(path: Path):
+    """The condition vocabulary of the run whose weights are at ``path`` (``conditions.json`` next to them, up to
+    the run directory), None when it has none."""
     here = path if path.is_dir() else path.parent
     olds = [c for d in (here, here.parent, here.parent.parent) if (c := load_conditions(d)) is not None]
-    old = olds[0] if olds else None
-    if old is None and old_vocab != cond.base:
-        raise ValueError(f"cannot initialise from {path}: its model has {old_vocab} ids, its tokenizer "
-                         f"{cond.base}, and no conditions.json was found beside it to say what the others mean")
-    model = resize_vocab(model, model_cfg.vocab_size, cond.growth_sources(old, old_vocab))
-    src = {**src, "model_config": {**src.get("model_config", {}), "vocab_size": model_cfg.vocab_size}}
-    return model, src, {"grown_from_vocab": old_vocab}
+    return olds[0] if olds else None
+
+
+def _layout(shards) -> tuple[int, object]:
+    """(the tokenizer's size, the conditions or None) of token shards."""
+    cond = getattr(shards, "conditions", None)
+    return (cond.base if cond is not None else shards.vocab_size), cond
+
+
+def model_vocab(shards, fim_rate: float, run_dir: str | Path, init_from: str | Path | None = None) -> int:
+    """The vocabulary size of the model a run on ``shards`` trains: the shards' ids (tokenizer, then conditions),
+    plus the 4 fill-in-the-middle sentinels (``data.fim``) when ``fim_rate > 0`` or when the model it continues has
+    them (the run's own latest checkpoint, else ``init_from``'s weights): a FIM-capable model never loses them."""
+    tok_len, cond = _layout(shards)
+    with_fill = shards.vocab_size + len(SENTINELS)
+    last = checkpoint.latest(Path(run_dir) / "checkpoints")
+    if last is not None:
+        had = checkpoint.read_meta(last).get("model_config", {}).get("vocab_size") == with_fill
+    elif init_from:
+        old_vocab = checkpoint.model_meta(init_from).get("model_config", {}).get("vocab_size")
+        had = old_vocab == vocab_base(tok_len, source_conditions(Path(init_from))) + len(SENTINELS)
+    else:
+        had = False
+    return with_fill if fim_rate > 0 or had else shards.vocab_size

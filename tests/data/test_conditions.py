@@ -62,12 +62,13 @@ def test_extending_keeps_every_id_and_growth_starts_from_unknown_rows(tmp_path):
     assert new.tokens[: len(old.tokens)] == old.tokens  # ids the model learned keep their meaning
     added = new.tokens[len(old.tokens):]
     assert set(added) == {"Period_Renaissance", "Composer_Claudio Monteverdi"}
-    sources = new.growth_sources(old, old.vocab_size)
-    assert sources == [new.unknown_id(t.split("_")[0].lower()) for t in added]
-    assert new.growth_sources(None, 500) == [-1] * len(new.tokens)  # a model that never had conditions: mean rows
+    sources = new.sources(old)
+    assert sources[: len(old.tokens)] == list(old.ids().values())  # every old token keeps its own rows
+    assert sources[len(old.tokens):] == [new.unknown_id(t.split("_")[0].lower()) for t in added]
+    assert new.sources(None) == [-1] * len(new.tokens)  # a model that never had conditions: mean rows
     rebuilt = Conditions.build(500, [_piece("d", "Claudio Monteverdi", "Renaissance", "voices")])
     with pytest.raises(ValueError, match="do not extend"):
-        rebuilt.growth_sources(old, old.vocab_size)
+        rebuilt.sources(old)
     assert new.combinations["Baroque|Johann Sebastian Bach|voices"] == 1
     # the file round-trips, and a tokenizer of another size is refused
     new.save(tmp_path)

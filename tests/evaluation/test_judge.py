@@ -252,3 +252,14 @@ def test_cross_validate_predicts_as_the_public_judge_and_is_deterministic(tmp_pa
         cross_validate(make_pieces(tmp_path, {"a": scale_runs, "b": clusters}, 2, "composer"), "composer", steps=10)
     with pytest.raises(ValueError, match="folds"):
         cross_validate(pieces, "composer", folds=1)
+
+
+def test_spread_is_zero_for_copies_and_grows_with_variety(tmp_path):
+    pieces = make_pieces(tmp_path, {"scales": scale_runs, "clusters": clusters}, 6, "composer")
+    judge = Judge.fit(pieces, "composer")
+    one = pieces[0]
+    assert judge.spread([one, one, one]) == 0.0  # three copies: a collapse
+    same_kind = judge.spread([p for p in pieces if p.composer == "scales"])
+    mixed = judge.spread(pieces)
+    assert 0.0 < same_kind < mixed  # two kinds of music spread wider than one
+    assert judge.spread([one, None]) is None  # fewer than two pieces it can hear: no figure

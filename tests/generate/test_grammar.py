@@ -8,6 +8,7 @@ import pytest
 
 from tchaikovsky.config import ModelConfig, SampleConfig
 from tchaikovsky.data import tokenizer
+from tchaikovsky.data.fim import Fill
 from tchaikovsky.generate import grammar
 from tchaikovsky.generate.sampling import generate
 from tchaikovsky.model import build
@@ -28,6 +29,24 @@ def test_real_music_obeys_the_grammar(bach, rules):
     for split in bach.shards.splits:
         for i in range(len(bach.shards.pieces(split))):
             assert rules.invalid_share(bach.shards.piece_ids(split, i)) == 0.0
+        assert rules.invalid_share(np.asarray(bach.shards._split(split))) == 0.0  # the joins too: EOS -> BOS
+    # and so do the fill-in-the-middle training windows, under the grammar with the sentinels' rows
+    fill = Fill(len(bach.tok))
+    with_fill = grammar.Grammar(bach.tok, fill=fill)
+    assert len(with_fill.first) == len(bach.tok) + 4
+    for step in range(4):
+        windows = bach.shards.batch(step, 16, 255, fim_rate=1.0, fill=fill)
+        assert fill.is_sentinel(windows).any(axis=1).sum() >= 10
+        assert all(with_fill.invalid_share(w) == 0.0 for w in windows)
+    # what sampling relies on: the middle opens with a bar; it may end only where a bar could begin; then PAD
+    mid, end = (with_fill.kinds.index(k) for k in ("Fill_middle", "Fill_end"))
+    assert with_fill.allowed(fill.middle)[with_fill.first == with_fill.kinds.index("Bar")].all()
+    assert with_fill.allowed(fill.middle).sum() == (with_fill.first == with_fill.kinds.index("Bar")).sum()
+    pitch = next(i for i in range(len(bach.tok)) if with_fill.kinds[with_fill.last[i]] == "Pitch")
+    assert not with_fill.allowed(pitch)[fill.end] and with_fill.allowed(bach.tok["BOS_None"])[fill.suffix]
+    assert with_fill.allowed(fill.end)[bach.tok["PAD_None"]] and not with_fill.table[end, mid]
+    with pytest.raises(ValueError, match="sentinels start at id"):
+        grammar.Grammar(bach.tok, fill=Fill(len(bach.tok) + 1))
 
 
 def test_every_token_has_a_kind_and_bars_are_counted(bach, rules):
@@ -59,7 +78,7 @@ def test_the_table_is_miditoks_graph_plus_our_framing():
     graph = tok.tokens_types_graph
     for k in ("Bar", "Position", "Program", "Pitch", "Velocity", "Duration", "Rest", "Tempo", "TimeSig"):
         assert rows[k] - {"EOS", grammar.EMPTY} == graph[k] - {"PAD", "EOS"}, k  # musical successions: miditok's
-    assert rows["BOS"] == {"Bar", grammar.EMPTY} and rows["EOS"] == {"PAD"} and rows["PAD"] == {"PAD"}
+    assert rows["BOS"] == {"Bar", grammar.EMPTY} and rows["EOS"] == {"PAD", "BOS"} and rows["PAD"] == {"PAD"}
     ends = {"Duration", "Rest", "Tempo", "TimeSig"}  # the kinds a Bar may follow
     assert {k for k, nexts in rows.items() if "EOS" in nexts} == ends
     assert {k for k, nexts in rows.items() if grammar.EMPTY in nexts} == ends | {"BOS"}
@@ -139,6 +158,10 @@ def test_conditioned_pieces_obey_the_grammar_and_sampling_follows_the_prefix(bac
         sh = shards_lib.Shards(shards_lib.build_shards(bach.tok, pieces, d, conditions=cond))
         for split in sh.splits:  # every piece, and the joins between pieces (EOS -> the next piece's conditions)
             assert rules.invalid_share(np.asarray(sh._split(split))) == 0.0
+        fill = Fill(cond.vocab_size)  # fill-in-the-middle windows too, their conditions first
+        windows = sh.batch(0, 32, 255, fim_rate=1.0, fill=fill)
+        assert (windows[:, 3] == fill.prefix).sum() >= 20
+        assert grammar.Grammar(bach.tok, cond, fill).invalid_share(windows) == 0.0
     ids = cond.ids()
     assert rules.allowed(ids["Period_Baroque"])[ids["Composer_unknown"]]
     assert not rules.allowed(ids["Period_Baroque"])[bach.tok["BOS_None"]]  # the composer comes first

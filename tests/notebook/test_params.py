@@ -7,7 +7,8 @@ def good_03(**over):
     ns = {"data_dir": "", "run_dir": "", "seed": 0, "max_files": 40, "composers": "bach", "vocab_size": 2048,
           "preset": "demo", "max_steps": None, "max_minutes": None, "batch_size": None, "learning_rate": None,
           "resume": True, "wandb_mode": "disabled", "sample_every": 0, "repo_url": "", "params": params,
-          "init_from": "", "conditions": False, "condition_dropout": None, "judge_fraction": 0.0, "allow_overlap": False}
+          "init_from": "", "conditions": False, "condition_dropout": None, "judge_fraction": 0.0, "allow_overlap": False,
+          "fim_rate": 0.0}
     ns.update(over)
     return ns
 
@@ -21,7 +22,7 @@ def test_valid_parameters_pass():
     ("preset", "huge"), ("max_steps", 0), ("max_steps", 1.5), ("batch_size", -1), ("resume", "yes"),
     ("wandb_mode", "on"), ("learning_rate", 0.0), ("seed", -1), ("vocab_size", 100), ("max_minutes", True),
     ("condition_dropout", 1.5), ("judge_fraction", 0.9), ("init_from", None), ("conditions", "yes"),
-    ("allow_overlap", "no"),
+    ("allow_overlap", "no"), ("fim_rate", 1.5), ("fim_rate", None),
 ])
 def test_bad_values_name_the_parameter(name, value):
     with pytest.raises(ValueError, match=f"`{name}`"):
@@ -48,8 +49,11 @@ def test_lists_accept_papermill_strings():
           "min_tokens": 0, "temperatures": "0.8,1.1", "seeds": [0, 1], "top_k": 0, "top_p": 0.9, "min_p": 0.0,
           "grammar": True, "repetition_penalty": 1.0, "max_bars": None, "max_seconds": None, "evaluate": True,
           "evaluate_temperature": 0.9, "interactive": True, "preview_seconds": 30.0, "soundfont": "", "period": "",
-          "composer": "bach", "instrumentation": "", "judge_samples": 2}
+          "composer": "bach", "instrumentation": "", "judge_samples": 2, "rerank": 1}
     params.check("04_sample", ns)
+    for bad in (0, 65, 2.0):  # best of 1 (off) to 64 candidates
+        with pytest.raises(ValueError, match="`rerank`"):
+            params.check("04_sample", {**ns, "rerank": bad})
     with pytest.raises(ValueError, match="`temperatures`"):
         params.check("04_sample", {**ns, "temperatures": "hot"})
     with pytest.raises(ValueError, match="`top_p`"):

@@ -259,3 +259,14 @@ def test_checkpoint_tuned_is_the_round_the_validation_judge_chose(bach, trained,
     assert pipeline.load_model(run, "")[2]["which"] == "fine-tuned"
     done(2, 6)  # finished, but the validation judge liked round 1 better
     assert pipeline.load_model(run, "tuned")[2]["which"] == "round 1"
+
+
+def test_run_preset_decides_the_vocabulary_and_the_fine_tune_learning_rate(bach, trained, tmp_path):
+    T, tiny = len(bach.tok), pipeline.get_preset("tiny")
+    assert pipeline.run_preset(tmp_path / "a", bach.shards, "tiny").model.vocab_size == T
+    p = pipeline.run_preset(tmp_path / "a", bach.shards, "tiny", fim_rate=0.5, max_steps=None)
+    assert p.model.vocab_size == T + 4 and p.train.fim_rate == 0.5 and p.train.max_steps == tiny.train.max_steps
+    p = pipeline.run_preset(tmp_path / "b", bach.shards, "tiny", init_from=str(trained.run_dir), fim_rate=None)
+    assert p.model.vocab_size == T and p.train.learning_rate == tiny.train.learning_rate / 4
+    assert pipeline.run_preset(tmp_path / "b", bach.shards, "tiny", init_from=str(trained.run_dir),
+                               learning_rate=1e-4).train.learning_rate == 1e-4

@@ -180,3 +180,22 @@ def test_condition_dropdowns_put_the_conditions_in_front_of_the_prompt(bach, tmp
     plain = widgets.sampler_panel(GPT(ModelConfig(vocab_size=len(bach.tok), context=64, d_model=32, n_layers=1,
                                                   n_heads=2), key=jax.random.key(0)), bach.tok, tmp_path)
     assert "composer" not in plain.controls
+
+
+def test_a_conditioned_runs_pieces_say_what_was_asked_and_why_no_judge_once(conditioned_run, tmp_path):
+    """The panel of a real conditioned run: each piece captioned (``evaluation.caption``); the run's held-out works
+    give the judge too few pieces a composer, and the panel says so once."""
+    import shutil
+
+    from tchaikovsky.data.conditions import load_conditions
+    from tchaikovsky.training.checkpoint import load_run_model
+
+    run = tmp_path / "run"
+    shutil.copytree(conditioned_run, run)
+    model, tok, _ = load_run_model(run)
+    panel = widgets.sampler_panel(model, tok, run, conditions=load_conditions(run, tok), composer="bach",
+                                  config=SampleConfig(num_tokens=32))
+    assert panel.generate() is not None and panel.generate() is not None
+    text = "".join(o.get("text", "") for o in panel.output.outputs if o.get("name") == "stdout")
+    assert text.count("asked: Johann Sebastian Bach, any period, any instrumentation.") == 2
+    assert text.count("no judge's verdict under the pieces: ") == 1 and "fewer than two composer values" in text
