@@ -42,11 +42,12 @@ __all__ = ["Infilled", "infill", "infill_bars", "fill_of", "fim_prompt", "middle
 @dataclass(frozen=True)
 class Infilled:
     """One regenerated piece. ``score``: the whole piece (the original's ticks); ``original``: the piece as given
-    (tick time; shared by the results of one call); ``bars``: the span asked (1-based,
-    inclusive); ``ticks``: its bar lines in the original's ticks ``(start, end)``; ``prompt``: the ids the model
-    saw; ``middle``: the ids it wrote, without ``Fill_end``; ``ended``: whether it ended the middle itself;
-    ``n_bars``: bars the middle holds; ``notes``: its notes placed in the span; ``dropped``: its notes that fell
-    past the span's end (a rest written across a bar line moves later notes out)."""
+    (tick time; shared by the results of one call); ``bars``: the span asked (1-based, inclusive); ``ticks``: its
+    bar lines in the original's ticks ``(start, end)``; ``prompt``: the ids the model saw; ``middle``: the ids it
+    wrote, without ``Fill_end``; ``ended``: whether the model closed the middle (with ``Fill_end``, or by opening
+    one bar more, which ``Fill_end`` replaces) rather than running out of its budget, and then ``n_bars`` (the
+    bars the middle holds) is the bars asked; ``notes``: its notes placed in the span; ``dropped``: its notes that
+    fell past the span's end (a rest written across a bar line moves later notes out)."""
 
     seed: int
     temperature: float

@@ -172,7 +172,7 @@ def test_the_middle_holds_exactly_the_bars_asked_and_cannot_overrun(bach, piece,
         assert r.n_bars <= 3 and (r.n_bars == 3 or not r.ended)
 
 
-@pytest.mark.filterwarnings("ignore:bars 3-4: the prompt keeps")
+@pytest.mark.filterwarnings("ignore:bars 3-4. the prompt keeps")
 def test_a_small_budget_warns_and_cuts_the_middle(bach, piece, fim_model):
     never = biased(fim_model, [Fill(len(bach.tok)).end], -30.0)
     with pytest.warns(UserWarning, match=r"bars 3-4: the middle ran out of its 8-token budget.*seed 0"):

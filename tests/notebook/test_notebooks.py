@@ -301,6 +301,6 @@ def test_notebook_04_regenerates_bars_of_a_corpus_piece(bach, tmp_path):
     outside = lambda s: sorted((n.time, n.duration, n.pitch, n.velocity) for t in s.tracks[:len(original.tracks)]  # noqa: E731
                                for n in t.notes if not lo <= n.time < hi)
     assert outside(new) == outside(original) and len(new.tracks) >= len(original.tracks)
-    if audio.audio_available()[0]:  # show_sample's player, then before and after: each a few seconds
+    if audio.audio_available()[0]:  # show_sample's player, the grid's, then before and after: each a few seconds
         clips = _embedded_audio(out)
-        assert len(clips) == 3 and all(0 < preview.duration(c) <= 5.05 for c in clips)
+        assert len(clips) == 4 and all(0 < preview.duration(c) <= 5.05 for c in clips)
