@@ -113,9 +113,10 @@ def fim_prompt(pb: PieceBars, bars: tuple[int, int], fill: Fill, room: int, fron
             break
     note = ""
     if p > 0 or q < len(pb.ids):
-        before = bars_label((pb.bar_of(p) if p else 1, bars[0] - 1)) if p < i else "no bar"
-        after = bars_label((bars[1] + 1, pb.bar_of(q - 1))) if q > j and bars[1] < pb.n_bars else "no bar"
-        note = f"the prompt keeps {before} before the span and {after} after it (of {pb.name}'s {pb.n_bars})"
+        kept_before = bars_label((pb.bar_of(p) if p else 1, bars[0] - 1)) if p < i and bars[0] > 1 else "no bar"
+        kept_after = bars_label((bars[1] + 1, pb.bar_of(q - 1))) if q > j and bars[1] < pb.n_bars else "no bar"
+        note = (f"the prompt keeps {kept_before} before the span and {kept_after} after it (of {pb.name}'s "
+                f"{pb.n_bars})")
     ids = [*front, fill.prefix, *pb.ids[p:i], fill.suffix, *pb.ids[j:q], fill.middle]
     return np.asarray(ids, np.int32), note
 
