@@ -12,7 +12,8 @@ does not fit the model's context are counted out, by reason. Then:
   (``[conditions] <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle``), and given the same prefix
   alone, left to right (``[conditions] prefix middle``); the prefix and suffix are whole bars, as many as fit the
   context beside the middle (``generate.infill.fim_prompt``). Summed over the middle's tokens, divided by its notes;
-  per piece, with the paired difference;
+  per piece, with the paired difference. Also the probability the model gives ``Fill_end`` right after the real
+  middle, where training put it: whether it knows where the bars end (sampling forces the end there anyway);
 * **OA** (``compare.oa_interval``) of the regenerated bars against the real ones: each span cut out of its piece
   and measured as a piece of its own (``features.piece_metrics``); ``seeds`` regenerations per piece at
   ``temperature`` (``generate.infill.infill_bars``), with the piece's own condition tokens;
@@ -21,7 +22,8 @@ does not fit the model's context are counted out, by reason. Then:
   pieces and, at the same lines, for the real ones: the regenerated seams should sound like real ones.
 
 Every figure comes with its n and a 95% interval (``intervals.mean_interval``, bootstrap over pieces or
-regenerations; paired differences per piece). The middles the model ended itself are a ``Rate``.
+regenerations; paired differences per piece). The middles closed before their token budget ran out are a
+``Rate``.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from tchaikovsky.generate.infill import fill_of, fim_prompt, infill_bars, middle
 from tchaikovsky.generate.prompts import cut_score
 from tchaikovsky.training.losses import token_losses
 
-__all__ = ["SEED_OFFSET", "middle_bits", "seam", "measure_infilling", "infilling_table"]
+__all__ = ["SEED_OFFSET", "token_bits", "seam", "measure_infilling", "infilling_table"]
 
 SEED_OFFSET = 500_000  # the role's seeds for infilling start here: apart from its other uses (judge, samples)
 
@@ -58,19 +60,15 @@ def _nll(model, tokens):
     return token_losses(model, tokens, jnp.float32)[0]  # (B, T) nats of each next token
 
 
-def middle_bits(model, sequences: list[np.ndarray], starts: list[int], pad: int) -> list[float]:
-    """Bits of the tokens ``seq[start:]`` of each sequence given all before them (teacher forcing), in one
-    compiled shape: the sequences padded to the model's context + 1 (each must fit)."""
+def token_bits(model, seq, pad: int) -> np.ndarray:
+    """Bits of each token of ``seq`` after the first, given all before it (teacher forcing): (len(seq) - 1,). One
+    compiled shape for every sequence: padded to the model's context + 1, which ``seq`` must fit."""
     C = model.config.context
-    out = []
-    for seq, start in zip(sequences, starts):
-        if len(seq) > C + 1:
-            raise ValueError(f"a sequence of {len(seq)} tokens does not fit the context of {C} + 1")
-        window = np.full((1, C + 1), pad, np.int32)
-        window[0, : len(seq)] = seq
-        nll = np.asarray(_nll(model, jnp.asarray(window)))[0]  # nll[t]: of token t + 1
-        out.append(float(nll[start - 1: len(seq) - 1].sum() / math.log(2)))
-    return out
+    if len(seq) > C + 1:
+        raise ValueError(f"a sequence of {len(seq)} tokens does not fit the context of {C} + 1")
+    window = np.full((1, C + 1), pad, np.int32)
+    window[0, : len(seq)] = seq
+    return np.asarray(_nll(model, jnp.asarray(window)))[0, : len(seq) - 1] / math.log(2)
 
 
 def seam(score, tick: int) -> tuple[float, float]:
@@ -120,17 +118,18 @@ def _bits(run, pieces, bars, fill, pad: int) -> dict:
     for pb, front, (i, j) in pieces:
         middle = pb.ids[i:j]
         notes = decode_ids(run.tok, middle).note_num()
-        if len(middle) + len(front) + 3 > C or not notes:
+        if len(middle) + len(front) + 4 > C or not notes:
             continue  # the middle alone does not fit the context (or holds no note)
         prompt, _ = fim_prompt(pb, bars, fill, C - len(middle), front)
         prefix = prompt[len(front) + 1: list(prompt).index(fill.suffix)]
-        fim = np.concatenate([prompt, middle])
-        ltr = np.concatenate([np.asarray(front, np.int32), prefix, middle])
-        both, left = middle_bits(run.model, [fim, ltr], [len(prompt), len(ltr) - len(middle)], pad)
-        rows.append((both / notes, left / notes))
-    both, left = [r[0] for r in rows], [r[1] for r in rows]
+        if not len(front) + len(prefix):
+            continue  # left to right, nothing would come before the middle's first token
+        both = token_bits(run.model, np.concatenate([prompt, middle, [fill.end]]), pad)  # bits[t]: of token t + 1
+        left = token_bits(run.model, np.concatenate([np.asarray(front, np.int32), prefix, middle]), pad)
+        rows.append((both[len(prompt) - 1: -1].sum() / notes, left[-len(middle):].sum() / notes, 2.0 ** -both[-1]))
+    both, left, end = ([r[k] for r in rows] for k in range(3))
     return {"fim": mean_interval(both), "left_to_right": mean_interval(left),
-            "difference": mean_interval([b - a for b, a in rows])}
+            "difference": mean_interval([b - a for b, a in zip(both, left)]), "p_end": mean_interval(end)}
 
 
 def _seams(pieces, results) -> dict:
@@ -161,7 +160,7 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
     ``num_tokens``: the middle's budget (default: half the context, ``generate.infill.middle_budget``).
 
     Returns ``settings``, ``n_pieces`` and ``skipped`` (pieces left out, by reason), ``bits_per_note`` (``fim``,
-    ``left_to_right``, ``difference``), ``oa`` (``oa``, ``lo``, ``hi``, ``n``, and ``features``: per-feature OA),
+    ``left_to_right``, ``difference``, and ``p_end``: the probability of ``Fill_end`` after the real middle), ``oa`` (``oa``, ``lo``, ``hi``, ``n``, and ``features``: per-feature OA),
     ``seams`` (``start``/``end`` -> ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a
     ``mean_interval``) and ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
     r = get_role(role)
@@ -209,7 +208,9 @@ def infilling_table(result: dict) -> str:
     lines = ["| measure | FIM (prefix + suffix) | left to right (prefix) | difference | n |",
              "| --- | --- | --- | --- | --- |",
              f"| bits per note of the real middle | {_cell(bits['fim'])} | {_cell(bits['left_to_right'])} | "
-             f"{_cell(bits['difference'])} | {bits['difference']['n']} |", "",
+             f"{_cell(bits['difference'])} | {bits['difference']['n']} |",
+             f"| probability of Fill_end right after the real middle | {_cell(bits['p_end'])} | | | "
+             f"{bits['p_end']['n']} |", "",
              "| measure | regenerated | real | difference | n (regenerated / real) |", "| --- | --- | --- | --- | --- |",
              f"| OA of the regenerated bars against the real ones | {fmt(oa['oa'])} [{fmt(oa['lo'])}, "
              f"{fmt(oa['hi'])}] | | | {oa['n']} |"]
@@ -220,7 +221,7 @@ def infilling_table(result: dict) -> str:
             lines.append(f"| {what} at the {where} seam | {_cell(m['regenerated'])} | {_cell(m['real'])} | "
                          f"{_cell(m['difference'])} | {m['regenerated']['n']} / {m['real']['n']} |")
     e = result["ended"]
-    lines.append(f"| middles the model ended itself | {fmt(e['rate'])} [{fmt(e['lo'])}, {fmt(e['hi'])}] | | | "
-                 f"{e['n']} |")
+    lines.append(f"| middles closed before their token budget ran out | {fmt(e['rate'])} [{fmt(e['lo'])}, "
+                 f"{fmt(e['hi'])}] | | | {e['n']} |")
     skipped = ", ".join(f"{v} ({k})" for k, v in result["skipped"].items())
     return head + "\n".join(lines) + (f"\n\nLeft out: {skipped}." if skipped else "")
