@@ -82,9 +82,9 @@ class SamplerPanel(W.VBox):
     dict (``samples.write_samples``'s: seed, temperature, midi_path, png_path, wav_path, ...) or None after a failure
     (shown in ``output``). ``controls`` maps names to the input widgets: prompt, chords, upload, prompt_bars,
     temperature, top_p, length, min_tokens, seed (and period, composer, instrumentation and guidance with
-    ``conditions``); ``config`` is the ``SampleConfig`` the sliders start from and
-    override (num_tokens, min_tokens, top_p, guidance); ``output``, ``progress``, ``button`` and ``results`` (every sample so
-    far) are attributes."""
+    ``conditions``); ``config`` is the ``SampleConfig`` the sliders start from and override (num_tokens,
+    min_tokens, top_p, guidance); ``output``, ``progress``, ``button`` and ``results`` (every sample so far) are
+    attributes."""
 
     def __init__(self, model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
                  config: SampleConfig = DEFAULT_CONFIG, temperature: float = 1.0, seed: int = 0,
