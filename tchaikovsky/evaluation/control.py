@@ -101,10 +101,12 @@ def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> 
 def controllability(run_dir: str | Path, *, label: str = "composer", role: str = "test", n_per_value: int = 8,
                     num_tokens: int = 512, min_tokens: int = 0, temperature: float = 1.0, top_p: float = 0.95,
                     seed: int = 0, min_pieces: int = 2, max_reference: int = 32, write: bool = True,
-                    rerank: int = 1) -> dict:
+                    rerank: int = 1, guidance: float = 1.0) -> dict:
     """The judge's check of ``label`` for one protocol ``role`` (see the module docstring): ``n_per_value`` pieces
     per value (each value with >= ``min_pieces`` held-out pieces of the role; the other conditions as ``typical``
-    fills them) and as many asked for "any", from the role's seeds (``seed`` offsets them). Returns (and writes
+    fills them) and as many asked for "any", from the role's seeds (``seed`` offsets them); ``guidance`` is the
+    sampler's classifier-free guidance (``SampleConfig.guidance``; the "any" pieces are the same at every value,
+    their conditions being "unknown" in both halves, so chance is measured as before). Returns (and writes
     ``run_dir/controllability_<label>_<role>.json``, the judge in ``run_dir/judge/<role>/``): ``ceiling``
     (``judge.cross_validate``), ``table`` (one row per value), ``pooled`` (``intervals.pooled_lift``),
     ``conditioned`` (pooled Rate dict), ``failed`` (decode errors and note-less pieces, "any" included),
@@ -132,7 +134,8 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
     if write:
         judge.save(run_dir / "judge" / r.name)
 
-    config, seeds = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p), r.seeds(n_per_value, seed)
+    config = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p, guidance=guidance)
+    seeds = r.seeds(n_per_value, seed)
     requests = {**{v: typical(cond, label, v) for v in values}, None: {}}
     candidate_seeds(seeds[-1], rerank)  # a bad rerank fails here, before a scorer is fitted for it
     scorer = run_scorer(run_dir) if rerank > 1 else None
@@ -161,8 +164,8 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
               "confusion": confusion.tolist(),
               "held_out_overlap": _overlap(run_dir),
               "settings": {"n_per_value": n_per_value, "num_tokens": num_tokens, "min_tokens": min_tokens,
-                           "temperature": temperature, "top_p": top_p, "seeds": [seeds[0], seeds[-1]],
-                           "held_out_split": r.split, "rerank": rerank}}
+                           "temperature": temperature, "top_p": top_p, "guidance": guidance,
+                           "seeds": [seeds[0], seeds[-1]], "held_out_split": r.split, "rerank": rerank}}
     if write:
         io.atomic_write(report_path(run_dir, label, r.name), json.dumps(io.jsonable(report), indent=1))
     return report

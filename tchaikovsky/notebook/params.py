@@ -101,6 +101,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "period": STR,
         "composer": STR,
         "instrumentation": STR,
+        "guidance": _float(0.0, 100.0),
         "judge_samples": _int(0, 256),
     },
     "05_preference_tuning": {
@@ -117,6 +118,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "batch_size": _int(1),
         "num_tokens": _int(0, 100_000),
         "temperature": _float(0.0, 10.0, open_lo=True),
+        "guidance": _float(0.0, 100.0),
         "min_pieces": _int(0),
         "eval_samples": _int(2, 1000),
         "scorer_steps": _int(1),

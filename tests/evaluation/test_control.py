@@ -143,3 +143,17 @@ def test_decoded_split_is_the_originals_decoded_with_their_labels(conditioned_ru
                    for d, e in zip(got, entries))
     scores, failed = decode_samples(tok, [sh.piece_ids("train", 0), [], [len(tok) + 1]])
     assert scores[0].note_num() > 0 and failed == {"decode_error": 0, "no_notes": 2}  # kept in place, counted
+
+
+def test_guidance_reaches_the_sampler_and_the_report(conditioned_run):
+    kw = dict(role="validation", n_per_value=2, num_tokens=24, min_pieces=1, write=False)
+    plain = control.controllability(conditioned_run, **kw)
+    guided = control.controllability(conditioned_run, guidance=3.0, **kw)
+    assert plain["settings"]["guidance"] == 1.0 and guided["settings"]["guidance"] == 3.0
+    # the pieces asked for "any" are the same at every guidance (unknown in both halves): chance is unchanged ...
+    assert [t["chance"] for t in guided["table"]] == [t["chance"] for t in plain["table"]]
+    assert guided["failed"]["any"] == plain["failed"]["any"]
+    # ... while the pieces asked for a composer are others
+    assert [t["mean_notes"] for t in guided["table"]] != [t["mean_notes"] for t in plain["table"]]
+    with pytest.raises(ValueError, match="guidance"):
+        control.controllability(conditioned_run, guidance=-1.0, **kw)
