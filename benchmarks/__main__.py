@@ -3,7 +3,7 @@ JSON line last.
 
 ``training``  tokens/s, step time and MFU of the package's train step (``benchmarks.training``).
 ``sampling``  KV-cached ``generate`` vs full recomputation: speedup, flatness, batched throughput, bandwidth
-              fraction, per-component breakdown (``benchmarks.sampling``).
+              fraction, guided vs unguided tokens/s, per-component breakdown (``benchmarks.sampling``).
 ``data``      ``build_shards`` vs a plain miditok loop; ``Shards.batch`` vs a train step (``benchmarks.data``).
 ``scorer``    the preference scorer's training time and its separation of held-out real pieces by label
               (``benchmarks.scorer``).
@@ -50,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     s.add_argument("--vocab-size", type=int)
     s.add_argument("--no-breakdown", action="store_true")
+    s.add_argument("--guidance", type=float, default=2.0,
+                   help="the guided-vs-unguided row's classifier-free guidance (1: skip the row)")
     s.add_argument("--seed", type=int, default=0)
 
     d = sub.add_parser("data", help="build_shards vs a plain miditok loop; Shards.batch vs a train step")
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = bench_sampling(args.preset, tokens=args.tokens, batch=args.batch, batch_tokens=args.batch_tokens,
                                 prompt_len=args.prompt_len, recompute_tokens=args.recompute_tokens,
                                 repeats=args.repeats, vocab_size=args.vocab_size, dtype=args.dtype, seed=args.seed,
-                                breakdown=not args.no_breakdown, log=log)
+                                breakdown=not args.no_breakdown, guidance=args.guidance, log=log)
     elif args.command == "scorer":
         from benchmarks.scorer import bench_scorer
 

@@ -3,7 +3,8 @@
 Two recomputation baselines with the same model and dtype: ``recompute_generate`` samples as the original
 TchAIkovsky did (a Python loop, one jitted forward of the whole window per token), ``recompute_scan_generate`` is the
 same recomputation as one compiled ``lax.scan`` with ``generate``'s own sampler. ``cached_generate`` is the one
-place the benchmarks call the package's ``generate``.
+place the benchmarks call the package's ``generate``. ``guided_row`` times classifier-free guidance (a batch of
+twice the rows) against unguided decoding of the same conditioned prompt.
 """
 
 from __future__ import annotations
@@ -18,14 +19,46 @@ from benchmarks.common import default_vocab, device_info, hbm_bandwidth, interle
 
 
 def cached_generate(model, prompt, num_tokens: int, *, seed: int | list[int] = 0, temperature: float = 1.0,
-                    dtype=None):
+                    dtype=None, guidance: float = 1.0, conditions=None):
     """``tchaikovsky.generate.sampling.generate`` of ``num_tokens`` new tokens after ``prompt``, plain sampling at
-    ``temperature`` (no top-k/top-p), one sequence per seed; returns its list of int32 arrays (prompt + new)."""
+    ``temperature`` (no top-k/top-p), one sequence per seed; returns its list of int32 arrays (prompt + new).
+    ``guidance`` != 1 needs ``conditions`` and a prompt that opens with condition tokens."""
     from tchaikovsky.config import SampleConfig
     from tchaikovsky.generate.sampling import generate
 
-    config = SampleConfig(num_tokens=num_tokens, grammar=False)  # no tokenizer here: no EOS, no grammar mask
-    return generate(model, prompt, config, seeds=seed, temperatures=temperature, dtype=dtype)
+    config = SampleConfig(num_tokens=num_tokens, grammar=False, guidance=guidance)  # no tokenizer: no EOS, grammar
+    return generate(model, prompt, config, seeds=seed, temperatures=temperature, dtype=dtype, conditions=conditions)
+
+
+def guided_row(model, tokens: int, repeats: int, *, guidance: float = 2.0, prompt_len: int = 16, dtype=None,
+               seed: int = 0, log: Callable[[str], None] = print) -> dict:
+    """Batch-1 tokens/s of guided (``guidance``) against unguided decoding of one conditioned prompt (three
+    condition tokens, then random music ids), timed side by side (interleaved, medians of ``repeats``), with a
+    third side: unguided with two seeds, the same 2-row batch as the guided one. The model's last six ids play the
+    condition vocabulary (the three unknowns and one value per kind): a random model, so the figures are about
+    cost, not music. ``guided_ratio``: guided over unguided tokens/s (1/2 would be twice the cost per token);
+    ``guided_vs_2rows``: the guided step's time over the 2-row unguided step's (about 1: guidance costs what the
+    doubled batch costs on this device, nothing more)."""
+    import numpy as np
+
+    from tchaikovsky.data.conditions import Conditions
+
+    vocab = model.config.vocab_size
+    cond = Conditions.build(vocab - 6, [{"period": "p", "composer": "c", "instrumentation": "i"}])
+    rng = np.random.default_rng(seed)
+    prompt = np.concatenate([cond.prefix("p", "c", "i"), rng.integers(1, cond.base, size=prompt_len)]).astype(np.int32)
+    log(f"  guided (guidance {guidance:g}) vs unguided, batch 1 x {tokens} tokens (and unguided with 2 rows), "
+        f"{repeats} repeats ...")
+    run = partial(cached_generate, model, prompt, tokens, conditions=cond, dtype=dtype)
+    t = interleaved({"plain": lambda: run(), "guided": lambda: run(guidance=guidance),
+                     "2rows": lambda: run(seed=[0, 1])}, repeats)
+    plain, guided, rows2 = (median(t[k]) for k in ("plain", "guided", "2rows"))
+    log(f"  guided {tokens / guided:,.1f} tokens/s vs unguided {tokens / plain:,.1f} tokens/s: ratio "
+        f"{plain / guided:.2f} (guided / unguided); a 2-row unguided step takes {1e3 * rows2 / tokens:.3g} ms, "
+        f"the guided one {1e3 * guided / tokens:.3g} ms ({guided / rows2:.2f}x)")
+    return {"guidance": guidance, "guided_tokens_per_s": rounded(tokens / guided),
+            "unguided_tokens_per_s": rounded(tokens / plain), "guided_ratio": rounded(plain / guided, 3),
+            "unguided_2rows_ms_per_step": rounded(1e3 * rows2 / tokens), "guided_vs_2rows": rounded(guided / rows2, 3)}
 
 
 def _baseline_inputs(model, prompt, pad_id: int, dtype):
@@ -141,7 +174,7 @@ def recompute_scan_generate(model, prompt, num_tokens: int, *, seed: int = 0, te
 def bench_sampling(preset_name: str = "demo", *, tokens: int = 1024, batch: int = 64, batch_tokens: int | None = None,
                    prompt_len: int = 16, recompute_tokens: int | None = None, repeats: int = 3,
                    vocab_size: int | None = None, dtype: str = "auto", seed: int = 0, breakdown: bool = True,
-                   log: Callable[[str], None] = print) -> dict:
+                   guidance: float = 2.0, log: Callable[[str], None] = print) -> dict:
     """Cached decoding vs full recomputation for a randomly initialised model of a preset; returns the result dict.
 
     ``cached_tokens_per_s``: batch-1 ``cached_generate`` of ``tokens`` new tokens after a ``prompt_len`` prompt (the
@@ -151,8 +184,10 @@ def bench_sampling(preset_name: str = "demo", *, tokens: int = 1024, batch: int 
     of ``repeats``). ``flatness`` (needs ``tokens`` >= 101): see ``breakdown.flatness``. ``batch_tokens_per_s``:
     ``batch`` sequences x ``batch_tokens`` (default ``tokens``, at most 256 on CPU), also as
     ``batch64_tokens_per_s`` when ``batch`` is 64. ``bandwidth_fraction``: cached tokens/s over HBM bandwidth /
-    parameter bytes (null where the bandwidth is unknown). ``breakdown``: ``breakdown.breakdown`` plus its
-    ``predicted_flatness``."""
+    parameter bytes (null where the bandwidth is unknown). ``guided_tokens_per_s``, ``unguided_tokens_per_s``,
+    ``guided_ratio``, ``unguided_2rows_ms_per_step``, ``guided_vs_2rows``: ``guided_row`` of ``tokens`` tokens at
+    ``guidance`` (1: skipped, null). ``breakdown``:
+    ``breakdown.breakdown`` plus its ``predicted_flatness``."""
     import jax
     import numpy as np
 
@@ -210,6 +245,11 @@ def bench_sampling(preset_name: str = "demo", *, tokens: int = 1024, batch: int 
     log(f"  batch {batch} x {batch_tokens} tokens ...")
     batch_tps = batch * batch_tokens / median(interleaved({"b": cached(batch_tokens, batch)}, batch_repeats)["b"])
     log(f"  batch {batch}: {batch_tps:,.0f} tokens/s")
+    guided = dict.fromkeys(("guided_tokens_per_s", "unguided_tokens_per_s", "guided_ratio",
+                            "unguided_2rows_ms_per_step", "guided_vs_2rows"))
+    if guidance != 1:
+        guided = guided_row(model, tokens, repeats, guidance=guidance, prompt_len=prompt_len, dtype=cdtype,
+                            seed=seed, log=log)
 
     param_bytes = n_params * np.dtype(cdtype).itemsize
     bw = hbm_bandwidth(info["device_kind"])
@@ -230,6 +270,7 @@ def bench_sampling(preset_name: str = "demo", *, tokens: int = 1024, batch: int 
         "batch": batch, "batch_tokens": batch_tokens, "batch_repeats": batch_repeats,
         "batch_tokens_per_s": rounded(batch_tps),
         "batch64_tokens_per_s": rounded(batch_tps) if batch == 64 else None,
+        "guidance": guidance, **guided,
         "param_bytes": param_bytes,
         "hbm_bytes_per_s": bw,
         "bandwidth_bound_tokens_per_s": rounded(bound),

@@ -32,6 +32,7 @@ prompt_tokens = 256  # how much of prompt_midi to use, in tokens
 period = ""  # conditioned runs: e.g. "Baroque" ("": any)
 composer = ""  # conditioned runs: a composer the run knows, e.g. "bach" or "Johann Sebastian Bach" ("": any)
 instrumentation = ""  # conditioned runs: e.g. "voices", "strings", "keyboard" ("": any)
+guidance = 1.0  # > 1 follows the asked period/composer/instrumentation more strongly; classifier-free guidance, twice the compute per token
 # --- regenerate bars of a piece (a run trained with 03's fim_rate)
 infill_midi = ""  # a MIDI file whose bars to regenerate; "": off
 infill_bars = "5-8"  # which bars, first-last, numbered from 1 as a DAW does
@@ -100,7 +101,7 @@ prompt, conditions = pipeline.conditioned_prompt(run, prompt, period=period, com
                                                  instrumentation=instrumentation)
 config = SampleConfig(num_tokens=num_tokens, min_tokens=min(min_tokens, num_tokens), top_k=top_k, top_p=top_p,
                       min_p=min_p, grammar=grammar, repetition_penalty=repetition_penalty, max_bars=max_bars,
-                      max_seconds=max_seconds)
+                      max_seconds=max_seconds, guidance=guidance)
 print(f"model from step {meta.get('step')} ({meta.get('preset', '?')}); prompt of {len(prompt)} tokens")
 
 # %% [markdown]
@@ -193,17 +194,17 @@ if evaluate and judge_samples:
     from tchaikovsky.notebook import show as show_report
 
     show_report.show_controllability(run, n_per_value=judge_samples, num_tokens=num_tokens,
-                                     min_tokens=config.min_tokens, seed=seed)
+                                     min_tokens=config.min_tokens, seed=seed, guidance=guidance)
 
 # %% [markdown]
 # ## Try it yourself
 # The sampler panel (Jupyter, Kaggle or Colab; `interactive=False` leaves it out): pick a prompt (nothing, a chord
 # progression such as `Dm7 G7 Cmaj7`, the opening bars of a corpus piece, or a MIDI file you upload), set
-# temperature, top-p, length and the least length before the piece may end, and press **Generate**. A run trained
-# with fill-in-the-middle also has a **regenerate bars** mode: the bars you type ("5-8") of the picked or uploaded
-# piece, or of the last piece generated, are written anew. Each piece
-# appears below the panel with its piano roll and player, and is saved to `run_dir/samples/`. A headless run
-# (Papermill) saves the panel as a static picture of its controls.
+# temperature, top-p, length and the least length before the piece may end (and, for a conditioned run, the
+# conditions and their guidance), and press **Generate**. Each piece appears below the panel with its piano roll and
+# player, and is saved to `run_dir/samples/`. A run trained with fill-in-the-middle also has a **regenerate bars**
+# mode: the bars you type ("5-8") of the picked or uploaded piece, or of the last piece generated, are written anew.
+# A headless run (Papermill) saves the panel as a static picture of its controls.
 
 # %%
 if interactive:

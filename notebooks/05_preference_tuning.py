@@ -38,6 +38,7 @@ steps_per_round = 100  # optimizer steps per round
 batch_size = 8  # pairs per step
 num_tokens = 0  # tokens per sampled piece (0: the model's context after the prompt)
 temperature = 1.2  # of the round's sampling (with top-k 9, top-p 0.9)
+guidance = 1.0  # classifier-free guidance of every sampled piece (> 1 follows the conditions more strongly; 1: off)
 min_pieces = 10  # prompts: condition triples with more than this many real training pieces
 eval_samples = 8  # pieces per prompt that judge each round's model (same seeds every round)
 scorer_steps = 600  # training steps of the music scorer (trained once per run)
@@ -78,8 +79,8 @@ run = pipeline.resolve_run_dir(run_dir)
 config = pref.PreferenceConfig(rounds=rounds, samples_per_prompt=samples_per_prompt, top_fraction=top_fraction,
                                beta=beta, dpop_lambda=dpop_lambda, learning_rate=learning_rate,
                                steps_per_round=steps_per_round, batch_size=batch_size, num_tokens=num_tokens,
-                               temperature=temperature, min_pieces=min_pieces, eval_samples=eval_samples,
-                               scorer_steps=scorer_steps, seed=seed)
+                               temperature=temperature, guidance=guidance, min_pieces=min_pieces,
+                               eval_samples=eval_samples, scorer_steps=scorer_steps, seed=seed)
 config
 
 # %% [markdown]

@@ -96,7 +96,8 @@ class SampleConfig:
     """How ``generate`` continues a prompt (the batch's seeds and temperatures are passed beside it).
 
     Values are traced: changing one never recompiles, except ``num_tokens`` and ``keep`` (loop length and slide
-    size are compiled in) and switching ``repetition_penalty`` between 1 (off) and another value."""
+    size are compiled in) and switching ``repetition_penalty`` or ``guidance`` between 1 (off) and another value
+    (guided decoding runs a batch twice as wide: each sequence with and without its conditions)."""
 
     num_tokens: int = 512  # new tokens per piece (any length: the window slides past the model's context)
     min_tokens: int = 0  # EOS is masked until this many new tokens are out (0: the model may end at once)
@@ -108,6 +109,9 @@ class SampleConfig:
     max_bars: int | None = None  # stop a piece after this many new bars (needs the tokenizer; None: off)
     max_seconds: float | None = None  # write_samples cuts each piece at this length (None: no cut)
     keep: int | None = None  # tokens kept when the window slides (None: half the model's context)
+    # classifier-free guidance over the conditions: logits g * conditioned + (1 - g) * unconditioned (the prompt's
+    # condition tokens swapped for "unknown"); > 1 follows the conditions more strongly (1: off, 0: unconditional)
+    guidance: float = 1.0
 
     def __post_init__(self):
         def check(ok: bool, what: str):
@@ -136,6 +140,8 @@ class SampleConfig:
               f"max_seconds={self.max_seconds!r} must be None or a number > 0")
         check(self.keep is None or (integer(self.keep) and self.keep >= 1),
               f"keep={self.keep!r} must be None or an integer >= 1")
+        check(number(self.guidance) and np.isfinite(self.guidance) and self.guidance >= 0,
+              f"guidance={self.guidance!r} must be a number >= 0 (1: off, 0: unconditional)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

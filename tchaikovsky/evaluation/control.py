@@ -95,16 +95,32 @@ def _row(v, request, pieces, uncond_heard, judge, ceiling, real, index, tok) -> 
             "chance": chance.to_dict(), "lift": Difference(cond, chance).to_dict(), "n": len(scores),
             "oa": oa["oa"], "oa_interval": [oa["lo"], oa["hi"]], "n_real": len(real),
             "copies": int(sum(f["copied"] for f in flags)),
-            "mean_notes": float(np.mean([sc.note_num() for sc in heard])) if heard else 0.0}
+            "mean_notes": float(np.mean([sc.note_num() for sc in heard])) if heard else 0.0,
+            "diversity": judge.spread(heard), "diversity_real": judge.spread([p.score for p in real])}
+
+
+def _outside(outside, v, pieces, uncond) -> dict | None:
+    """The outside judge's verdict on the pieces asked for ``v`` (and on the "any" pieces: its chance), when it
+    knows ``v``; else None."""
+    if outside is None or v not in outside.classes:
+        return None
+    scores = [sc for _, sc in pieces]
+    rate, chance = outside.rate(scores, [v] * len(scores)), Rate.of([h == v for h in outside.predict(uncond)])
+    return {"conditioned": rate.to_dict(), "chance": chance.to_dict(), "lift": Difference(rate, chance).to_dict()}
 
 
 def controllability(run_dir: str | Path, *, label: str = "composer", role: str = "test", n_per_value: int = 8,
                     num_tokens: int = 512, min_tokens: int = 0, temperature: float = 1.0, top_p: float = 0.95,
                     seed: int = 0, min_pieces: int = 2, max_reference: int = 32, write: bool = True,
-                    rerank: int = 1) -> dict:
+                    rerank: int = 1, guidance: float = 1.0, outside=None) -> dict:
     """The judge's check of ``label`` for one protocol ``role`` (see the module docstring): ``n_per_value`` pieces
     per value (each value with >= ``min_pieces`` held-out pieces of the role; the other conditions as ``typical``
-    fills them) and as many asked for "any", from the role's seeds (``seed`` offsets them). Returns (and writes
+    fills them) and as many asked for "any", from the role's seeds (``seed`` offsets them); ``guidance`` is the
+    sampler's classifier-free guidance (``SampleConfig.guidance``; the "any" pieces are the same at every value,
+    their conditions being "unknown" in both halves, so chance is measured as before); ``outside``: a second judge
+    (trained on music no run of this project saw) whose verdict each row also carries (``outside``: recognised,
+    chance, difference; None for a value it does not know). Each row also has ``diversity`` (``Judge.spread`` of
+    its pieces) and ``diversity_real`` (of its real held-out pieces). Returns (and writes
     ``run_dir/controllability_<label>_<role>.json``, the judge in ``run_dir/judge/<role>/``): ``ceiling``
     (``judge.cross_validate``), ``table`` (one row per value), ``pooled`` (``intervals.pooled_lift``),
     ``conditioned`` (pooled Rate dict), ``failed`` (decode errors and note-less pieces, "any" included),
@@ -132,7 +148,8 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
     if write:
         judge.save(run_dir / "judge" / r.name)
 
-    config, seeds = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p), r.seeds(n_per_value, seed)
+    config = SampleConfig(num_tokens=num_tokens, min_tokens=min_tokens, top_p=top_p, guidance=guidance)
+    seeds = r.seeds(n_per_value, seed)
     requests = {**{v: typical(cond, label, v) for v in values}, None: {}}
     candidate_seeds(seeds[-1], rerank)  # a bad rerank fails here, before a scorer is fitted for it
     scorer = run_scorer(run_dir) if rerank > 1 else None
@@ -144,6 +161,7 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
         refs = [p for p in real if getattr(p, label) == v]
         refs = [refs[i] for i in np.sort(rng.choice(len(refs), min(max_reference, len(refs)), replace=False))]
         table.append(_row(v, requests[v], samples[v], uncond_heard, judge, ceiling, refs, index, tok))
+        table[-1]["outside"] = _outside(outside, v, samples[v], [sc for _, sc in samples[None]])
     if write:
         _keep_examples(run_dir / "samples" / "controllability" / r.name, label, samples, values)
     generated = [sc for v in values for _, sc in samples[v]]
@@ -161,8 +179,8 @@ def controllability(run_dir: str | Path, *, label: str = "composer", role: str =
               "confusion": confusion.tolist(),
               "held_out_overlap": _overlap(run_dir),
               "settings": {"n_per_value": n_per_value, "num_tokens": num_tokens, "min_tokens": min_tokens,
-                           "temperature": temperature, "top_p": top_p, "seeds": [seeds[0], seeds[-1]],
-                           "held_out_split": r.split, "rerank": rerank}}
+                           "temperature": temperature, "top_p": top_p, "guidance": guidance,
+                           "seeds": [seeds[0], seeds[-1]], "held_out_split": r.split, "rerank": rerank}}
     if write:
         io.atomic_write(report_path(run_dir, label, r.name), json.dumps(io.jsonable(report), indent=1))
     return report

@@ -5,6 +5,10 @@ A batch of sequences (the broadcast of seeds x temperatures) decodes together fr
 Generation runs for any length: when the window of ``context`` positions is full, its most recent ``keep`` tokens
 (after the condition tokens, which always stay first) are re-prefilled at positions ``0..keep-1`` (learned absolute positions stay in the range the model was trained on)
 and decoding continues. Prompt lengths are padded to power-of-two buckets, so a new prompt length rarely compiles.
+
+Classifier-free guidance (``SampleConfig.guidance`` != 1) decodes every sequence twice in the same batch: rows
+``0..B-1`` with the prompt's conditions, rows ``B..2B-1`` with them swapped for their kind's "unknown" (the path
+``condition_dropout`` trained). Each step mixes the two rows' logits, samples one token and writes it to both.
 """
 
 from __future__ import annotations
@@ -115,6 +119,23 @@ def leading_conditions(prompt, conditions) -> int:
     return int(flags.argmin()) if not flags.all() else int(flags.size)
 
 
+def unconditioned(prompt, conditions, pinned: int) -> np.ndarray:
+    """``prompt`` with its first ``pinned`` tokens (its conditions) replaced by their kind's unknown id: the
+    unconditional half of a guided batch, as ``condition_dropout`` showed it to the model in training."""
+    prompt = np.array(prompt, dtype=np.int32).reshape(-1)
+    prompt[:pinned] = conditions.dropout_targets()[prompt[:pinned]]
+    return prompt
+
+
+def mix_guidance(logits, ctrl):
+    """Raw logits (2B, V) of a guided batch (conditioned rows first) -> (B, V) ``g * cond + (1 - g) * uncond``,
+    which is exactly the conditioned logits at g = 1; unguided logits (B, V) pass through."""
+    if "guidance" not in ctrl:
+        return logits
+    cond, uncond = jnp.split(logits, 2)
+    return ctrl["guidance"] * cond + (1.0 - ctrl["guidance"]) * uncond
+
+
 def _bucket(n: int, context: int) -> int:
     return min(context, max(16, 1 << (max(n, 1) - 1).bit_length()))
 
@@ -153,15 +174,17 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
 
     ``ctrl`` (arrays, see ``generate``): always ``top_k``, ``top_p``, ``min_p``, ``eos`` (-1: none), ``pad`` and
     ``min_tokens``; with a grammar ``first``/``last``/``table``/``grammar`` (on or off) and ``bars``/``max_bars``;
-    ``penalty`` for the repetition penalty over the current window; ``ban`` (V,) bool, ids never sampled;
+    ``penalty`` for the repetition penalty over the current window; ``ban`` (V,) bool for ids never sampled;
     ``exact_bars`` (with ``bars``): the end waits for that many new bars and replaces a token that would open one
-    more (``_hold_end``)."""
+    more (``_hold_end``); ``guidance`` for a guided batch, whose window has 2B rows (B = ``keys``' rows:
+    conditioned, then unconditioned) and whose two halves get the same tokens."""
     C = model.config.context
-    B = window.shape[0]
+    B = keys.shape[0]
+    both = (lambda t: jnp.concatenate([t, t])) if "guidance" in ctrl else (lambda t: t)  # (B,) -> window rows
     dec = model.decoder()  # per-layer weights, sliced once here rather than in every step of the loop below
-    cache = model.init_cache(model.embed.weight.dtype, batch=B)
-    logits, cache = model.prefill(window[:, :bucket], cache)  # the whole batch at once: (B, bucket, V)
-    logits = jax.lax.dynamic_index_in_dim(logits, prompt_len - 1, axis=1, keepdims=False)  # (B, V)
+    cache = model.init_cache(model.embed.weight.dtype, batch=window.shape[0])
+    logits, cache = model.prefill(window[:, :bucket], cache)  # the whole batch at once: (B or 2B, bucket, V)
+    logits = jax.lax.dynamic_index_in_dim(logits, prompt_len - 1, axis=1, keepdims=False)
     eos, pad = ctrl["eos"], ctrl["pad"]
 
     def slide(args):  # keep the first ``pinned`` tokens (the conditions) and the latest keep - pinned
@@ -176,8 +199,8 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
     filters = (ctrl["top_k"], ctrl["top_p"], ctrl["min_p"])
 
     def sample(logits, window, j, done, prev, bars):
-        """Token j of every sequence from its logits and current window (before any slide)."""
-        logits = _constrain(logits, window, prev, j, ctrl)
+        """Token j of every sequence from its raw logits and current window (before any slide)."""
+        logits = _constrain(mix_guidance(logits, ctrl), window[:B], prev, j, ctrl)
         if "exact_bars" in ctrl:
             logits = _hold_end(logits, bars, ctrl)
         u = jax.lax.dynamic_index_in_dim(uniforms, j, axis=1, keepdims=False)
@@ -200,8 +223,8 @@ def _generate(model: GPT, window, prompt_len, keys, temps, ctrl, *, steps, keep,
         cache, window, pos, tok, emitted, done, bars, out_tok, out_emitted = state
         out_tok = out_tok.at[j].set(tok)
         out_emitted = out_emitted.at[j].set(emitted)
-        window = window.at[:, pos].set(tok)
-        logits, cache = dec.decode(tok[:, None], cache, pos)
+        window = window.at[:, pos].set(both(tok))
+        logits, cache = dec.decode(both(tok)[:, None], cache, pos)
         nxt, emitted, done, bars = sample(logits[:, 0], window, j + 1, done, tok, bars)
         return cache, window, pos + 1, nxt, emitted, done, bars, out_tok, out_emitted
 
@@ -236,9 +259,35 @@ def _ban(V: int, fill: Fill | None, end, ban) -> np.ndarray:
     return mask
 
 
+def _controls(model: GPT, config: SampleConfig, tok, conditions, special: dict, *, end, ban, exact_bars,
+              guided: bool) -> dict:
+    """``_generate``'s ``ctrl`` (numpy arrays) for ``generate``'s arguments."""
+    ctrl = dict(top_k=np.int32(config.top_k), top_p=np.float32(config.top_p), min_p=np.float32(config.min_p),
+                eos=np.int32(special["eos"] if end is None else end), pad=np.int32(special["pad"]),
+                min_tokens=np.int32(config.min_tokens))
+    base = vocab_base(len(tok), conditions) if tok is not None else None
+    fill = Fill(base) if base is not None and model.config.vocab_size == base + len(SENTINELS) else None
+    if fill is not None or ban is not None:  # a FIM-capable model: never a sentinel (but ``end``)
+        ctrl["ban"] = _ban(model.config.vocab_size, fill, end, ban)
+    if config.grammar or config.max_bars is not None or exact_bars is not None:
+        rules = Grammar(tok, conditions, fill)
+        if len(rules.first) != model.config.vocab_size:
+            what = "tokenizer and conditions" if conditions is not None else "tokenizer (pass the run's conditions=)"
+            raise ValueError(f"the model has {model.config.vocab_size} ids, the {what} {len(rules.first)}")
+        ctrl.update(first=rules.first, last=rules.last, table=rules.table, grammar=np.bool_(config.grammar),
+                    bars=rules.bars, max_bars=np.int32(NO_LIMIT if config.max_bars is None else config.max_bars))
+    if config.repetition_penalty != 1.0:
+        ctrl["penalty"] = np.float32(config.repetition_penalty)
+    if exact_bars is not None:
+        ctrl["exact_bars"] = np.int32(exact_bars)
+    if guided:
+        ctrl["guidance"] = np.float32(config.guidance)
+    return ctrl
+
+
 def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=1.0, tok=None,
-             dtype=None, conditions=None, end: int | None = None, ban=None,
-             exact_bars: int | None = None) -> list[np.ndarray]:
+             dtype=None, conditions=None, end: int | None = None, ban=None, exact_bars: int | None = None,
+             _guided: bool | None = None) -> list[np.ndarray]:
     """Continue ``prompt`` by up to ``config.num_tokens`` new tokens, one sequence per (seed, temperature) pair.
 
     Arguments:
@@ -257,11 +306,14 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
             covers the condition ids too (a conditioned prompt is ``conditions.prefix(...) + [BOS, ...]``), and
             the condition tokens that open the prompt stay at the front of the window whenever it slides (the
             model was trained with every window opening with its piece's conditions: ``Shards.batch``).
+            A FIM-capable model (``data.fim``: 4 more ids) never samples its sentinels, but ``end``.
+            ``config.guidance`` != 1 needs them and a prompt that opens with condition tokens (all "unknown" is
+            allowed: both halves are then the same); it decodes twice the batch in the same single call.
         end: the id that ends a sequence instead of EOS (``data.fim.Fill.end`` for a middle); off by default.
-        ban: (V,) bool, ids never sampled. A FIM-capable model (``data.fim``: 4 more ids) never samples its
-            sentinels, but ``end``.
+        ban: (V,) bool, ids never sampled; off by default.
         exact_bars: end each sequence after exactly this many new bars (needs ``tok``): its end (EOS or ``end``) is
             held back before them, and replaces a token that would open one more; off by default.
+        _guided: tests only: True takes the guided path even at ``guidance`` = 1 (None: when ``guidance`` != 1).
 
     Returns one int32 array per sequence: the kept prompt, then the new tokens (the end included, when one ended it).
     Changing a config value recompiles only as ``SampleConfig`` says; so does switching between needing the
@@ -282,31 +334,22 @@ def generate(model: GPT, prompt, config: SampleConfig, *, seeds=0, temperatures=
     if tok is None and (config.grammar or counting):
         raise ValueError("grammar, max_bars and exact_bars need the tokenizer: pass tok=, or "
                          "SampleConfig(grammar=False)")
+    guided = config.guidance != 1 if _guided is None else _guided
+    if guided and not pinned:
+        raise ValueError(f"guidance={config.guidance} needs a conditioned prompt in a conditioned run: "
+                         + ("pass the run's conditions=" if conditions is None else
+                            "the prompt opens with no condition tokens (conditions.prefix(...) + [BOS, ...])"))
     special = tok_lib.special_ids(tok) if tok is not None else {"eos": -1, "pad": 0}
     seeds, temps = np.broadcast_arrays(np.atleast_1d(seeds), np.atleast_1d(np.asarray(temperatures, np.float32)))
     B = seeds.size
-    window = np.full((B, C), special["pad"], np.int32)
-    window[:, : prompt.size] = prompt
+    window = np.full((2 * B if guided else B, C), special["pad"], np.int32)
+    window[:B, : prompt.size] = prompt
+    if guided:  # rows B..2B-1: the same prompt asking for "unknown" everything
+        window[B:, : prompt.size] = unconditioned(prompt, conditions, pinned)
     keys = jax.vmap(lambda s: jax.random.key_data(jax.random.key(s)))(jnp.asarray(seeds.ravel(), jnp.uint32))
     keys = jax.vmap(jax.random.wrap_key_data)(keys)
-    ctrl = dict(top_k=np.int32(config.top_k), top_p=np.float32(config.top_p), min_p=np.float32(config.min_p),
-                eos=np.int32(special["eos"] if end is None else end), pad=np.int32(special["pad"]),
-                min_tokens=np.int32(config.min_tokens))
-    base = vocab_base(len(tok), conditions) if tok is not None else None
-    fill = Fill(base) if base is not None and model.config.vocab_size == base + len(SENTINELS) else None
-    if fill is not None or ban is not None:  # a FIM-capable model: never a sentinel (but ``end``)
-        ctrl["ban"] = _ban(model.config.vocab_size, fill, end, ban)
-    if config.grammar or counting:
-        rules = Grammar(tok, conditions, fill)
-        if len(rules.first) != model.config.vocab_size:
-            what = "tokenizer and conditions" if conditions is not None else "tokenizer (pass the run's conditions=)"
-            raise ValueError(f"the model has {model.config.vocab_size} ids, the {what} {len(rules.first)}")
-        ctrl.update(first=rules.first, last=rules.last, table=rules.table, grammar=np.bool_(config.grammar),
-                    bars=rules.bars, max_bars=np.int32(NO_LIMIT if config.max_bars is None else config.max_bars))
-    if config.repetition_penalty != 1.0:
-        ctrl["penalty"] = np.float32(config.repetition_penalty)
-    if exact_bars is not None:
-        ctrl["exact_bars"] = np.int32(exact_bars)
+    ctrl = _controls(model, config, tok, conditions, special, end=end, ban=ban, exact_bars=exact_bars,
+                     guided=guided)
     toks, emitted = _generate(
         cast(model, dtype or compute_dtype("auto")), jnp.asarray(window), jnp.int32(prompt.size), keys,
         jnp.asarray(temps.ravel()), {k: jnp.asarray(v) for k, v in ctrl.items()},

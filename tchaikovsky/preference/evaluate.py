@@ -39,18 +39,21 @@ PROMPT_SEEDS = 10_000  # seeds of prompt i start at i * PROMPT_SEEDS within the 
 @dataclass(frozen=True)
 class EvalSpec:
     """One evaluation's view: ``role``, ``judge`` (trained on the role's held-out works), ``real`` (those works'
-    decoded pieces: the OA references), ``min_real`` (fewer references than this and a prompt's OA is NaN)."""
+    decoded pieces: the OA references), ``min_real`` (fewer references than this and a prompt's OA is NaN),
+    ``guidance`` (the classifier-free guidance its pieces are sampled with: ``SampleConfig.guidance``)."""
 
     role: protocol.Role
     judge: Judge
     real: tuple
     min_real: int = 2
+    guidance: float = 1.0
 
     @classmethod
-    def for_role(cls, name: str, held) -> "EvalSpec":
+    def for_role(cls, name: str, held, guidance: float = 1.0) -> "EvalSpec":
         """The spec of role ``name`` over its held-out pieces ``held`` (``views.Decoded``): a composer judge."""
         held = tuple(held)
-        return cls(protocol.role(name), Judge.fit([p for p in held if p.composer], "composer"), held)
+        return cls(protocol.role(name), Judge.fit([p for p in held if p.composer], "composer"), held,
+                   guidance=guidance)
 
     def references(self, prompt: dict) -> list:
         """The held-out real pieces (Scores) that match every condition of ``prompt``; when fewer than
@@ -64,10 +67,12 @@ class EvalSpec:
         return self.role.seeds(n, prompt_index * PROMPT_SEEDS)
 
 
-def sample(ctx, model, prompt: dict, seeds, *, temperature, top_k, top_p, batch: int = 64) -> list:
+def sample(ctx, model, prompt: dict, seeds, *, temperature, top_k, top_p, guidance: float = 1.0,
+           batch: int = 64) -> list:
     """One piece of exactly ``ctx.num_tokens`` new tokens per seed for ``prompt`` (EOS held back: equal
-    lengths), in batches of ``batch``."""
-    config = SampleConfig(num_tokens=ctx.num_tokens, min_tokens=ctx.num_tokens, top_k=top_k, top_p=top_p)
+    lengths), in batches of ``batch`` (a guided batch decodes twice the rows: ``SampleConfig.guidance``)."""
+    config = SampleConfig(num_tokens=ctx.num_tokens, min_tokens=ctx.num_tokens, top_k=top_k, top_p=top_p,
+                          guidance=guidance)
     seeds, out = list(seeds), []
     for s in range(0, len(seeds), batch):
         out += generate(model, ctx.prefix(prompt), config, seeds=seeds[s:s + batch], temperatures=temperature,
@@ -87,7 +92,7 @@ def evaluate_policy(ctx, model, r: int, scorer, spec: EvalSpec) -> dict:
     rows = {}
     for i, prompt in enumerate(ctx.prompts):
         seqs = sample(ctx, model, prompt, spec.seeds(i, ctx.cfg.eval_samples), temperature=EVAL_TEMPERATURE,
-                      top_k=0, top_p=EVAL_TOP_P)
+                      top_k=0, top_p=EVAL_TOP_P, guidance=spec.guidance)
         scores, failed = decode_samples(ctx.tok, seqs)
         heard = [sc for sc in scores if has_notes(sc)]
         key = prompt_key(prompt)

@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from tchaikovsky import io, progress
-from tchaikovsky.config import TrainConfig, compute_dtype
+from tchaikovsky.config import SampleConfig, TrainConfig, compute_dtype
 from tchaikovsky.data.conditions import load_conditions
 from tchaikovsky.data.shards import Shards
 from tchaikovsky.data.tokenizer import decode_ids, music_ids, special_ids
@@ -70,6 +70,7 @@ class PreferenceConfig:
     temperature: float = 1.2
     top_k: int = 9
     top_p: float = 0.9
+    guidance: float = 1.0  # classifier-free guidance of every sampled piece, rounds and evaluations (1: off)
     min_pieces: int = 10  # prompts: condition triples with more than this many real training pieces
     eval_samples: int = 8  # pieces per prompt to judge each policy by (same seeds every round)
     scorer_steps: int = 600
@@ -84,6 +85,7 @@ class PreferenceConfig:
                              "no sample would be chosen")
         if not (self.learning_rate > 0 and self.beta > 0 and self.dpop_lambda >= 0 and self.temperature > 0):
             raise ValueError("learning_rate, beta and temperature must be > 0, dpop_lambda >= 0")
+        SampleConfig(guidance=self.guidance)  # a number >= 0, or a ValueError naming guidance
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -146,7 +148,7 @@ def _round_samples(ctx: _Context, rnd: Round, r: int, policy, scorer, judge) -> 
         progress.say(f"round {r}: sampling {cfg.samples_per_prompt} pieces for {prompt_key(prompt)} ...")
         first = 2_000_000 + 1_000_000 * r + 10_000 * i + cfg.seed  # clear of both evaluation roles' seeds
         seqs = sample(ctx, policy, prompt, range(first, first + cfg.samples_per_prompt), temperature=cfg.temperature,
-                      top_k=cfg.top_k, top_p=cfg.top_p)
+                      top_k=cfg.top_k, top_p=cfg.top_p, guidance=cfg.guidance)
         rnd.write_samples(prompt, [{"tokens": [int(t) for t in s], "prompt_len": ctx.prompt_len,
                                     "invalid_share": ctx.grammar.invalid_share(s)} for s in seqs])
     for prompt in rnd.pending(ctx.prompts, "scores"):
@@ -207,7 +209,7 @@ def tune(run_dir: str | Path, cfg: PreferenceConfig = PreferenceConfig(), *,
     io.atomic_write(saved, json.dumps(cfg.to_dict(), indent=1))
     progress.say(f"{len(ctx.prompts)} prompt(s): " + "; ".join(prompt_key(p) for p in ctx.prompts))
     scorer = _scorer(ctx)
-    specs = [EvalSpec.for_role(name, held) for name, held in ctx.held.items()]
+    specs = [EvalSpec.for_role(name, held, cfg.guidance) for name, held in ctx.held.items()]
     judge = specs[0].judge  # validation's: the round samples' judge_p (the scorer-judge guard)
     zero = Round(round_dir(run_dir, 0))
     if not zero.done:

@@ -3,8 +3,9 @@
 The panel (``widgets.SamplerPanel``) shows a mode switch and a bars field ("5-8") when its model has the fill
 sentinels (``data.fim``). In this mode, Generate regenerates those bars of the chosen piece: the picker's piece or
 the uploaded MIDI, or, with the picker on "unconditional" or "chord progression", the last piece the panel made.
-The temperature, top-p, length (the middle's token budget) and seed sliders apply, and the condition dropdowns;
-warnings (a prompt cut to fit the context, a middle that ran out of tokens) are written into the output area.
+The temperature, top-p, length (the middle's token budget), seed and guidance controls apply, and the condition
+dropdowns; warnings (a prompt cut to fit the context, a middle that ran out of tokens) are written into the output
+area.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def regenerate(panel, piece, label: str) -> dict:
     bars = parse_bars(c["bars"].value)
     seed, temp, top_p = int(c["seed"].value), float(c["temperature"].value), float(c["top_p"].value)
     config = dataclasses.replace(panel.config, num_tokens=int(c["length"].value), top_p=top_p)
+    if "guidance" in c:
+        config = dataclasses.replace(config, guidance=float(c["guidance"].value))
     asked = {k: c[k].value for k in KINDS} if panel.conditions is not None else None
     panel._step(1)
     with warnings.catch_warnings(record=True) as caught:

@@ -84,10 +84,9 @@ class SamplerPanel(W.VBox):
     dict (``samples.write_samples``'s: seed, temperature, midi_path, png_path, wav_path, ...) or None after a failure
     (shown in ``output``). ``controls`` maps names to the input widgets: prompt, chords, upload, prompt_bars,
     temperature, top_p, length, min_tokens, seed, mode and bars (``infill_panel``: shown for a model with the fill
-    sentinels) and period, composer, instrumentation with ``conditions``;
-    ``config`` is the ``SampleConfig`` the sliders start from and
-    override (num_tokens, min_tokens, top_p); ``output``, ``progress``, ``button`` and ``results`` (every sample so
-    far) are attributes."""
+    sentinels), and period, composer, instrumentation and guidance with ``conditions``; ``config`` is the
+    ``SampleConfig`` the sliders start from and override (num_tokens, min_tokens, top_p, guidance); ``output``,
+    ``progress``, ``button`` and ``results`` (every sample so far) are attributes."""
 
     def __init__(self, model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
                  config: SampleConfig = DEFAULT_CONFIG, temperature: float = 1.0, seed: int = 0,
@@ -129,6 +128,10 @@ class SamplerPanel(W.VBox):
             self.controls[kind] = W.Dropdown(options=[("any", "")] + [(v, v) for v in conditions.known(kind)],
                                              value=_any(conditions.resolve(kind, asked[kind])),
                                              description=kind, style=style, layout=wide())
+        if conditions is not None:  # classifier-free guidance: > 1 follows the conditions more strongly
+            self.controls["guidance"] = W.FloatSlider(value=float(np.clip(config.guidance, 0.0, 4.0)), min=0.0,
+                                                      max=4.0, step=0.25, description="guidance", style=style,
+                                                      layout=wide())
         self.controls.update(infill_panel.controls(style, wide()))  # "regenerate bars" (fill-in-the-middle models)
         self.controls["mode"].layout.display = None if infill_panel.capable(model, tok, conditions) else "none"
         self.button = W.Button(description="Generate", button_style="primary", icon="music")
@@ -143,7 +146,7 @@ class SamplerPanel(W.VBox):
         c["prompt"].observe(lambda _: self._show_prompt_controls(), names="value")
         c["mode"].observe(lambda _: self._show_prompt_controls(), names="value")
         self._show_prompt_controls()
-        wanted = [c[k] for k in KINDS if k in c]
+        wanted = [c[k] for k in (*KINDS, "guidance") if k in c]
         super().__init__([
             *([W.HTML("<b>Conditions</b>"), *wanted] if wanted else []),
             W.HTML("<b>Prompt</b>"), c["mode"], c["prompt"], c["chords"], W.HBox([c["upload"]]), c["prompt_bars"],
@@ -241,6 +244,8 @@ class SamplerPanel(W.VBox):
         seed, temp, top_p = int(c["seed"].value), float(c["temperature"].value), float(c["top_p"].value)
         config = dataclasses.replace(self.config, num_tokens=int(c["length"].value), top_p=top_p,
                                      min_tokens=min(int(c["min_tokens"].value), int(c["length"].value)))
+        if "guidance" in c:
+            config = dataclasses.replace(config, guidance=float(c["guidance"].value))
         name = f"panel{self._count:03d}-" + (re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")[:40] or "sample")
         self._step(1)
         cell = samples.write_samples(self.run_dir, self.model, self.tok, prompt, config, seeds=[seed],
@@ -276,8 +281,10 @@ def sampler_panel(model, tok, run_dir, *, pieces: Iterable[str | Path] = (), sou
     sampling control and the sliders' initial values; ``defaults`` the rest: temperature, seed, chords, prompt_bars,
     preview_seconds (the length of each player; the full WAV is a download link). With the run's ``conditions``,
     a dropdown per condition kind ("any" or a value the run knows; ``period``/``composer``/``instrumentation`` pick
-    the first value) puts the condition tokens in front of every prompt. A model trained with fill-in-the-middle
-    also gets a "regenerate bars" mode (``infill_panel``): Generate then rewrites the bars given ("5-8") of the
-    picked or uploaded piece, or of the last piece made.
+    the first value) puts the condition tokens in front of every prompt, and a "guidance" slider (0-4, from
+    ``config.guidance``) sets the classifier-free guidance: > 1 follows the conditions more strongly, at twice the
+    compute per token. A model trained with fill-in-the-middle also gets a "regenerate bars" mode
+    (``infill_panel``): Generate then rewrites the bars given ("5-8") of the picked or uploaded piece, or of the
+    last piece made.
     """
     return SamplerPanel(model, tok, run_dir, pieces=pieces, soundfont=soundfont, config=config, **defaults)

@@ -171,6 +171,9 @@ def test_sampling(capsys):
         assert r["flatness"] is None
     assert _ratio_ok(r["speedup"], r["cached_tokens_per_s"], r["recompute_tokens_per_s"])
     assert _ratio_ok(r["speedup_vs_scan"], r["cached_tokens_per_s"], r["recompute_scan_tokens_per_s"])
+    assert r["guidance"] == 2.0 and _positive(r["guided_tokens_per_s"]) and _positive(r["unguided_tokens_per_s"])
+    assert _ratio_ok(r["guided_ratio"], r["guided_tokens_per_s"], r["unguided_tokens_per_s"])
+    assert _positive(r["unguided_2rows_ms_per_step"]) and _positive(r["guided_vs_2rows"])
     assert r["batch64_tokens_per_s"] is None  # batch 2 here
     if r["platform"] == "cpu":
         assert r["bandwidth_bound_tokens_per_s"] is None and r["bandwidth_fraction"] is None

@@ -119,6 +119,23 @@ def test_controllability_reports_rates_with_n_against_measured_chance(conditione
     assert "(validation)" in text and "/3)" in text and "**all**" in text
 
 
+def test_an_outside_judge_hears_the_same_pieces(conditioned_run):
+    """The outside check: a second judge's verdict on the very pieces the role's judge heard. Given the role's own
+    judge as the outsider, both verdicts must agree row by row; a value the outsider does not know gets None."""
+    from tchaikovsky.evaluation.judge import Judge
+
+    kw = dict(role="validation", n_per_value=3, num_tokens=24, min_pieces=1, write=False)
+    first = control.controllability(conditioned_run, **{**kw, "write": True})  # saves the judge
+    saved = Judge.load(conditioned_run / "judge" / "validation" / "judge_composer.json")
+    report = control.controllability(conditioned_run, outside=saved, **kw)
+    for row in report["table"]:
+        assert row["outside"]["conditioned"] == row["conditioned"] and row["outside"]["chance"] == row["chance"]
+        assert row["diversity_real"] is None or row["diversity_real"] >= 0.0
+    assert [r["conditioned"] for r in report["table"]] == [r["conditioned"] for r in first["table"]]
+    saved.classes = ["someone else", "nobody"]  # an outsider that knows none of the asked composers
+    assert all(r["outside"] is None for r in control.controllability(conditioned_run, outside=saved, **kw)["table"])
+
+
 def test_test_role_uses_other_works_and_seeds(conditioned_run):
     test = control.controllability(conditioned_run, role="test", n_per_value=2, num_tokens=24, min_pieces=1,
                                    write=False)
@@ -143,3 +160,17 @@ def test_decoded_split_is_the_originals_decoded_with_their_labels(conditioned_ru
                    for d, e in zip(got, entries))
     scores, failed = decode_samples(tok, [sh.piece_ids("train", 0), [], [len(tok) + 1]])
     assert scores[0].note_num() > 0 and failed == {"decode_error": 0, "no_notes": 2}  # kept in place, counted
+
+
+def test_guidance_reaches_the_sampler_and_the_report(conditioned_run):
+    kw = dict(role="validation", n_per_value=2, num_tokens=24, min_pieces=1, write=False)
+    plain = control.controllability(conditioned_run, **kw)
+    guided = control.controllability(conditioned_run, guidance=3.0, **kw)
+    assert plain["settings"]["guidance"] == 1.0 and guided["settings"]["guidance"] == 3.0
+    # the pieces asked for "any" are the same at every guidance (unknown in both halves): chance is unchanged ...
+    assert [t["chance"] for t in guided["table"]] == [t["chance"] for t in plain["table"]]
+    assert guided["failed"]["any"] == plain["failed"]["any"]
+    # ... while the pieces asked for a composer are others
+    assert [t["mean_notes"] for t in guided["table"]] != [t["mean_notes"] for t in plain["table"]]
+    with pytest.raises(ValueError, match="guidance"):
+        control.controllability(conditioned_run, guidance=-1.0, **kw)

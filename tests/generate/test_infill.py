@@ -193,3 +193,21 @@ def test_a_prompt_too_long_for_the_context_warns_and_conditions_go_first(bach, p
     fill = Fill(cond.vocab_size)
     assert list(r.prompt[:4]) == cond.prefix(composer="bach") + [fill.prefix] and r.prompt[-1] == fill.middle
     assert len(r.prompt) <= 64 and not cond.is_condition(r.middle).any()
+
+
+@pytest.mark.filterwarnings("ignore:bars 3-4")
+def test_guidance_over_the_conditions_applies_to_the_middle(bach, piece):
+    pieces = [dataclasses.replace(p, composer=["Johann Sebastian Bach", "Claudio Monteverdi"][i % 2])
+              for i, p in enumerate(bach.pieces[:4])]
+    cond = Conditions.build(len(bach.tok), pieces)
+    fill = Fill(cond.vocab_size)
+    model = build(ModelConfig(vocab_size=fill.vocab_size, context=256, d_model=32, n_layers=1, n_heads=2),
+                  jax.random.key(2))
+    never = biased(biased(model, [fill.end], -30.0), bar_ids(bach.tok), 3.0)
+    config = SampleConfig(num_tokens=128, guidance=2.0)  # a batch twice as wide: with and without the conditions
+    for r in infill(never, bach.tok, piece, (3, 4), config, seeds=[0, 1], conditions=cond, asked={"composer": "bach"}):
+        assert r.ended and r.n_bars == 2 and list(r.prompt[:3]) == cond.prefix(composer="bach")
+    plain = build(ModelConfig(vocab_size=len(bach.tok) + 4, context=256, d_model=32, n_layers=1, n_heads=2),
+                  jax.random.key(2))
+    with pytest.raises(ValueError, match="guidance"):  # as left to right: guidance needs a conditioned run
+        infill(plain, bach.tok, piece, (3, 4), config)

@@ -49,8 +49,8 @@ def test_lists_accept_papermill_strings():
           "min_tokens": 0, "temperatures": "0.8,1.1", "seeds": [0, 1], "top_k": 0, "top_p": 0.9, "min_p": 0.0,
           "grammar": True, "repetition_penalty": 1.0, "max_bars": None, "max_seconds": None, "evaluate": True,
           "evaluate_temperature": 0.9, "interactive": True, "preview_seconds": 30.0, "soundfont": "", "period": "",
-          "composer": "bach", "instrumentation": "", "judge_samples": 2, "rerank": 1, "infill_midi": "",
-          "infill_bars": "5-8"}
+          "composer": "bach", "instrumentation": "", "guidance": 1.0, "judge_samples": 2, "rerank": 1,
+          "infill_midi": "", "infill_bars": "5-8"}
     params.check("04_sample", ns)
     for bad in ("8-5", "five", "0-2", 5):  # bars from 1, first-last
         with pytest.raises(ValueError, match="`infill_bars`"):
@@ -58,6 +58,10 @@ def test_lists_accept_papermill_strings():
     for bad in (0, 65, 2.0):  # best of 1 (off) to 64 candidates
         with pytest.raises(ValueError, match="`rerank`"):
             params.check("04_sample", {**ns, "rerank": bad})
+    params.check("04_sample", {**ns, "guidance": 0})  # 0: unconditional, an integer is fine
+    for bad in (-0.5, "2", True):
+        with pytest.raises(ValueError, match="`guidance`"):
+            params.check("04_sample", {**ns, "guidance": bad})
     with pytest.raises(ValueError, match="`temperatures`"):
         params.check("04_sample", {**ns, "temperatures": "hot"})
     with pytest.raises(ValueError, match="`top_p`"):

@@ -99,3 +99,29 @@ def test_verdict_chooses_on_validation_and_warns_only_on_a_significant_fall():
     hacked = verdict([row(0, 30, 30, 0.4), row(1, 8, 8, 0.7)])
     assert hacked["chosen_round"] == 0 and len(hacked["warnings"]) == 1 and "round 1" in hacked["warnings"][0]
     assert verdict([row(0, 5, 5, 0.4), row(1, 5, 5, 0.4)])["chosen_round"] == 0  # a tie keeps the earlier round
+
+
+def test_guidance_reaches_the_preference_samples(conditioned_run):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tchaikovsky.config import SampleConfig
+    from tchaikovsky.data.conditions import load_conditions
+    from tchaikovsky.generate.sampling import generate
+    from tchaikovsky.preference.evaluate import sample
+    from tchaikovsky.training.checkpoint import load_run_model
+
+    model, tok, _ = load_run_model(conditioned_run)
+    cond = load_conditions(conditioned_run, tok)
+    prefix = lambda p: np.asarray(cond.prefix(**p) + [tok["BOS_None"]], np.int32)  # noqa: E731 (as _Context's)
+    ctx = SimpleNamespace(num_tokens=20, tok=tok, cond=cond, prefix=prefix)
+    prompt, kw = {"composer": "bach"}, dict(temperature=1.0, top_k=0, top_p=0.95)
+    got = sample(ctx, model, prompt, [0, 1, 2], guidance=2.5, **kw)
+    want = generate(model, prefix(prompt), SampleConfig(num_tokens=20, min_tokens=20, top_p=0.95, guidance=2.5),
+                    seeds=[0, 1, 2], temperatures=1.0, tok=tok, conditions=cond)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert any(not np.array_equal(g, p) for g, p in zip(got, sample(ctx, model, prompt, [0, 1, 2], **kw)))
+    with pytest.raises(ValueError, match="guidance"):
+        PreferenceConfig(guidance=-1.0)

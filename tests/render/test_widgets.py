@@ -199,3 +199,31 @@ def test_a_conditioned_runs_pieces_say_what_was_asked_and_why_no_judge_once(cond
     text = "".join(o.get("text", "") for o in panel.output.outputs if o.get("name") == "stdout")
     assert text.count("asked: Johann Sebastian Bach, any period, any instrumentation.") == 2
     assert text.count("no judge's verdict under the pieces: ") == 1 and "fewer than two composer values" in text
+
+
+def test_guidance_slider_reaches_the_sampler(bach, tmp_path):
+    import dataclasses
+
+    from tchaikovsky.data.conditions import Conditions
+    from tchaikovsky.generate.sampling import generate
+
+    cond = Conditions.build(len(bach.tok), [bach.pieces[0]])
+    model = GPT(ModelConfig(vocab_size=cond.vocab_size, context=64, d_model=32, n_layers=1, n_heads=2),
+                key=jax.random.key(1))
+    config = SampleConfig(num_tokens=64, top_p=0.9, guidance=1.5)
+    panel = widgets.sampler_panel(model, bach.tok, tmp_path, conditions=cond, composer="bach", config=config,
+                                  seed=3)
+    c = panel.controls
+    assert c["guidance"].value == 1.5 and c["guidance"] in panel.children  # starts from the config, is shown
+    c["guidance"].value = 2.5
+    cell = panel.generate()
+    assert cell is not None, panel.output.outputs
+    prompt = np.asarray(cond.prefix(composer="bach") + [bach.tok["BOS_None"]], np.int32)
+    kw = dict(seeds=[3], temperatures=[c["temperature"].value], tok=bach.tok, conditions=cond)
+    want = generate(model, prompt, dataclasses.replace(config, guidance=2.5), **kw)[0]
+    np.testing.assert_array_equal(cell["ids"], want)
+    unguided = generate(model, prompt, dataclasses.replace(config, guidance=1.0), **kw)[0]
+    assert not np.array_equal(cell["ids"], unguided)  # the slider's value, not the default, reached the sampler
+    plain = widgets.sampler_panel(GPT(ModelConfig(vocab_size=len(bach.tok), context=64, d_model=32, n_layers=1,
+                                                  n_heads=2), key=jax.random.key(0)), bach.tok, tmp_path)
+    assert "guidance" not in plain.controls  # without conditions there is nothing to guide
