@@ -101,11 +101,15 @@ def cut_points(src, n: int, opens_bar: np.ndarray, eos: int) -> np.ndarray:
 
 def psm(row, u, *, pinned: int, opens_bar: np.ndarray, eos: int, fill: Fill) -> np.ndarray:
     """A training window (W ids) reordered for fill-in-the-middle: its first ``pinned`` ids (the condition tokens)
-    stay first, then ``<Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle <Fill_end>``, where prefix,
-    middle and suffix are the next ``W - pinned - 4`` ids (the source) cut at two of their ``cut_points`` i < j,
-    chosen uniformly among the pairs from the two uniforms ``u``. The result holds exactly the source's ids and the
-    4 sentinels (length W); the middle is one or more whole bars; prefix or suffix may be empty. The row comes back
-    unchanged when its source has fewer than two cut points."""
+    stay first, then ``<Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle <Fill_end> rest``, where
+    prefix, middle, suffix and rest are the next ``W - pinned - 4`` ids (the source) cut at three points i < j <= k:
+    i and j two of its ``cut_points`` (chosen uniformly among the pairs from ``u[0]``, ``u[1]``), k, where the
+    suffix ends, a cut point from j on or the source's end (uniformly, from ``u[2]``). The rest, the source after
+    k, follows ``<Fill_end>`` left to right: so ``<Fill_end>`` lands anywhere in the window, after the middle's last
+    bar, and the model learns to end a middle where its bars end, not where a window ends (Bavarian et al. apply
+    FIM per document before packing for the same reason). The result holds exactly the source's ids and the 4
+    sentinels (length W); the middle is one or more whole bars; prefix, suffix or rest may be empty. The row comes
+    back unchanged when its source has fewer than two cut points."""
     row = np.asarray(row)
     n = len(row) - pinned - len(SENTINELS)
     src = row[pinned:]
@@ -114,25 +118,28 @@ def psm(row, u, *, pinned: int, opens_bar: np.ndarray, eos: int, fill: Fill) -> 
         return row
     a, b = int(u[0] * len(cuts)), int(u[1] * (len(cuts) - 1))
     i, j = sorted((cuts[a], cuts[b + (b >= a)]))  # two distinct cut points, each pair equally likely
-    parts = (row[:pinned], [fill.prefix], src[:i], [fill.suffix], src[j:n], [fill.middle], src[i:j], [fill.end])
+    ends = np.append(cuts[(cuts >= j) & (cuts < n)], n)  # where the suffix may end: a cut point, or the source's end
+    k = int(ends[min(int(u[2] * len(ends)), len(ends) - 1)]) if len(u) > 2 else n
+    parts = (row[:pinned], [fill.prefix], src[:i], [fill.suffix], src[j:k], [fill.middle], src[i:j], [fill.end],
+             src[k:n])
     return np.concatenate(parts).astype(row.dtype)
 
 
 def reading_order(window, fill: Fill) -> np.ndarray:
     """The ids of a ``psm`` window in reading order, sentinels dropped: what comes before ``<Fill_prefix>``, then
-    prefix, middle, suffix. ValueError unless the window holds each sentinel once, in order."""
+    prefix, middle, suffix, and what follows ``<Fill_end>``. ValueError unless the window holds each sentinel once, in order."""
     window = np.asarray(window)
     at = [np.flatnonzero(window == s) for s in (fill.prefix, fill.suffix, fill.middle, fill.end)]
     if any(len(a) != 1 for a in at) or not at[0][0] < at[1][0] < at[2][0] < at[3][0]:
         raise ValueError(f"not a fill-in-the-middle window: it must hold {', '.join(SENTINELS)} once each, in order")
     p, s, m, e = (int(a[0]) for a in at)
-    return np.concatenate([window[:p], window[p + 1 : s], window[m + 1 : e], window[s + 1 : m]])
+    return np.concatenate([window[:p], window[p + 1 : s], window[m + 1 : e], window[s + 1 : m], window[e + 1 :]])
 
 
 def fim_rows(rows: np.ndarray, draws: np.ndarray, rate: float, *, fill: Fill | None, opens_bar: np.ndarray,
              eos: int, conditions=None) -> np.ndarray:
     """Training windows ``rows`` (R, W) with those whose ``draws[r, 0] < rate`` reordered by ``psm`` (cuts from
-    ``draws[r, 1:3]``; ``draws`` (R, 3) uniforms). ``opens_bar`` covers the shards' vocabulary, so the sentinels'
+    ``draws[r, 1:4]``; ``draws`` (R, 4) uniforms). ``opens_bar`` covers the shards' vocabulary, so the sentinels'
     ``fill.base`` must be its length. Each row's leading condition tokens stay first."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"fim_rate={rate!r} must be in [0, 1]")

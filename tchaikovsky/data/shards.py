@@ -299,7 +299,7 @@ class Shards:
             out[r, : len(prefix)] = prefix
             out[r, len(prefix) : len(prefix) + len(window)] = window
         if fim_rate:
-            draws = np.random.default_rng([seed, step, 2]).random((batch_size, 3))[process_index * rows :][:rows]
+            draws = np.random.default_rng([seed, step, 2]).random((batch_size, 4))[process_index * rows :][:rows]
             out = fim.fim_rows(out, draws, fim_rate, fill=fill, opens_bar=self.opens_bar,
                                eos=self.index["special_ids"]["eos"], conditions=self.conditions)
         if condition_dropout > 0 and self.conditions is not None:

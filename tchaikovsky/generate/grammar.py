@@ -67,7 +67,8 @@ def _fill_rows(rows: dict[str, set[str]], conditions: list[str]) -> None:
     suffix and the middle start with a Bar, the suffix may start with the piece's EOS or be empty. The suffix ends
     wherever the window does, so ``Fill_middle`` may follow any kind: the sampler never writes it (a model sampled
     left to right has the sentinels banned, and infilling gives it in the prompt), so that row loosens nothing
-    sampled. After ``Fill_end`` (the middle is done): PAD, or a new piece."""
+    sampled. After ``Fill_end`` (the middle is done): the rest of the window left to right from where the suffix
+    ended (a bar, the piece's EOS), PAD, or a new piece."""
     pre, suf, mid, end = SENTINELS
     before_bar = {k for k, nexts in rows.items() if "Bar" in nexts}  # the kinds a bar may follow, BOS included
     music = set(rows) - {"EOS", "PAD", *conditions}  # what a window may start with
@@ -77,7 +78,7 @@ def _fill_rows(rows: dict[str, set[str]], conditions: list[str]) -> None:
         rows[k] |= {suf} if k == "BOS" else {suf, end}
     if conditions:
         rows[conditions[-1]] |= {pre}
-    rows.update({pre: music | {suf}, suf: {"Bar", "EOS", mid}, mid: {"Bar"}, end: {"PAD", "BOS", *conditions[:1]}})
+    rows.update({pre: music | {suf}, suf: {"Bar", "EOS", mid}, mid: {"Bar"}, end: {"Bar", "EOS", "PAD", "BOS", *conditions[:1]}})
 
 
 class Grammar:

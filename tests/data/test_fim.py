@@ -25,11 +25,11 @@ def conditioned(bach, tmp_path_factory):
                                                      conditions=cond))
 
 
-def parts(window, fill):
-    """(before, prefix, suffix, middle) of a reordered window."""
+def parts(window, fill, rest=False):
+    """(before, prefix, suffix, middle) of a reordered window (and what follows ``<Fill_end>``, with ``rest``)."""
     w = list(window)
     p, s, m, e = (w.index(t) for t in (fill.prefix, fill.suffix, fill.middle, fill.end))
-    return w[:p], w[p + 1 : s], w[s + 1 : m], w[m + 1 : e]
+    return (w[:p], w[p + 1 : s], w[s + 1 : m], w[m + 1 : e]) + ((w[e + 1 :],) if rest else ())
 
 
 def check_window(row, plain, fill, opens_bar, eos, pinned):
@@ -39,10 +39,11 @@ def check_window(row, plain, fill, opens_bar, eos, pinned):
     assert len(row) == W
     assert Counter(row.tolist()) == Counter(plain[: pinned + n].tolist()) + Counter(fill.ids().tolist())
     assert list(fim.reading_order(row, fill)) == list(plain[: pinned + n])  # invertible
-    before, prefix, suffix, middle = parts(row, fill)
+    before, prefix, suffix, middle, rest = parts(row, fill, rest=True)
     assert before == list(plain[:pinned])  # the conditions stay first
-    i, j = len(prefix), len(prefix) + len(middle)
-    assert prefix == src[:i] and middle == src[i:j] and suffix == src[j:]
+    i, j, k = len(prefix), len(prefix) + len(middle), len(prefix) + len(middle) + len(suffix)
+    assert prefix == src[:i] and middle == src[i:j] and suffix == src[j:k] and rest == src[k:]
+    assert not rest or opens_bar[src[k]] or src[k] == eos  # the suffix ends at a bar line, the EOS or the source's end
     assert opens_bar[src[i]] and middle  # the middle starts a bar: one or more whole bars
     after = plain[pinned + j]  # the token after the middle in the source (the suffix's first, or the first dropped)
     assert opens_bar[after] or after == eos  # the middle ends where a bar begins, or where the piece ends
@@ -65,6 +66,9 @@ def test_fim_windows_hold_the_source_and_the_sentinels_cut_at_bar_lines(bach):
     assert sh.opens_bar.tolist() == [bool(b) and b[0].startswith("Bar_") for b in base_tokens(tok)]
     some = [parts(mixed[r], fill) for r in reordered]
     assert any(p == [] for _, p, _, _ in some) or any(s for _, _, s, _ in some)  # prefixes and suffixes vary
+    # <Fill_end> lands anywhere, not only last: the model learns to end a middle where its bars end
+    ends = [list(mixed[r]).index(fill.end) for r in reordered]
+    assert sum(e == SEQ for e in ends) < len(ends) // 2 and len(set(ends)) >= len(ends) // 3
 
 
 def test_fim_windows_are_a_pure_function_of_seed_and_step(bach):
@@ -110,6 +114,10 @@ def test_psm_on_a_hand_made_window():
     assert out.tolist() == [12, 1, 6, 6, 6, 13, 14, 1, 6, 6, 6, 15]
     out = fim.psm(row, (0.99, 0.0), pinned=0, opens_bar=opens, eos=2, fill=fill)  # cuts 0 and 8: both sides empty
     assert out.tolist() == [12, 13, 14, 1, 6, 6, 6, 1, 6, 6, 6, 15]
+    row = np.asarray([5, 1, 6, 7, 1, 8, 2, 9, 1, 9, 9, 9])
+    out = fim.psm(row, (0.0, 0.0, 0.0), pinned=0, opens_bar=opens, eos=2, fill=fill)  # cuts 1, 4; suffix to 4
+    assert out.tolist() == [12, 5, 13, 14, 1, 6, 7, 15, 1, 8, 2, 9]  # the rest follows <Fill_end>
+    assert fim.reading_order(out, fill).tolist() == row[:8].tolist()
     one = np.asarray([5, 1, 6, 7, 6, 8, 6, 9, 9, 9, 9, 9])
     assert np.array_equal(fim.psm(one, (0.5, 0.5), pinned=0, opens_bar=opens, eos=2, fill=fill), one)
     with pytest.raises(ValueError, match="once each, in order"):
