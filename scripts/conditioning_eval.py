@@ -24,13 +24,16 @@ def _lift(report: dict) -> float:
     return report["pooled"]["lift"]
 
 
-def _choose(run: Path, name: str, values, base: dict, sampling: dict, times: dict, prefer) -> tuple:
+def _choose(run: Path, name: str, values, base: dict, sampling: dict, times: dict, prefer, known=None) -> tuple:
     """(chosen value, {value: validation report}) for one setting ``name`` over ``values``: the largest pooled lift,
-    ties broken by ``prefer`` (smaller is preferred)."""
+    ties broken by ``prefer`` (smaller is preferred); ``known`` {value: report} already measured (not redone)."""
     from tchaikovsky.evaluation import control
 
     reports = {}
     for v in values:
+        if known and v in known:
+            reports[v] = known[v]
+            continue
         t = time.time()
         reports[v] = control.controllability(run, label="composer", role="validation", **{**base, name: v},
                                              **sampling)
@@ -50,8 +53,10 @@ def evaluate(run: Path, *, temperatures=(0.9, 1.0), guidance=(1.0, 1.5, 2.0, 3.0
     run, times = Path(run), {}
     sampling = dict(n_per_value=samples, num_tokens=num_tokens, min_tokens=min_tokens, min_pieces=4)
     T, by_T = _choose(run, "temperature", list(temperatures), {}, sampling, times, lambda T: abs(T - 1.0))
-    g, by_g = _choose(run, "guidance", list(guidance), {"temperature": T}, sampling, times, lambda g: g)
-    N, by_N = _choose(run, "rerank", list(rerank), {"temperature": T, "guidance": g}, sampling, times, lambda n: n)
+    g, by_g = _choose(run, "guidance", list(guidance), {"temperature": T}, sampling, times, lambda g: g,
+                      known={1.0: by_T[T]})
+    N, by_N = _choose(run, "rerank", list(rerank), {"temperature": T, "guidance": g}, sampling, times, lambda n: n,
+                      known={1: by_g[g]})
     chosen = {"temperature": T, "guidance": g, "rerank": N}
     extra = {"outside": outside} if outside is not None else {}
     tests = {}

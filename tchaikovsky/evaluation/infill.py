@@ -50,7 +50,7 @@ from tchaikovsky.generate.infill import fill_of, fim_prompt, infill_bars, middle
 from tchaikovsky.generate.prompts import cut_score
 from tchaikovsky.training.losses import token_losses
 
-__all__ = ["SEED_OFFSET", "token_bits", "seam", "measure_infilling", "infilling_table"]
+__all__ = ["SEED_OFFSET", "token_bits", "seam", "held_out_cuts", "span_of", "measure_infilling", "infilling_table"]
 
 SEED_OFFSET = 500_000  # the role's seeds for infilling start here: apart from its other uses (judge, samples)
 
@@ -87,12 +87,12 @@ def seam(score, tick: int) -> tuple[float, float]:
     return float(abs(p[b] - p[a])), float((t[b] - t[a]) / notes.tpq)
 
 
-def _span(score, lo: int, hi: int):
+def span_of(score, lo: int, hi: int):
     """The notes of ``score`` starting in ticks [lo, hi), cut at hi, moved to start at 0: a piece of its own."""
     return score.clip(lo, hi, clip_end=True).shift_time(-lo)
 
 
-def _pieces(run, split: str, bars, of_bars: int, n: int) -> tuple[list, dict]:
+def held_out_cuts(run, split: str, bars, of_bars: int, n: int) -> tuple[list, dict]:
     """Up to ``n`` held-out pieces cut to their first ``of_bars`` bars, as (PieceBars, the piece's condition ids,
     the span's (i, j) in its ids), and how many were left out, by reason."""
     out, skipped = [], {}
@@ -169,7 +169,7 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
     fill = fill_of(run.model, run.tok, cond)
     require_split(run.shards, r)
     bars = parse_bars(bars)
-    pieces, skipped = _pieces(run, r.split, bars, of_bars, n_pieces)
+    pieces, skipped = held_out_cuts(run, r.split, bars, of_bars, n_pieces)
     pad = special_ids(run.tok)["pad"]
     budget = middle_budget(run.model.config.context, num_tokens or run.model.config.context)
     config = SampleConfig(num_tokens=budget, top_p=top_p)
@@ -179,7 +179,7 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
         for pb, front, _ in progress.bar(pieces, desc="infilling"):
             results.append(infill_bars(run.model, run.tok, pb, bars, config, seeds=r.seeds(seeds, SEED_OFFSET),
                                        temperatures=temperature, conditions=cond, front=front))
-    spans = [(_span(pb.score, *rs[0].ticks), [_span(x.score, *x.ticks) for x in rs])
+    spans = [(span_of(pb.score, *rs[0].ticks), [span_of(x.score, *x.ticks) for x in rs])
              for (pb, _, _), rs in zip(pieces, results)]
     real = [piece_metrics(s) for s, _ in spans]
     gen = [piece_metrics(g) for _, gs in spans for g in gs]

@@ -66,3 +66,20 @@ def test_measure_infilling_gives_every_figure_with_its_n(fim_run):
     assert res["settings"]["num_tokens"] == 96 and res["settings"]["role"] == "test"
     table = infilling_table(res)
     assert "| bits per note of the real middle |" in table and "Fill_end right after" in table and "at the first seam" in table and "Bar 2 of 4" in table
+
+
+def test_conditioned_infilling_judges_the_regenerated_bars_against_measured_chance(fim_run):
+    from tchaikovsky.evaluation.infill_judge import conditioned_infilling, conditioned_table
+    from tchaikovsky.evaluation.intervals import Rate
+
+    res = conditioned_infilling(fim_run, bars=(2, 2), of_bars=4, n_pieces=2, seeds=2, min_pieces=1)
+    assert [t["value"] for t in res["table"]] == ["Claudio Monteverdi", "Johann Sebastian Bach"]
+    n = 2 * res["n_pieces"]
+    for t in res["table"]:  # every regenerated span is judged (no notes: a miss), asked and "any" alike
+        asked, chance = Rate.from_dict(t["conditioned"]), Rate.from_dict(t["chance"])
+        assert asked.n == chance.n == n and t["lift"]["diff"] == pytest.approx(asked.value - chance.value)
+    chances = [Rate.from_dict(t["chance"]).value for t in res["table"]]
+    assert sum(chances) <= 1.0 + 1e-9  # the "any" spans are heard as one composer each (or none)
+    assert "| **all** |" in conditioned_table(res)
+    with pytest.raises(ValueError, match="judge"):
+        conditioned_infilling(fim_run, bars=(2, 2), of_bars=4, n_pieces=2, min_pieces=50)
