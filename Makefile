@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-preference clean
+.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-infilling reference-preference clean
 
 # Debian and Ubuntu ship venv's pip installer (ensurepip) apart, in python3-venv: say so instead of venv's own error.
 NEED_VENV = @$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
@@ -110,9 +110,18 @@ reference: setup
 	    --run-dir $(REF_RUN) --preset $(REF_PRESET) --max-files $(REF_FILES) $(REF_PARAMS)
 	JAX_PLATFORMS=$(REF_PLATFORM) $(PY) -m tchaikovsky.evaluation --run-dir $(REF_RUN)
 
-# The conditioning recipe on the embedded corpus (pretrain, fine-tune with conditions, the judge's check): #12's table.
+# The conditioning recipe on the embedded corpus (pretrain, fine-tune with conditions; temperature, guidance and
+# best-of-N chosen on validation; the judge's check on test, lever by lever; the outside check): docs/evaluation.md.
 reference-conditioning: setup
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning
+
+# Fill-in-the-middle (docs/evaluation.md "Infilling"): the same fine-tune with fim_rate 0.5 from the same pretrained
+# model, then its cost (left-to-right loss against reference-conditioning's fine-tune) and its infilling measures.
+reference-infilling: setup
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning --until finetune
+	mkdir -p runs/conditioning-fim && [ -d runs/conditioning-fim/pretrain ] || cp -r runs/conditioning/pretrain runs/conditioning-fim/
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-fim --fim-rate 0.5 --until finetune
+	PYTHONPATH=. $(PY) scripts/infill_reference.py --fim runs/conditioning-fim/finetune --plain runs/conditioning/finetune
 
 # Preference rounds (notebook 05) on reference-conditioning's fine-tuned model: #13's table.
 reference-preference: setup

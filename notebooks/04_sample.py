@@ -32,7 +32,7 @@ prompt_tokens = 256  # how much of prompt_midi to use, in tokens
 period = ""  # conditioned runs: e.g. "Baroque" ("": any)
 composer = ""  # conditioned runs: a composer the run knows, e.g. "bach" or "Johann Sebastian Bach" ("": any)
 instrumentation = ""  # conditioned runs: e.g. "voices", "strings", "keyboard" ("": any)
-guidance = 1.0  # > 1 follows the asked period/composer/instrumentation more strongly; classifier-free guidance, twice the compute per token
+guidance = 1.0  # > 1: follow the asked conditions more strongly (classifier-free guidance; 2x compute per token)
 # --- regenerate bars of a piece (a run trained with 03's fim_rate)
 infill_midi = ""  # a MIDI file whose bars to regenerate; "": off
 infill_bars = "5-8"  # which bars, first-last, numbered from 1 as a DAW does

@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="runs/conditioning")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--pretrain-steps", type=int, default=800)
-    ap.add_argument("--finetune-steps", type=int, default=1000)
+    ap.add_argument("--finetune-steps", type=int, default=600)
     ap.add_argument("--condition-dropout", type=float, default=0.2)
     ap.add_argument("--judge-fraction", type=float, default=0.4,
                     help="works held out: half validation, half test (by a hash of each work)")
