@@ -64,17 +64,8 @@ def evaluate(run: Path, *, temperatures=(0.9, 1.0), guidance=(1.0, 1.5, 2.0, 3.0
         t = time.time()
         tests[label] = control.controllability(run, label=label, role="test", **chosen, **sampling, **extra)
         times[f"test_{label}_s"] = time.time() - t
-    levers = {"baseline": {"guidance": 1.0, "rerank": 1}, "guidance": {"guidance": g, "rerank": 1},
-              "best-of-N": {"guidance": 1.0, "rerank": N}}
     lever_reports = {"chosen (all levers)": tests["composer"]}
-    for name, setting in levers.items():
-        if setting["guidance"] == g and setting["rerank"] == N:
-            lever_reports[name] = tests["composer"]
-            continue
-        t = time.time()
-        lever_reports[name] = control.controllability(run, label="composer", role="test", temperature=T, **setting,
-                                                      **sampling, write=False)
-        times[f"test_lever_{name}_s"] = time.time() - t
+    lever_reports.update(lever_rows(run, T, g, N, by_g, by_N, sampling, times, tests["composer"]))
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     evals = [h for h in history if "eval_loss" in h]
     result = {"run": str(run), "chosen": chosen, "times": times, "finetune_eval": evals[-1] if evals else None,
@@ -84,6 +75,52 @@ def evaluate(run: Path, *, temperatures=(0.9, 1.0), guidance=(1.0, 1.5, 2.0, 3.0
     (run / "levers.md").write_text(md + "\n")
     io.atomic_write(run / "levers.json", json.dumps(io.jsonable(result), indent=1))
     print(md, flush=True)
+    return result
+
+
+def _tried(chosen, reports: dict, off):
+    """The setting a lever's test row uses: the chosen one, or, when validation chose "off", the best of the others
+    on validation (so the table still shows what the lever does on test; the row says it was not chosen)."""
+    if chosen != off:
+        return chosen, ""
+    others = [v for v in reports if v != off]
+    return (max(others, key=lambda v: (_lift(reports[v]), -v)), " (not chosen)") if others else (off, "")
+
+
+def lever_rows(run: Path, T, g, N, by_g: dict, by_N: dict, sampling: dict, times: dict, chosen_report) -> dict:
+    """The composer test table once per lever: baseline (guidance 1, no reranking), guidance alone, best-of-N alone."""
+    from tchaikovsky.evaluation import control
+
+    g_try, g_note = _tried(g, by_g, 1.0)
+    n_try, n_note = _tried(N, by_N, 1)
+    rows = {"baseline": {"guidance": 1.0, "rerank": 1}, f"guidance {g_try:g}{g_note}": {"guidance": g_try, "rerank": 1},
+            f"best-of-{n_try}{n_note}": {"guidance": 1.0, "rerank": n_try}}
+    out = {}
+    for name, setting in rows.items():
+        if setting == {"guidance": g, "rerank": N}:
+            out[name] = chosen_report
+            continue
+        t = time.time()
+        out[name] = control.controllability(run, label="composer", role="test", temperature=T, **setting,
+                                            **sampling, write=False)
+        times[f"test_lever_{name}_s"] = time.time() - t
+    return out
+
+
+def relever(run: Path, samples=16, num_tokens=512, min_tokens=256) -> dict:
+    """Redo the lever rows of a run's ``levers.json`` (as ``lever_rows`` makes them now) and its markdown."""
+    from tchaikovsky import io
+
+    result = json.loads((run / "levers.json").read_text())
+    c, v = result["chosen"], result["validation"]
+    by_g = {float(k): r for k, r in v["guidance"].items()}
+    by_N = {int(k): r for k, r in v["rerank"].items()}
+    sampling = dict(n_per_value=samples, num_tokens=num_tokens, min_tokens=min_tokens, min_pieces=4)
+    result["levers"] = {"chosen (all levers)": result["test"]["composer"],
+                        **lever_rows(run, c["temperature"], c["guidance"], c["rerank"], by_g, by_N, sampling,
+                                     result["times"], result["test"]["composer"])}
+    (run / "levers.md").write_text(levers_markdown(result) + "\n")
+    io.atomic_write(run / "levers.json", json.dumps(io.jsonable(result), indent=1))
     return result
 
 
@@ -98,6 +135,8 @@ def levers_markdown(result: dict) -> str:
     parts.append("### test: composer, one row per lever\n\n" + levers.lever_table(result["levers"], "lever"))
     parts += [f"### test at the chosen settings: {label}\n\n{levers.target_table(r)}\n\n{control.summary_table(r)}"
               for label, r in result["test"].items()]
+    if any(t.get("outside") for t in result["test"]["composer"]["table"]):
+        parts.append("### the outside check: composer\n\n" + levers.outside_table(result["test"]["composer"]))
     return "\n\n".join(parts)
 
 
@@ -111,7 +150,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--num-tokens", type=int, default=512)
     ap.add_argument("--min-tokens", type=int, default=256)
     ap.add_argument("--outside", default=None, help="a judge trained on outside music (control.outside_judge)")
+    ap.add_argument("--relever", action="store_true", help="only redo the lever rows of the run's levers.json")
     args = ap.parse_args(argv)
+    if args.relever:
+        return relever(Path(args.run), args.samples, args.num_tokens, args.min_tokens)
     outside = None
     if args.outside:
         from tchaikovsky.evaluation.judge import Judge

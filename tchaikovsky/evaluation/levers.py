@@ -82,3 +82,18 @@ def target_table(report: dict, share: float = TARGET_SHARE) -> str:
                      f"{fmt(row['chance'])} | {reached} | "
                      f"{'yes' if row['above_chance'] else 'no'} |")
     return "\n".join(lines)
+
+
+def outside_table(report: dict) -> str:
+    """Markdown: the outside judge's verdict (``controllability(..., outside=)``) beside the role's judge's."""
+    lines = [f"| {report['label']} ({report['role']}) | recognised as asked: the role's judge | the outside judge | "
+             "outside judge's chance (asked \"any\") | outside difference [95%] |", "|---|---|---|---|---|"]
+    for t in report["table"]:
+        o = t.get("outside")
+        if not o:
+            continue
+        d = o["lift"]
+        lines.append(f"| {t['value']} | {Rate.from_dict(t['conditioned'])} | {Rate.from_dict(o['conditioned'])} | "
+                     f"{Rate.from_dict(o['chance'])} | {fmt(d['diff'], True)} [{fmt(d['lo'], True)}, "
+                     f"{fmt(d['hi'], True)}] |")
+    return "\n".join(lines)
