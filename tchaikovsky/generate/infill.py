@@ -130,7 +130,9 @@ def splice(pb: PieceBars, tok, bars: tuple[int, int], middle) -> tuple[Score, in
     encoded = tok.config.use_programs
     for track in out.tracks:
         if encoded or not track.is_drum:  # without programs the tokenizer never saw drums: they stay
-            track.notes.filter(lambda n: not lo <= n.time < hi, inplace=True)
+            a = track.notes.numpy()  # (through numpy: symusic 0.5's in-place filter leaves the notes as they were)
+            keep = ~((a["time"] >= lo) & (a["time"] < hi))
+            track.notes = Note.from_numpy(a["time"][keep], a["duration"][keep], a["pitch"][keep], a["velocity"][keep])
     gen = tok_lib.decode_ids(tok, middle)  # its first Bar is its tick 0
     scale = pb.score.ticks_per_quarter / gen.ticks_per_quarter
     program = next((t.program for t in pb.score.tracks if not t.is_drum), 0)
