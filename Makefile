@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-infilling reference-preference clean
+.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-pretrained reference-infilling reference-preference clean
 
 # Debian and Ubuntu ship venv's pip installer (ensurepip) apart, in python3-venv: say so instead of venv's own error.
 NEED_VENV = @$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
@@ -114,6 +114,12 @@ reference: setup
 # best-of-N chosen on validation; the judge's check on test, lever by lever; the outside check): docs/evaluation.md.
 reference-conditioning: setup
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning
+
+# The lever that worked (docs/evaluation.md): the same recipe with the condition tokens (and their dropout) in the
+# pretraining too, evaluated at reference-conditioning's validation-chosen temperature.
+reference-conditioning-pretrained: setup
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-pretrained --pretrain-conditions \
+	    --temperatures 1.0 --guidance 1.0 --rerank 1
 
 # Fill-in-the-middle (docs/evaluation.md "Infilling"): the same fine-tune with fim_rate 0.5 from the same pretrained
 # model, then its cost (left-to-right loss against reference-conditioning's fine-tune) and its infilling measures.
