@@ -17,10 +17,9 @@ import gc  # noqa: E402
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 
-# No persistent compilation cache by default: with it, XLA:CPU crashed (SIGSEGV) twice in this suite, once while
-# serialising an executable into the cache and once while compiling for it, in tests that pass on their own (jax
-# 0.10.2 and 0.7.2, 2026-12-02). Set JAX_COMPILATION_CACHE_DIR to use one anyway (it saves recompiling identical
-# programs across tests).
+# No persistent compilation cache by default (set JAX_COMPILATION_CACHE_DIR to use one): the suite's two crashes
+# (2026-12-02) came while compiling or caching an executable once the process had run out of memory mappings
+# (see free_compiled_programs below), and the suite has not been rerun with the cache since.
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
