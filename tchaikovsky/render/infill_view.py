@@ -53,8 +53,8 @@ def excerpt(score: symusic.Score, start: float, end: float) -> symusic.Score:
 def _window_notes(score, start: float, end: float) -> symusic.Score:
     """``score`` in seconds with only the notes sounding in [start, end) (tempos and metre kept, for the bar lines)."""
     out = io.load_score(score, "second").copy()
-    for track in out.tracks:
-        track.notes.filter(lambda n: n.time < end and n.time + n.duration > start, inplace=True)
+    for track in out.tracks:  # a new list, not ``notes.filter(inplace=True)``: that is a no-op on symusic 0.5
+        track.notes = type(track.notes)([n for n in track.notes if n.time < end and n.time + n.duration > start])
     return out
 
 

@@ -35,6 +35,16 @@ def test_the_window_around_the_span_is_bounded():
     assert infill_view.around((100.0, 104.0), 30.0, end=110.0) == (80.0, 110.0)  # not past the piece
 
 
+def test_the_window_keeps_only_the_notes_sounding_in_it(bach):
+    """The roll draws the window's notes only (a 30-minute piece must not draw all of them), on every symusic the
+    requirements admit (``notes.filter(inplace=True)`` did nothing on 0.5)."""
+    score = symusic.Score(bach.pieces[0].path).to("second")
+    sounding = [(n.time, n.pitch) for t in score.tracks for n in t.notes if n.time < 8.0 and n.end > 4.0]
+    window = infill_view._window_notes(bach.pieces[0].path, 4.0, 8.0)
+    kept = [(n.time, n.pitch) for t in window.tracks for n in t.notes]
+    assert 0 < len(kept) < score.note_num() and sorted(kept) == sorted(sounding)
+
+
 @pytest.mark.filterwarnings("ignore:bar")
 def test_the_roll_shows_the_same_window_before_and_after(bach, fim_model):
     (r,) = infill(fim_model, bach.tok, bach.pieces[0].path, (3, 4), SampleConfig(num_tokens=64))
