@@ -66,6 +66,8 @@ def main(argv=None) -> dict:
                     help="pretrain with the condition tokens too (with --condition-dropout), not only the fine-tune")
     ap.add_argument("--fim-rate", type=float, default=0.0,
                     help="the fine-tune's share of fill-in-the-middle windows (03's fim_rate; infill_reference.py)")
+    ap.add_argument("--pretrain-fim", action="store_true",
+                    help="use --fim-rate in the pretraining too, not only the fine-tune (FIM learned from the start)")
     ap.add_argument("--until", choices=("pretrain", "finetune", "all"), default="all",
                     help="stop after this stage (a later call continues from what is on disk)")
     args = ap.parse_args(argv)
@@ -98,6 +100,8 @@ def main(argv=None) -> dict:
         pipeline.prepare_data(pre, corpus, dataclasses.replace(spec, conditions=args.pretrain_conditions))
     t = time.time()
     dropout = {"condition_dropout": args.condition_dropout} if args.pretrain_conditions else {}
+    if args.pretrain_fim and args.fim_rate:
+        dropout["fim_rate"] = args.fim_rate
     pipeline.train_run(pre, Shards(pre / "shards"), preset=args.preset, max_steps=args.pretrain_steps, **dropout)
     times["pretrain_s"] = time.time() - t
     if args.until == "pretrain":
