@@ -46,6 +46,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--pretrain-steps", type=int, default=800)
     ap.add_argument("--finetune-steps", type=int, default=600)
     ap.add_argument("--condition-dropout", type=float, default=0.2)
+    ap.add_argument("--unconditional-rate", type=float, default=0.0,
+                    help="share of windows with every condition unknown (guidance's unconditional path), wherever "
+                         "conditions are trained")
     ap.add_argument("--judge-fraction", type=float, default=0.4,
                     help="works held out: half validation, half test (by a hash of each work)")
     ap.add_argument("--vocab-size", type=int, default=1024)
@@ -99,7 +102,8 @@ def main(argv=None) -> dict:
         corpus.write_report(pre / "data_report.json")
         pipeline.prepare_data(pre, corpus, dataclasses.replace(spec, conditions=args.pretrain_conditions))
     t = time.time()
-    dropout = {"condition_dropout": args.condition_dropout} if args.pretrain_conditions else {}
+    dropout = ({"condition_dropout": args.condition_dropout, "unconditional_rate": args.unconditional_rate or None}
+               if args.pretrain_conditions else {})
     if args.pretrain_fim and args.fim_rate:
         dropout["fim_rate"] = args.fim_rate
     pipeline.train_run(pre, Shards(pre / "shards"), preset=args.preset, max_steps=args.pretrain_steps, **dropout)
@@ -111,7 +115,8 @@ def main(argv=None) -> dict:
         pipeline.prepare_data(ft, corpus, dataclasses.replace(spec, conditions=True, tokenizer_from=str(pre)))
     t = time.time()
     pipeline.train_run(ft, Shards(ft / "shards"), preset=args.preset, max_steps=args.finetune_steps, init_from=str(pre),
-                       condition_dropout=args.condition_dropout, fim_rate=args.fim_rate or None)
+                       condition_dropout=args.condition_dropout, fim_rate=args.fim_rate or None,
+                       unconditional_rate=args.unconditional_rate or None)
     times["finetune_s"] = time.time() - t
     if args.until == "finetune":
         return {"times": times}

@@ -76,12 +76,14 @@ class TrainConfig:
     compute_dtype: str = "auto"  # "auto": bf16 on accelerators, fp32 on CPU; or "float32" / "bfloat16"
     fsdp: bool = False  # also shard parameters and optimizer state over the data axis
     condition_dropout: float = 0.0  # each condition token becomes its kind's "unknown" with this probability
+    unconditional_rate: float = 0.0  # share of windows with every condition "unknown": guidance's unconditional path
     fim_rate: float = 0.0  # share of windows reordered prefix/suffix/middle, to learn infilling (data.fim); 0: off
 
     def __post_init__(self):
-        rate = self.fim_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not 0 <= rate <= 1:
-            raise ValueError(f"TrainConfig: fim_rate={rate!r} must be a number in [0, 1]")
+        for name in ("fim_rate", "unconditional_rate"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not 0 <= rate <= 1:
+                raise ValueError(f"TrainConfig: {name}={rate!r} must be a number in [0, 1]")
 
     @property
     def micro_batch(self) -> int:

@@ -268,6 +268,7 @@ class Shards:
         process_index: int = 0,
         process_count: int = 1,
         condition_dropout: float = 0.0,
+        unconditional_rate: float = 0.0,
         fim_rate: float = 0.0,
         fill=None,
     ) -> np.ndarray:
@@ -282,6 +283,9 @@ class Shards:
         the conditions starts at the piece's beginning instead.
         ``condition_dropout``: each condition token of the global batch is replaced by its kind's ``unknown`` token
         with this probability (drawn from ``default_rng([seed, step, 1])``, so resuming reproduces it too).
+        ``unconditional_rate``: that share of the rows (``default_rng([seed, step, 3])``) has every condition token
+        replaced so: the all-"unknown" request that classifier-free guidance subtracts (``SampleConfig.guidance``),
+        which independent ``condition_dropout`` alone shows the model only ``p ** kinds`` of the time.
         ``fim_rate``: that share of the rows (drawn from ``default_rng([seed, step, 2])``, cuts included) is reordered
         for fill-in-the-middle with the model's sentinels ``fill`` (``data.fim.fim_rows``); eval batches never are.
         """
@@ -302,9 +306,11 @@ class Shards:
             draws = np.random.default_rng([seed, step, 2]).random((batch_size, 4))[process_index * rows :][:rows]
             out = fim.fim_rows(out, draws, fim_rate, fill=fill, opens_bar=self.opens_bar,
                                eos=self.index["special_ids"]["eos"], conditions=self.conditions)
-        if condition_dropout > 0 and self.conditions is not None:
+        if (condition_dropout > 0 or unconditional_rate > 0) and self.conditions is not None:
             drop = np.random.default_rng([seed, step, 1]).random((batch_size, width)) < condition_dropout
-            drop = drop[process_index * rows : (process_index + 1) * rows] & self.conditions.is_condition(out)
+            whole = np.random.default_rng([seed, step, 3]).random(batch_size) < unconditional_rate
+            drop = (drop | whole[:, None])[process_index * rows : (process_index + 1) * rows]
+            drop &= self.conditions.is_condition(out)
             out[drop] = self.conditions.dropout_targets()[out[drop]]
         return out
 

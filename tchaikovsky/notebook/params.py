@@ -80,6 +80,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "init_from": PATH_OR_EMPTY,
         "conditions": BOOL,
         "condition_dropout": _float(0.0, 1.0, optional=True),
+        "unconditional_rate": _float(0.0, 1.0, optional=True),
         "fim_rate": _float(0.0, 1.0),
         "judge_fraction": _float(0.0, 0.5),
         "allow_overlap": BOOL,

@@ -150,7 +150,8 @@ def global_batch(shards, tc: TrainConfig, step: int, *, seed: int, sharding, fil
     ``make_array_from_process_local_data`` joins them. With ``tc.fim_rate``, that share of the windows is reordered
     for fill-in-the-middle with the model's sentinels ``fill`` (``Shards.batch``); the loss counts every target as
     in any window (the sentinels too; PAD never)."""
-    extra = {"condition_dropout": tc.condition_dropout} if tc.condition_dropout else {}  # only Shards has these
+    extra = {k: v for k, v in (("condition_dropout", tc.condition_dropout),
+                               ("unconditional_rate", tc.unconditional_rate)) if v}  # only Shards has these
     if tc.fim_rate:
         extra.update(fim_rate=tc.fim_rate, fill=fill)
     local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=jax.process_index(),

@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from tchaikovsky.config import TrainConfig
 from tchaikovsky.data import shards as shards_lib
 from tchaikovsky.data.conditions import UNKNOWN, Conditions, load_conditions
 from tchaikovsky.data.corpus import Piece
@@ -144,6 +145,27 @@ def test_condition_dropout_is_reproducible_and_touches_only_conditions(labelled)
     halves = [sh.batch(3, 8, 64, seed=1, condition_dropout=0.5, process_index=i, process_count=2) for i in (0, 1)]
     assert (np.concatenate(halves) == dropped).all()
     assert UNKNOWN in cond.tokens[0]
+
+
+def test_unconditional_rows_have_every_condition_unknown_and_the_rest_untouched(labelled):
+    """``unconditional_rate``: whole windows asked for nothing (what guidance subtracts), reproducibly, on top of the
+    per-token ``condition_dropout``; the music is never touched."""
+    _, cond, sh = labelled
+    plain = sh.batch(5, 64, 48, seed=2)
+    rows = sh.batch(5, 64, 48, seed=2, unconditional_rate=0.5)
+    assert (rows == sh.batch(5, 64, 48, seed=2, unconditional_rate=0.5)).all()  # a pure function of (seed, step)
+    is_cond = cond.is_condition(plain)
+    unknown = cond.dropout_targets()[plain]
+    whole = np.array([(r[c] == u[c]).all() and c.any() for r, u, c in zip(rows, unknown, is_cond)])
+    assert ((rows == plain) | whole[:, None]).all() and (rows[~is_cond] == plain[~is_cond]).all()
+    assert 16 <= whole.sum() <= 48  # about half of 64 rows, every one either whole or untouched
+    both = sh.batch(5, 64, 48, seed=2, unconditional_rate=0.5, condition_dropout=0.3)
+    assert (both[whole] == rows[whole]).all()  # the whole rows stay whole; the others drop tokens one by one
+    assert (both[~whole] == sh.batch(5, 64, 48, seed=2, condition_dropout=0.3)[~whole]).all()
+    halves = [sh.batch(5, 64, 48, seed=2, unconditional_rate=0.5, process_index=i, process_count=2) for i in (0, 1)]
+    assert (np.concatenate(halves) == rows).all()
+    with pytest.raises(ValueError, match="unconditional_rate=2 must be a number in"):
+        TrainConfig(unconditional_rate=2)
 
 
 def test_every_training_window_opens_with_its_pieces_conditions(labelled):

@@ -236,7 +236,7 @@ def conditioned(bach, tmp_path_factory):
 def test_a_conditioned_fine_tune_grows_the_vocabulary_and_resumes_exactly(bach, trained, conditioned, tmp_path):
     cond = conditioned.conditions
     p = preset("tiny", vocab_size=cond.vocab_size, max_steps=20, log_every=5, eval_every=10, checkpoint_every=10,
-               condition_dropout=0.3)
+               condition_dropout=0.3, unconditional_rate=0.2)
     full = loop.train(tmp_path / "ft", p.model, p.train, conditioned, seed=2, init_from=trained.run_dir)
     fresh = loop.train(tmp_path / "fresh", p.model, p.train, conditioned, seed=2)
     rows = history(tmp_path / "ft")
@@ -250,6 +250,17 @@ def test_a_conditioned_fine_tune_grows_the_vocabulary_and_resumes_exactly(bach, 
     again = loop.train(split, p.model, p.train, conditioned, seed=2, init_from=trained.run_dir)
     assert numbers(history(split)) == numbers(rows)
     assert same(again.state.model, full.state.model)
+
+
+def test_the_training_batch_carries_the_dropout_settings(conditioned):
+    """``global_batch`` hands TrainConfig's condition settings to the shards: the rows trained on are the shards'
+    rows for them (whole windows asked for nothing with ``unconditional_rate``)."""
+    tc = preset("tiny", vocab_size=conditioned.vocab_size, batch_size=16, unconditional_rate=0.5,
+                condition_dropout=0.1).train
+    sharding = NamedSharding(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",)), P())
+    got = np.asarray(loop.global_batch(conditioned, tc, 3, seed=4, sharding=sharding)).reshape(16, -1)
+    want = conditioned.batch(3, 16, tc.seq_len, seed=4, unconditional_rate=0.5, condition_dropout=0.1)
+    assert (got == want).all() and (got != conditioned.batch(3, 16, tc.seq_len, seed=4, condition_dropout=0.1)).any()
 
 
 def test_resize_vocab_keeps_old_logits_and_copies_source_rows(trained):
