@@ -11,7 +11,8 @@ does not fit the model's context are counted out, by reason. Then:
 * **bits per note** of the real middle by teacher forcing: given the prefix and the suffix in FIM order
   (``[conditions] <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle``), and given the same prefix
   alone, left to right (``[conditions] prefix middle``); the prefix and suffix are whole bars, as many as fit the
-  context beside the middle (``generate.infill.fim_prompt``). Summed over the middle's tokens, divided by its notes;
+  context beside the middle (``generate.infill.fim_prompt``). A control puts another held-out piece's bars (as many
+  ids) in place of the suffix: a model that reads the suffix finds the real middle less likely then. Summed over the middle's tokens, divided by its notes;
   per piece, with the paired difference. Also the probability the model gives ``Fill_end`` right after the real
   middle, where training put it: whether it knows where the bars end (sampling forces the end there anyway);
 * **OA** (``compare.oa_interval``) of the regenerated bars against the real ones: each span cut out of its piece
@@ -113,23 +114,35 @@ def held_out_cuts(run, split: str, bars, of_bars: int, n: int) -> tuple[list, di
 
 
 def _bits(run, pieces, bars, fill, pad: int) -> dict:
-    """Per piece: bits per note of the real middle given both sides (FIM) and given the prefix (left to right)."""
+    """Per piece: bits per note of the real middle given both sides (FIM), given the prefix (left to right), and
+    given the prefix with another piece's suffix (the next piece's bars after its span, as many ids): the control
+    that shows whether the model reads the suffix at all."""
     C, rows = run.model.config.context, []
-    for pb, front, (i, j) in pieces:
+    for n, (pb, front, (i, j)) in enumerate(pieces):
         middle = pb.ids[i:j]
         notes = decode_ids(run.tok, middle).note_num()
         if len(middle) + len(front) + 4 > C or not notes:
             continue  # the middle alone does not fit the context (or holds no note)
         prompt, _ = fim_prompt(pb, bars, fill, C - len(middle), front)
-        prefix = prompt[len(front) + 1: list(prompt).index(fill.suffix)]
+        at = list(prompt).index(fill.suffix)
+        prefix, suffix = prompt[len(front) + 1: at], prompt[at + 1: -1]
         if not len(front) + len(prefix):
             continue  # left to right, nothing would come before the middle's first token
         both = token_bits(run.model, np.concatenate([prompt, middle, [fill.end]]), pad)  # bits[t]: of token t + 1
         left = token_bits(run.model, np.concatenate([np.asarray(front, np.int32), prefix, middle]), pad)
-        rows.append((both[len(prompt) - 1: -1].sum() / notes, left[-len(middle):].sum() / notes, 2.0 ** -both[-1]))
-    both, left, end = ([r[k] for r in rows] for k in range(3))
+        other = math.nan
+        if len(pieces) > 1:  # one piece has no other to borrow from
+            other_pb, _, (_, other_j) = pieces[(n + 1) % len(pieces)]
+            wrong = np.concatenate([prompt[: at + 1], other_pb.ids[other_j: other_j + len(suffix)], [fill.middle]])
+            other = token_bits(run.model, np.concatenate([wrong, middle]), pad)[-len(middle):].sum() / notes
+        rows.append((both[len(prompt) - 1: -1].sum() / notes, left[-len(middle):].sum() / notes, 2.0 ** -both[-1],
+                     other))
+    both, left, end, other = ([r[k] for r in rows] for k in range(4))
+    control = [(o, b) for o, b in zip(other, both) if not math.isnan(o)]
     return {"fim": mean_interval(both), "left_to_right": mean_interval(left),
-            "difference": mean_interval([b - a for b, a in zip(both, left)]), "p_end": mean_interval(end)}
+            "difference": mean_interval([b - a for b, a in zip(both, left)]), "p_end": mean_interval(end),
+            "other_suffix": mean_interval([o for o, _ in control]),
+            "suffix_read": mean_interval([o - b for o, b in control])}
 
 
 def _seams(pieces, results) -> dict:
@@ -160,9 +173,10 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
     ``num_tokens``: the middle's budget (default: half the context, ``generate.infill.middle_budget``).
 
     Returns ``settings``, ``n_pieces`` and ``skipped`` (pieces left out, by reason), ``bits_per_note`` (``fim``,
-    ``left_to_right``, ``difference``, and ``p_end``: the probability of ``Fill_end`` after the real middle), ``oa`` (``oa``, ``lo``, ``hi``, ``n``, and ``features``: per-feature OA),
-    ``seams`` (``start``/``end`` -> ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a
-    ``mean_interval``) and ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
+    ``left_to_right``, ``difference``, ``p_end``: the probability of ``Fill_end`` after the real middle,
+    ``other_suffix``: given another piece's suffix, and ``suffix_read``: that minus ``fim``), ``oa`` (``oa``,
+    ``lo``, ``hi``, ``n``, and ``features``: per-feature OA), ``seams`` (``start``/``end`` ->
+    ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a ``mean_interval``) and ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
     r = get_role(role)
     run = load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)
@@ -209,6 +223,9 @@ def infilling_table(result: dict) -> str:
              "| --- | --- | --- | --- | --- |",
              f"| bits per note of the real middle | {_cell(bits['fim'])} | {_cell(bits['left_to_right'])} | "
              f"{_cell(bits['difference'])} | {bits['difference']['n']} |",
+             f"| the same, another piece's suffix in place of the real one (control) | "
+             f"{_cell(bits['other_suffix'])} | | {_cell(bits['suffix_read'])} (other - real) | "
+             f"{bits['suffix_read']['n']} |",
              f"| probability of Fill_end right after the real middle | {_cell(bits['p_end'])} | | | "
              f"{bits['p_end']['n']} |", "",
              "| measure | regenerated | real | difference | n (regenerated / real) |", "| --- | --- | --- | --- | --- |",

@@ -56,6 +56,10 @@ def test_measure_infilling_gives_every_figure_with_its_n(fim_run):
     assert bits["fim"]["n"] == bits["left_to_right"]["n"] == bits["difference"]["n"] == n
     assert math.isfinite(bits["fim"]["mean"]) and bits["fim"]["mean"] > 0 and bits["fim"]["lo"] <= bits["fim"]["hi"]
     assert bits["p_end"]["n"] == n and 0 < bits["p_end"]["mean"] < 1
+    # the control: another piece's suffix in place of the real one (none with a single piece)
+    assert bits["other_suffix"]["n"] == bits["suffix_read"]["n"] == (n if n > 1 else 0)
+    if n > 1:
+        assert math.isclose(bits["suffix_read"]["mean"], bits["other_suffix"]["mean"] - bits["fim"]["mean"])
     assert res["oa"]["n"] == 2 * n and set(res["oa"]["features"]) >= {"pitch_range", "duration_histogram"}
     assert res["ended"]["n"] == 2 * n
     for side in ("start", "end"):
@@ -65,7 +69,7 @@ def test_measure_infilling_gives_every_figure_with_its_n(fim_run):
     assert res["seams"]["start"]["pitch_jump"]["real"]["n"] == n  # every piece has notes on both sides of bar 2
     assert res["settings"]["num_tokens"] == 96 and res["settings"]["role"] == "test"
     table = infilling_table(res)
-    assert "| bits per note of the real middle |" in table and "Fill_end right after" in table and "at the first seam" in table and "Bar 2 of 4" in table
+    assert "| bits per note of the real middle |" in table and "another piece's suffix" in table and "Fill_end right after" in table and "at the first seam" in table and "Bar 2 of 4" in table
 
 
 def test_conditioned_infilling_judges_the_regenerated_bars_against_measured_chance(fim_run):
