@@ -121,13 +121,16 @@ reference-conditioning-pretrained: setup
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-pretrained --pretrain-conditions \
 	    --temperatures 1.0 --guidance 1.0 --rerank 1
 
-# Fill-in-the-middle (docs/evaluation.md "Infilling"): the same fine-tune with fim_rate 0.5 from the same pretrained
-# model, then its cost (left-to-right loss against reference-conditioning's fine-tune) and its infilling measures.
+# Fill-in-the-middle (docs/evaluation.md "Infilling"): the pretrained-conditions recipe with fim_rate 0.5 in the
+# pretraining and the fine-tune (as make demo trains), against the same recipe without FIM (same data, steps, seed):
+# its cost in left-to-right loss and its infilling measures.
 reference-infilling: setup
-	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning --until finetune
-	mkdir -p runs/conditioning-fim && [ -d runs/conditioning-fim/pretrain ] || cp -r runs/conditioning/pretrain runs/conditioning-fim/
-	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-fim --fim-rate 0.5 --until finetune
-	PYTHONPATH=. $(PY) scripts/infill_reference.py --fim runs/conditioning-fim/finetune --plain runs/conditioning/finetune
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-pretrained --pretrain-conditions \
+	    --until finetune
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-fim --pretrain-conditions \
+	    --fim-rate 0.5 --pretrain-fim --until finetune
+	PYTHONPATH=. $(PY) scripts/infill_reference.py --fim runs/conditioning-fim/finetune \
+	    --plain runs/conditioning-pretrained/finetune
 
 # Preference rounds (notebook 05) on reference-conditioning's fine-tuned model: #13's table.
 reference-preference: setup

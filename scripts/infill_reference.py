@@ -1,10 +1,11 @@
 """The infilling reference (issue #22): what fill-in-the-middle training buys, and what it costs, under the protocol.
 
-    python scripts/infill_reference.py --fim runs/conditioning-fim/finetune --plain runs/conditioning/finetune
+    python scripts/infill_reference.py --fim runs/conditioning-fim/finetune --plain runs/conditioning-pretrained/finetune
 
-``--fim`` is a conditioned fine-tune trained with ``fim_rate`` > 0 and ``--plain`` the same fine-tune (same
-pretrained model, data, steps and seed) with ``fim_rate`` 0: ``make reference-infilling`` trains both from
-``scripts/conditioning_reference.py``'s pretrained model. On the test role's held-out pieces, bars 5-8 of their
+``--fim`` is a conditioned fine-tune trained with ``fim_rate`` > 0 and ``--plain`` the same recipe (same data,
+steps and seed) with ``fim_rate`` 0: ``make reference-infilling`` trains both with
+``scripts/conditioning_reference.py --pretrain-conditions``, the FIM one with ``--fim-rate 0.5 --pretrain-fim``
+(fill-in-the-middle windows in the pretraining and the fine-tune). On the test role's held-out pieces, bars 5-8 of their
 first 16 taken out:
 
 1. the cost: left-to-right held-out loss (nats per token) of both models on the same windows of the test pieces,
