@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-pretrained reference-infilling reference-preference clean
+.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-pretrained reference-conditioning-guided reference-infilling reference-preference clean
 
 # Debian and Ubuntu ship venv's pip installer (ensurepip) apart, in python3-venv: say so instead of venv's own error.
 NEED_VENV = @$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
@@ -120,6 +120,16 @@ reference-conditioning: setup
 reference-conditioning-pretrained: setup
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-pretrained --pretrain-conditions \
 	    --temperatures 1.0 --guidance 1.0 --rerank 1
+
+# The guided recipe (docs/evaluation.md): conditions from pretraining, 10% of windows asked for nothing
+# (unconditional_rate: the path guidance subtracts), guidance chosen on validation; then its test figures against
+# reference-conditioning-pretrained's, value by value.
+reference-conditioning-guided: setup
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-guided --pretrain-conditions \
+	    --unconditional-rate 0.1 --temperatures 1.0 --guidance 1.0 1.5 2.0 3.0 --rerank 1
+	@if [ -f runs/conditioning-pretrained/finetune/levers.json ]; then PYTHONPATH=. $(PY) scripts/conditioning_eval.py \
+	    --run runs/conditioning-guided/finetune --markdown --against runs/conditioning-pretrained/finetune | \
+	    sed -n '/ against /,$$p'; fi
 
 # Fill-in-the-middle (docs/evaluation.md "Infilling"): the pretrained-conditions recipe with fim_rate 0.5 in the
 # pretraining and the fine-tune (as make demo trains), against the same recipe without FIM (same data, steps, seed):

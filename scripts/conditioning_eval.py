@@ -151,7 +151,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--min-tokens", type=int, default=256)
     ap.add_argument("--outside", default=None, help="a judge trained on outside music (control.outside_judge)")
     ap.add_argument("--relever", action="store_true", help="only redo the lever rows of the run's levers.json")
+    ap.add_argument("--markdown", action="store_true",
+                    help="only print the tables of the run's levers.json again (and rewrite levers.md): no sampling")
+    ap.add_argument("--against", default=None,
+                    help="with --markdown: another run (same test works) to compare with, value by value")
     args = ap.parse_args(argv)
+    if args.markdown:
+        result = json.loads((Path(args.run) / "levers.json").read_text())
+        md = levers_markdown(result)
+        (Path(args.run) / "levers.md").write_text(md + "\n")
+        if args.against:
+            from tchaikovsky.evaluation.levers import runs_table
+
+            other = json.loads((Path(args.against) / "levers.json").read_text())
+            md += (f"\n\n### test at the chosen settings: {args.run} against {args.against}\n\n"
+                   + runs_table(result["test"], other["test"], "this run", "the other"))
+        print(md)
+        return result
     if args.relever:
         return relever(Path(args.run), args.samples, args.num_tokens, args.min_tokens)
     outside = None

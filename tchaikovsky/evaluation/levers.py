@@ -2,7 +2,7 @@
 
 ``lever_table`` puts one report per row (a sampling setting, a lever, a training recipe): per value the share
 recognised as asked and that share of the judge's ceiling, the pooled lift over measured chance with its interval,
-OA, diversity against the real pieces' and failures. ``target_table`` says, per value, whether a report meets the
+the difference from a baseline row with its interval, OA, diversity against the real pieces' and failures. ``target_table`` says, per value, whether a report meets the
 target of "conditioning that obeys": recognised in at least ``share`` of the judge's ceiling for that value, and the
 lower end of the recognition's 95% interval above that value's measured chance.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tchaikovsky.evaluation.intervals import Rate, fmt
+from tchaikovsky.evaluation.intervals import Difference, Rate, fmt
 
 TARGET_SHARE = 0.8  # of the judge's ceiling
 
@@ -36,12 +36,23 @@ def diversity_ratio(report: dict) -> float:
                   if t.get("diversity") is not None and t.get("diversity_real")])
 
 
-def lever_table(reports: dict, column: str = "setting") -> str:
-    """Markdown: one row per ``reports`` entry ({name: controllability report}, all of one label and role)."""
+def recognised(report: dict) -> Rate:
+    """Every value's pieces together: how many of all the pieces asked for a value were recognised as asked."""
+    rates = [Rate.from_dict(t["conditioned"]) for t in report["table"]]
+    return Rate(sum(r.k for r in rates), sum(r.n for r in rates))
+
+
+def lever_table(reports: dict, column: str = "setting", baseline: str | None = None) -> str:
+    """Markdown: one row per ``reports`` entry ({name: controllability report}, all of one label and role), and
+    each row's share recognised (all values together) minus the ``baseline`` row's (default: the row named
+    "baseline", else the first), with the interval of that difference (``intervals.Difference``)."""
     first = next(iter(reports.values()))
+    base_name = baseline or ("baseline" if "baseline" in reports else next(iter(reports)))
+    base = recognised(reports[base_name])
     values = [t["value"] for t in first["table"]]
     head = [column] + [f"{v}: recognised (share of ceiling)" for v in values] + [
-        "pooled lift over chance [95%]", "mean OA", "diversity / real", "failed", "copies"]
+        "pooled lift over chance [95%]", f"recognised - {base_name} [95%]", "mean OA", "diversity / real", "failed",
+        "copies"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in reports.items():
         by_value = {t["value"]: t for t in r["table"]}
@@ -52,9 +63,27 @@ def lever_table(reports: dict, column: str = "setting") -> str:
                          f"{Rate.from_dict(t['conditioned'])} ({fmt(_share_of_ceiling(t))})")
         p, n = r["pooled"], sum(t["n"] for t in r["table"])
         cells += [f"{fmt(p['lift'], True)} [{fmt(p['lo'], True)}, {fmt(p['hi'], True)}]",
+                  "–" if name == base_name else str(Difference(recognised(r), base)),
                   fmt(_mean([t["oa"] for t in r["table"]])), fmt(diversity_ratio(r)),
                   f"{r['failed']['asked']}/{n}", f"{sum(t['copies'] for t in r['table'])}/{n}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def runs_table(a: dict, b: dict, a_name: str = "a", b_name: str = "b") -> str:
+    """Markdown: two runs' test reports side by side ({label: controllability report}, e.g. two recipes on the same
+    test works, seeds and judge): per label and value, each run's share recognised as asked and their difference
+    with its interval, then each label's values together (those both runs asked for)."""
+    lines = [f"| asked for (test) | {a_name}: recognised [95%] | {b_name}: recognised [95%] | difference [95%] |",
+             "|---|---|---|---|"]
+    for label in [k for k in a if k in b]:
+        rows_b = {t["value"]: t for t in b[label]["table"]}
+        both = [(t, rows_b[t["value"]]) for t in a[label]["table"] if t["value"] in rows_b]
+        for ta, tb in both:
+            ra, rb = Rate.from_dict(ta["conditioned"]), Rate.from_dict(tb["conditioned"])
+            lines.append(f"| {ta['value']} | {ra} | {rb} | {Difference(ra, rb)} |")
+        ra, rb = (recognised({"table": [pair[k] for pair in both]}) for k in (0, 1))
+        lines.append(f"| **{label}, all** | {ra} | {rb} | **{Difference(ra, rb)}** |")
     return "\n".join(lines)
 
 

@@ -2,7 +2,7 @@
 README's target table rests on)."""
 
 from tchaikovsky.evaluation.intervals import Rate
-from tchaikovsky.evaluation.levers import diversity_ratio, lever_table, target_rows, target_table
+from tchaikovsky.evaluation.levers import diversity_ratio, lever_table, runs_table, target_rows, target_table
 
 
 def _row(value, k, n, ceiling, chance, diversity=None, real=None):
@@ -35,4 +35,18 @@ def test_tables_show_every_row_and_the_diversity_ratio():
     assert diversity_ratio(a) == 0.5 and diversity_ratio(b) == 1.0
     table = lever_table({"g=1": b, "g=2": a}, "guidance")
     assert table.count("\n") == 3 and "| g=2 |" in table and "0.81" in table and "0.50" in table
+    # each row against the first (13/16 - 5/16 = +0.50, its Newcombe interval excluding 0); the first shows none
+    assert "recognised - g=1 [95%]" in table and "| +0.50 [+0.16, +0.71] |" in table.splitlines()[3]
+    assert "| – |" in table.splitlines()[2]
+    assert "recognised - g=2 [95%]" in lever_table({"g=1": b, "g=2": a}, "guidance", baseline="g=2")
     assert "no (short by" not in target_table(a) and "no (short by" in target_table(b)
+
+
+def test_two_runs_side_by_side_with_the_interval_of_each_difference():
+    a = {"composer": _report([_row("Bach", 13, 16, (9, 10), (2, 16)), _row("Monteverdi", 9, 16, (8, 10), (3, 16))])}
+    b = {"composer": _report([_row("Bach", 5, 16, (9, 10), (2, 16)), _row("Palestrina", 4, 4, (1, 1), (0, 4))])}
+    lines = runs_table(a, b, "guided", "plain").splitlines()
+    assert lines[0] == "| asked for (test) | guided: recognised [95%] | plain: recognised [95%] | difference [95%] |"
+    assert lines[2] == "| Bach | 0.81 [0.57, 0.93] (13/16) | 0.31 [0.14, 0.56] (5/16) | +0.50 [+0.16, +0.71] |"
+    assert len(lines) == 4 and "Monteverdi" not in lines[3]  # values only one run asked for are left out, pooled too
+    assert lines[3] == "| **composer, all** | 0.81 [0.57, 0.93] (13/16) | 0.31 [0.14, 0.56] (5/16) | **+0.50 [+0.16, +0.71]** |"
