@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-pretrained reference-conditioning-guided reference-infilling reference-preference clean
+.PHONY: demo test test-main test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-pretrained reference-conditioning-guided reference-infilling reference-preference clean
 
 # Debian and Ubuntu ship venv's pip installer (ensurepip) apart, in python3-venv: say so instead of venv's own error.
 NEED_VENV = @$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
@@ -41,10 +41,15 @@ demo: setup
 	$(PY) -m tchaikovsky.notebook --run-dir $(RUN) --preset $(PRESET) --max-files $(DEMO_FILES) $(DEMO_PARAMS)
 	@echo; echo "Listen: $(RUN)/samples/*.wav  (executed notebooks: $(RUN)/notebooks/*.ipynb)"
 
-# The whole suite, then the core suite again on the versions Colab and Kaggle's TPU image run (test-platforms).
-test: setup
+# The whole suite (test-main), the core suite again on the versions Colab and Kaggle's TPU image run
+# (test-platforms) and on the oldest versions requirements.txt admits (test-floor): three processes side by side,
+# each printing its report when it ends (a 2-core machine runs the three in about the time of the longest).
+test: setup system-deps
+	@echo "make test: test-main, test-platforms and test-floor side by side; each prints its report when it ends"
+	$(MAKE) --no-print-directory --output-sync=target -j3 test-main test-platforms test-floor
+
+test-main: setup
 	$(PY) -m pytest -q
-	$(MAKE) test-platforms
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

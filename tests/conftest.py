@@ -13,13 +13,26 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")  # tests only: notebooks keep the inline backend
 
 
+import atexit  # noqa: E402
 import gc  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 
-# No persistent compilation cache by default (set JAX_COMPILATION_CACHE_DIR to use one): the suite's two crashes
-# (2026-12-02) came while compiling or caching an executable once the process had run out of memory mappings
-# (see free_compiled_programs below), and the suite has not been rerun with the cache since.
+# The suite builds the same small models and steps in many modules, and ``free_compiled_programs`` below drops every
+# compiled program after each module: JAX's persistent compilation cache lets a later identical program load its
+# executable from disk instead of compiling it again. The cache is private to this test process (set through
+# jax.config, not the environment, so subprocesses do not share it) and removed at exit; set
+# JAX_COMPILATION_CACHE_DIR to keep one across sessions instead. (Two SIGSEGVs on 2026-12-02, first blamed on the
+# cache, came from running out of memory mappings: see free_compiled_programs.)
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _jax_cache = tempfile.mkdtemp(prefix="tchaikovsky-jax-cache-")
+    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
+    jax.config.update("jax_compilation_cache_dir", _jax_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 

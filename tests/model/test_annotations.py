@@ -59,6 +59,7 @@ print("annotations hold")
 '''
 
 
+@pytest.mark.slow  # a minute of eager, type-checked dispatch: once, in the main suite (not the floor or platforms)
 def test_model_annotations_hold_under_a_runtime_type_checker(tmp_path):
     script = tmp_path / "typecheck.py"
     script.write_text(SCRIPT)
