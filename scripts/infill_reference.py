@@ -12,7 +12,8 @@ first 16 taken out:
    with a paired bootstrap interval of the relative difference (the issue allows FIM at most 2%);
 2. ``evaluation.infill.measure_infilling``: bits per note of the real middle given prefix and suffix against the
    prefix only, OA of the regenerated bars against the real ones, pitch jumps and onset gaps at both seams against
-   the real seams, and how often the model closed the middle itself;
+   the real seams, and how often the model closed the middle itself; then the same bits per note with only the
+   first 0, 1, 2 or 4 bars of the suffix (``evaluation.infill.suffix_sweep``): how much of it helps;
 3. conditioned infilling: the bars regenerated "as" each composer, and as "any" (the measured chance), judged by the
    test role's judge on the regenerated bars alone.
 Writes ``infilling.json`` and ``infilling.md`` into the FIM run and prints the tables.
@@ -68,7 +69,7 @@ def fim_cost(fim: Path, plain: Path, split: str = "judge_test", n_boot: int = 40
 
 
 def markdown(result: dict) -> str:
-    from tchaikovsky.evaluation.infill import infilling_table
+    from tchaikovsky.evaluation.infill import infilling_table, suffix_table
     from tchaikovsky.evaluation.infill_judge import conditioned_table
 
     c = result["cost"]
@@ -76,7 +77,10 @@ def markdown(result: dict) -> str:
             "[95%] |\n|---|---|---|---|\n"
             f"| nats per token ({c['windows']} windows, {c['targets']} targets) | {c['plain_nats_per_token']:.4f} | "
             f"{c['fim_nats_per_token']:.4f} | {c['relative']:+.2%} [{c['lo']:+.2%}, {c['hi']:+.2%}] |")
-    return "\n\n".join([cost, infilling_table(result["infilling"]), conditioned_table(result["conditioned"])])
+    parts = [cost, infilling_table(result["infilling"])]
+    if "suffix" in result:
+        parts.append("How much of the suffix helps (same pieces, same prefix):\n\n" + suffix_table(result["suffix"]))
+    return "\n\n".join(parts + [conditioned_table(result["conditioned"])])
 
 
 def main(argv=None) -> dict:
@@ -89,7 +93,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from tchaikovsky import io
-    from tchaikovsky.evaluation.infill import measure_infilling
+    from tchaikovsky.evaluation.infill import measure_infilling, suffix_sweep
     from tchaikovsky.evaluation.infill_judge import conditioned_infilling
 
     fim, plain, times = Path(args.fim), Path(args.plain), {}
@@ -100,6 +104,7 @@ def main(argv=None) -> dict:
     result["infilling"] = measure_infilling(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces,
                                             seeds=args.seeds, temperature=args.temperature)
     times["infilling_s"] = time.time() - t
+    result["suffix"] = suffix_sweep(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces)
     t = time.time()
     result["conditioned"] = conditioned_infilling(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces,
                                                   temperature=args.temperature)

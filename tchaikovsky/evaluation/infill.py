@@ -51,7 +51,8 @@ from tchaikovsky.generate.infill import fill_of, fim_prompt, infill_bars, middle
 from tchaikovsky.generate.prompts import cut_score
 from tchaikovsky.training.losses import token_losses
 
-__all__ = ["SEED_OFFSET", "token_bits", "seam", "held_out_cuts", "span_of", "measure_infilling", "infilling_table"]
+__all__ = ["SEED_OFFSET", "token_bits", "seam", "held_out_cuts", "span_of", "measure_infilling", "infilling_table",
+           "suffix_sweep", "suffix_table"]
 
 SEED_OFFSET = 500_000  # the role's seeds for infilling start here: apart from its other uses (judge, samples)
 
@@ -207,6 +208,56 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
         "seams": _seams(pieces, results),
         "ended": Rate.of([x.ended for rs in results for x in rs]).to_dict(),
     }
+
+
+def suffix_sweep(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bars: int = 16, n_pieces: int = 32,
+                 keep=(0, 1, 2, 4, None)) -> dict:
+    """How much of the suffix helps: bits per note of the real middle (teacher forcing, as ``measure_infilling``)
+    given the same prefix and only the first ``k`` bars of the suffix, for each ``k`` of ``keep`` (None: all that
+    ``fim_prompt`` keeps), each against the prefix alone, left to right (per piece, paired). Returns ``settings``,
+    ``n_pieces``, ``left_to_right`` and ``rows``: [{``bars``, ``fim``, ``difference``}], each a ``mean_interval``."""
+    r = get_role(role)
+    run = load_run(run_dir)
+    cond = load_conditions(run_dir, run.tok)
+    fill, pad, C = fill_of(run.model, run.tok, cond), special_ids(run.tok)["pad"], run.model.config.context
+    require_split(run.shards, r)
+    bars = parse_bars(bars)
+    pieces, _ = held_out_cuts(run, r.split, bars, of_bars, n_pieces)
+    bits = {k: [] for k in keep}
+    left = []
+    for pb, front, (i, j) in progress.bar(pieces, desc="suffix sweep"):
+        middle = pb.ids[i:j]
+        notes = decode_ids(run.tok, middle).note_num()
+        if len(middle) + len(front) + 4 > C or not notes:
+            continue
+        prompt, _ = fim_prompt(pb, bars, fill, C - len(middle), front)
+        at = list(prompt).index(fill.suffix)
+        prefix, suffix = prompt[len(front) + 1: at], prompt[at + 1: -1]
+        if not len(front) + len(prefix):
+            continue  # nothing before the middle, left to right
+        ends = [int(b) - j for b in pb.starts if j < b < j + len(suffix)] + [len(suffix)]  # where its bars end
+        for k in keep:
+            cut = len(suffix) if k is None else ends[min(k, len(ends)) - 1] if k else 0
+            seq = np.concatenate([prompt[: at + 1], suffix[:cut], [fill.middle], middle])
+            bits[k].append(token_bits(run.model, seq, pad)[-len(middle):].sum() / notes)
+        ltr = np.concatenate([np.asarray(front, np.int32), prefix, middle])
+        left.append(token_bits(run.model, ltr, pad)[-len(middle):].sum() / notes)
+    return {"settings": {"role": r.name, "bars": list(bars), "of_bars": of_bars, "run_dir": str(run_dir)},
+            "n_pieces": len(left), "left_to_right": mean_interval(left),
+            "rows": [{"bars": k, "fim": mean_interval(bits[k]),
+                      "difference": mean_interval([b - a for b, a in zip(bits[k], left)])} for k in keep]}
+
+
+def suffix_table(result: dict) -> str:
+    """Markdown: ``suffix_sweep``'s rows."""
+    lr = result["left_to_right"]
+    lines = ["| suffix kept | bits per note of the real middle | minus left to right (prefix only) | n |",
+             "| --- | --- | --- | --- |", f"| none, left to right | {_cell(lr)} | | {lr['n']} |"]
+    for row in result["rows"]:
+        k = row["bars"]
+        what = "all that fits" if k is None else "no bar (FIM order, empty suffix)" if k == 0 else f"{k} bar(s)"
+        lines.append(f"| {what} | {_cell(row['fim'])} | {_cell(row['difference'])} | {row['fim']['n']} |")
+    return "\n".join(lines)
 
 
 def _cell(m: dict) -> str:

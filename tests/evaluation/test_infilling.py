@@ -13,7 +13,7 @@ from tchaikovsky.data import shards as shards_lib
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.data.conditions import Conditions
 from tchaikovsky.data.splits import held_out_roles
-from tchaikovsky.evaluation.infill import infilling_table, measure_infilling, seam
+from tchaikovsky.evaluation.infill import infilling_table, measure_infilling, seam, suffix_sweep, suffix_table
 from tchaikovsky.model import build
 from tchaikovsky.training.checkpoint import export_model
 
@@ -68,6 +68,13 @@ def test_measure_infilling_gives_every_figure_with_its_n(fim_run):
             assert m["real"]["n"] <= n and m["regenerated"]["n"] <= 2 * n and m["difference"]["n"] <= 2 * n
     assert res["seams"]["start"]["pitch_jump"]["real"]["n"] == n  # every piece has notes on both sides of bar 2
     assert res["settings"]["num_tokens"] == 96 and res["settings"]["role"] == "test"
+    # the suffix sweep: all that fits is the FIM figure above, no suffix at all the FIM order around an empty one
+    sweep = suffix_sweep(fim_run, role="test", bars=(2, 2), of_bars=4, n_pieces=2, keep=(0, 1, None))
+    assert [row["bars"] for row in sweep["rows"]] == [0, 1, None] and sweep["n_pieces"] == n
+    assert math.isclose(sweep["rows"][-1]["fim"]["mean"], bits["fim"]["mean"], rel_tol=1e-6)
+    assert math.isclose(sweep["left_to_right"]["mean"], bits["left_to_right"]["mean"], rel_tol=1e-6)
+    assert sweep["rows"][0]["fim"]["mean"] != bits["fim"]["mean"]  # without its suffix the middle reads otherwise
+    assert "| 1 bar(s) |" in suffix_table(sweep) and "| all that fits |" in suffix_table(sweep)
     table = infilling_table(res)
     assert "| bits per note of the real middle |" in table and "another piece's suffix" in table and "Fill_end right after" in table and "at the first seam" in table and "Bar 2 of 4" in table
 
