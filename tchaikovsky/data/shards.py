@@ -284,8 +284,7 @@ class Shards:
         ``condition_dropout``: each condition token of the global batch is replaced by its kind's ``unknown`` token
         with this probability (drawn from ``default_rng([seed, step, 1])``, so resuming reproduces it too).
         ``unconditional_rate``: that share of the rows (``default_rng([seed, step, 3])``) has every condition token
-        replaced so: the all-"unknown" request that classifier-free guidance subtracts (``SampleConfig.guidance``),
-        which independent ``condition_dropout`` alone shows the model only ``p ** kinds`` of the time.
+        replaced so: the all-"unknown" request that guidance subtracts (``p ** kinds`` of rows by dropout alone).
         ``fim_rate``: that share of the rows (drawn from ``default_rng([seed, step, 2])``, cuts included) is reordered
         for fill-in-the-middle with the model's sentinels ``fill`` (``data.fim.fim_rows``); eval batches never are.
         """
