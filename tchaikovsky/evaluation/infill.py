@@ -114,21 +114,31 @@ def held_out_cuts(run, split: str, bars, of_bars: int, n: int) -> tuple[list, di
     return out, skipped
 
 
+def _teacher_forced(run, pb, front, span, bars, fill):
+    """A held-out cut's pieces for teacher forcing, or None when its middle alone does not fit the context, holds no
+    note, or has nothing before it left to right: (FIM prompt, index of ``Fill_suffix`` in it, prefix, suffix,
+    middle, the middle's notes)."""
+    C, (i, j) = run.model.config.context, span
+    middle = pb.ids[i:j]
+    notes = decode_ids(run.tok, middle).note_num()
+    if len(middle) + len(front) + 4 > C or not notes:
+        return None
+    prompt, _ = fim_prompt(pb, bars, fill, C - len(middle), front)
+    at = list(prompt).index(fill.suffix)
+    prefix, suffix = prompt[len(front) + 1: at], prompt[at + 1: -1]
+    return None if not len(front) + len(prefix) else (prompt, at, prefix, suffix, middle, notes)
+
+
 def _bits(run, pieces, bars, fill, pad: int) -> dict:
     """Per piece: bits per note of the real middle given both sides (FIM), given the prefix (left to right), and
     given the prefix with another piece's suffix (the next piece's bars after its span, as many ids): the control
     that shows whether the model reads the suffix at all."""
-    C, rows = run.model.config.context, []
-    for n, (pb, front, (i, j)) in enumerate(pieces):
-        middle = pb.ids[i:j]
-        notes = decode_ids(run.tok, middle).note_num()
-        if len(middle) + len(front) + 4 > C or not notes:
-            continue  # the middle alone does not fit the context (or holds no note)
-        prompt, _ = fim_prompt(pb, bars, fill, C - len(middle), front)
-        at = list(prompt).index(fill.suffix)
-        prefix, suffix = prompt[len(front) + 1: at], prompt[at + 1: -1]
-        if not len(front) + len(prefix):
-            continue  # left to right, nothing would come before the middle's first token
+    rows = []
+    for n, (pb, front, span) in enumerate(pieces):
+        cut = _teacher_forced(run, pb, front, span, bars, fill)
+        if cut is None:
+            continue
+        prompt, at, prefix, suffix, middle, notes = cut
         both = token_bits(run.model, np.concatenate([prompt, middle, [fill.end]]), pad)  # bits[t]: of token t + 1
         left = token_bits(run.model, np.concatenate([np.asarray(front, np.int32), prefix, middle]), pad)
         other = math.nan
@@ -219,26 +229,22 @@ def suffix_sweep(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bar
     r = get_role(role)
     run = load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)
-    fill, pad, C = fill_of(run.model, run.tok, cond), special_ids(run.tok)["pad"], run.model.config.context
+    fill, pad = fill_of(run.model, run.tok, cond), special_ids(run.tok)["pad"]
     require_split(run.shards, r)
     bars = parse_bars(bars)
     pieces, _ = held_out_cuts(run, r.split, bars, of_bars, n_pieces)
     bits = {k: [] for k in keep}
     left = []
-    for pb, front, (i, j) in progress.bar(pieces, desc="suffix sweep"):
-        middle = pb.ids[i:j]
-        notes = decode_ids(run.tok, middle).note_num()
-        if len(middle) + len(front) + 4 > C or not notes:
+    for pb, front, span in progress.bar(pieces, desc="suffix sweep"):
+        cut = _teacher_forced(run, pb, front, span, bars, fill)
+        if cut is None:
             continue
-        prompt, _ = fim_prompt(pb, bars, fill, C - len(middle), front)
-        at = list(prompt).index(fill.suffix)
-        prefix, suffix = prompt[len(front) + 1: at], prompt[at + 1: -1]
-        if not len(front) + len(prefix):
-            continue  # nothing before the middle, left to right
+        prompt, at, prefix, suffix, middle, notes = cut
+        j = span[1]
         ends = [int(b) - j for b in pb.starts if j < b < j + len(suffix)] + [len(suffix)]  # where its bars end
         for k in keep:
-            cut = len(suffix) if k is None else ends[min(k, len(ends)) - 1] if k else 0
-            seq = np.concatenate([prompt[: at + 1], suffix[:cut], [fill.middle], middle])
+            kept = len(suffix) if k is None else ends[min(k, len(ends)) - 1] if k else 0
+            seq = np.concatenate([prompt[: at + 1], suffix[:kept], [fill.middle], middle])
             bits[k].append(token_bits(run.model, seq, pad)[-len(middle):].sum() / notes)
         ltr = np.concatenate([np.asarray(front, np.int32), prefix, middle])
         left.append(token_bits(run.model, ltr, pad)[-len(middle):].sum() / notes)
