@@ -121,10 +121,14 @@ reference-conditioning: setup
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning
 
 # The lever that worked (docs/evaluation.md): the same recipe with the condition tokens (and their dropout) in the
-# pretraining too, evaluated at reference-conditioning's validation-chosen temperature.
+# pretraining too, evaluated at reference-conditioning's validation-chosen temperature; then its test figures
+# against reference-conditioning's, value by value.
 reference-conditioning-pretrained: setup
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-pretrained --pretrain-conditions \
 	    --temperatures 1.0 --guidance 1.0 --rerank 1
+	@if [ -f runs/conditioning/finetune/levers.json ]; then PYTHONPATH=. $(PY) scripts/conditioning_eval.py \
+	    --run runs/conditioning-pretrained/finetune --markdown --against runs/conditioning/finetune | \
+	    sed -n '/ against /,$$p'; fi
 
 # The guided recipe (docs/evaluation.md): conditions from pretraining, 10% of windows asked for nothing
 # (unconditional_rate: the path guidance subtracts), guidance chosen on validation; then its test figures against
