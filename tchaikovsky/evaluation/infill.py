@@ -12,9 +12,10 @@ does not fit the model's context are counted out, by reason. Then:
   (``[conditions] <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle``), and given the same prefix
   alone, left to right (``[conditions] prefix middle``); the prefix and suffix are whole bars, as many as fit the
   context beside the middle (``generate.infill.fim_prompt``). A control puts another held-out piece's bars (as many
-  ids) in place of the suffix: a model that reads the suffix finds the real middle less likely then. Summed over the middle's tokens, divided by its notes;
-  per piece, with the paired difference. Also the probability the model gives ``Fill_end`` right after the real
-  middle, where training put it: whether it knows where the bars end (sampling forces the end there anyway);
+  ids) in place of the suffix: a model that reads the suffix finds the real middle less likely then. Summed over
+  the middle's tokens, divided by its notes; per piece, with the paired difference. Also the probability the model
+  gives ``Fill_end`` right after the real middle, where training put it: whether it knows where the bars end
+  (sampling forces the end there anyway);
 * **OA** (``compare.oa_interval``) of the regenerated bars against the real ones: each span cut out of its piece
   and measured as a piece of its own (``features.piece_metrics``); ``seeds`` regenerations per piece at
   ``temperature`` (``generate.infill.infill_bars``), with the piece's own condition tokens;
@@ -187,7 +188,8 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
     ``left_to_right``, ``difference``, ``p_end``: the probability of ``Fill_end`` after the real middle,
     ``other_suffix``: given another piece's suffix, and ``suffix_read``: that minus ``fim``), ``oa`` (``oa``,
     ``lo``, ``hi``, ``n``, and ``features``: per-feature OA), ``seams`` (``start``/``end`` ->
-    ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a ``mean_interval``) and ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
+    ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a ``mean_interval``) and
+    ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
     r = get_role(role)
     run = load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)

@@ -2,9 +2,10 @@
 
 ``lever_table`` puts one report per row (a sampling setting, a lever, a training recipe): per value the share
 recognised as asked and that share of the judge's ceiling, the pooled lift over measured chance with its interval,
-the difference from a baseline row with its interval, OA, diversity against the real pieces' and failures. ``target_table`` says, per value, whether a report meets the
-target of "conditioning that obeys": recognised in at least ``share`` of the judge's ceiling for that value, and the
-lower end of the recognition's 95% interval above that value's measured chance.
+the difference from a baseline row with its interval, OA, diversity against the real pieces' and failures.
+``target_table`` says, per value, whether a report meets the target of "conditioning that obeys": recognised in at
+least ``share`` of the judge's ceiling for that value, and the lower end of the recognition's 95% interval above
+that value's measured chance.
 """
 
 from __future__ import annotations
