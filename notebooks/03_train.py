@@ -41,6 +41,7 @@ conditions = False  # (only when building shards here) condition tokens in front
 condition_dropout = None  # share of condition tokens replaced by "unknown" in training (None: 0)
 unconditional_rate = None  # share of windows with every condition "unknown", for 04's guidance (None: 0; e.g. 0.1)
 fim_rate = 0.0  # share of training windows reordered as prefix/suffix/middle so the model can regenerate chosen bars (04's infill_midi); 0.5 costs left-to-right quality almost nothing (Bavarian et al. 2022)
+fim_spm = None  # share of those windows in suffix-prefix-middle order, the rest prefix-suffix-middle (None: 0)
 judge_fraction = 0.0  # (only when building shards here) works set aside for the judge (see 02)
 allow_overlap = False  # init_from: fine-tune even if the parent trained on this run's held-out works (recorded)
 repo_url = ""  # Kaggle/Colab without this repo: a pip-installable URL of tchaikovsky
@@ -78,7 +79,7 @@ run = pipeline.resolve_run_dir(run_dir)
 shards = pipeline.ensure_data(run, pipeline.DataSpec.of(globals(), tokenizer_from=init_from))
 p = pipeline.run_preset(run, shards, preset, init_from=init_from, max_steps=max_steps, batch_size=batch_size,
                         learning_rate=learning_rate, condition_dropout=condition_dropout, fim_rate=fim_rate,
-                        unconditional_rate=unconditional_rate)
+                        unconditional_rate=unconditional_rate, fim_spm=fim_spm)
 print(f"{jax.device_count()} x {jax.devices()[0].device_kind}; {p.model.n_params / 1e6:.1f}M parameters; "
       f"{shards.n_tokens('train'):,} training tokens")
 p
@@ -93,7 +94,7 @@ result = pipeline.train_run(run, shards, preset=preset, seed=seed, max_steps=max
                             batch_size=batch_size, learning_rate=learning_rate, resume=resume,
                             wandb_mode=wandb_mode, sample_every=sample_every, init_from=init_from,
                             condition_dropout=condition_dropout, fim_rate=fim_rate, allow_overlap=allow_overlap,
-                            unconditional_rate=unconditional_rate)
+                            unconditional_rate=unconditional_rate, fim_spm=fim_spm)
 print(f"stopped: {result.stopped} at step {int(result.state.step)}; checkpoint: {result.checkpoint}")
 
 # %%

@@ -154,11 +154,12 @@ display.download_links(xml)
 
 # %%
 if infill_midi:
+    from tchaikovsky.data.fim import order_of
     from tchaikovsky.render import infill_view
 
     infill_cells = infill_view.regenerate(run, model, tok, infill_midi, infill_bars, config, seeds=seeds,
                                           temperatures=temperatures, conditions=conditions, soundfont=soundfont,
-                                          **asked)
+                                          order=order_of(meta), **asked)
     infill_view.show_infilled(infill_midi, infill_cells, preview_seconds=preview_seconds,
                               soundfont=soundfont or None)
 
@@ -211,13 +212,15 @@ if interactive:
     from IPython.display import display as show
 
     from tchaikovsky import progress
+    from tchaikovsky.data.fim import order_of
     from tchaikovsky.render import widgets
 
     with progress.quiet():  # the pieces to pick a prompt from: loaded without a bar
         picker = pipeline.load_data(data_dir, max_files=max_files, composers=composers)
     show(widgets.sampler_panel(model, tok, run, pieces=[p.path for p in picker.pieces], soundfont=soundfont or None,
                                config=config, preview_seconds=preview_seconds, conditions=conditions,
-                               period=period, composer=composer, instrumentation=instrumentation))
+                               period=period, composer=composer, instrumentation=instrumentation,
+                               fim_order=order_of(meta)))
 
 # %% [markdown]
 # ## Next

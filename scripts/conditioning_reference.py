@@ -69,6 +69,8 @@ def main(argv=None) -> dict:
                     help="pretrain with the condition tokens too (with --condition-dropout), not only the fine-tune")
     ap.add_argument("--fim-rate", type=float, default=0.0,
                     help="the fine-tune's share of fill-in-the-middle windows (03's fim_rate; infill_reference.py)")
+    ap.add_argument("--fim-spm", type=float, default=0.0,
+                    help="the share of those windows in suffix-prefix-middle order (03's fim_spm)")
     ap.add_argument("--pretrain-fim", action="store_true",
                     help="use --fim-rate in the pretraining too, not only the fine-tune (FIM learned from the start)")
     ap.add_argument("--until", choices=("pretrain", "finetune", "all"), default="all",
@@ -105,7 +107,7 @@ def main(argv=None) -> dict:
     dropout = ({"condition_dropout": args.condition_dropout, "unconditional_rate": args.unconditional_rate or None}
                if args.pretrain_conditions else {})
     if args.pretrain_fim and args.fim_rate:
-        dropout["fim_rate"] = args.fim_rate
+        dropout.update(fim_rate=args.fim_rate, fim_spm=args.fim_spm or None)
     pipeline.train_run(pre, Shards(pre / "shards"), preset=args.preset, max_steps=args.pretrain_steps, **dropout)
     times["pretrain_s"] = time.time() - t
     if args.until == "pretrain":
@@ -116,7 +118,7 @@ def main(argv=None) -> dict:
     t = time.time()
     pipeline.train_run(ft, Shards(ft / "shards"), preset=args.preset, max_steps=args.finetune_steps, init_from=str(pre),
                        condition_dropout=args.condition_dropout, fim_rate=args.fim_rate or None,
-                       unconditional_rate=args.unconditional_rate or None)
+                       unconditional_rate=args.unconditional_rate or None, fim_spm=args.fim_spm or None)
     times["finetune_s"] = time.time() - t
     if args.until == "finetune":
         return {"times": times}

@@ -16,6 +16,9 @@ first 16 taken out:
    first 0, 1, 2 or 4 bars of the suffix (``evaluation.infill.suffix_sweep``): how much of it helps;
 3. conditioned infilling: the bars regenerated "as" each composer, and as "any" (the measured chance), judged by the
    test role's judge on the regenerated bars alone.
+A model trained with SPM windows too (``fim_spm`` > 0: ``--fim-spm`` of conditioning_reference.py) can be prompted in
+either order: the bits per note of the real middle on the validation role's pieces choose one, and every test figure
+above is measured with it.
 Writes ``infilling.json`` and ``infilling.md`` into the FIM run and prints the tables.
 """
 
@@ -69,7 +72,7 @@ def fim_cost(fim: Path, plain: Path, split: str = "judge_test", n_boot: int = 40
 
 
 def markdown(result: dict) -> str:
-    from tchaikovsky.evaluation.infill import infilling_table, suffix_table
+    from tchaikovsky.evaluation.infill import infilling_table, order_table, suffix_table
     from tchaikovsky.evaluation.infill_judge import conditioned_table
 
     c = result["cost"]
@@ -77,7 +80,10 @@ def markdown(result: dict) -> str:
             "[95%] |\n|---|---|---|---|\n"
             f"| nats per token ({c['windows']} windows, {c['targets']} targets) | {c['plain_nats_per_token']:.4f} | "
             f"{c['fim_nats_per_token']:.4f} | {c['relative']:+.2%} [{c['lo']:+.2%}, {c['hi']:+.2%}] |")
-    parts = [cost, infilling_table(result["infilling"])]
+    parts = [cost]
+    if "order" in result:
+        parts.append(order_table(result["order"]))
+    parts.append(infilling_table(result["infilling"]))
     if "suffix" in result:
         parts.append("How much of the suffix helps (same pieces, same prefix):\n\n" + suffix_table(result["suffix"]))
     return "\n\n".join(parts + [conditioned_table(result["conditioned"])])
@@ -93,21 +99,27 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from tchaikovsky import io
-    from tchaikovsky.evaluation.infill import measure_infilling, suffix_sweep
+    from tchaikovsky.data.fim import order_of
+    from tchaikovsky.training.checkpoint import model_meta
+    from tchaikovsky.evaluation.infill import choose_order, measure_infilling, suffix_sweep
     from tchaikovsky.evaluation.infill_judge import conditioned_infilling
 
     fim, plain, times = Path(args.fim), Path(args.plain), {}
     t = time.time()
     result = {"cost": fim_cost(fim, plain)}
     times["cost_s"] = time.time() - t
+    order = None  # the run's own (data.fim.order_of)
+    if order_of(model_meta(fim)) == "spm":
+        result["order"] = choose_order(fim, role="validation", bars=(5, 8), of_bars=16, n_pieces=args.pieces)
+        order = result["order"]["chosen"]
     t = time.time()
     result["infilling"] = measure_infilling(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces,
-                                            seeds=args.seeds, temperature=args.temperature)
+                                            seeds=args.seeds, temperature=args.temperature, order=order)
     times["infilling_s"] = time.time() - t
-    result["suffix"] = suffix_sweep(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces)
+    result["suffix"] = suffix_sweep(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces, order=order)
     t = time.time()
     result["conditioned"] = conditioned_infilling(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces,
-                                                  temperature=args.temperature)
+                                                  temperature=args.temperature, order=order)
     times["conditioned_s"] = time.time() - t
     result["times"] = times
     md = markdown(result)

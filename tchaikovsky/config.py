@@ -78,9 +78,10 @@ class TrainConfig:
     condition_dropout: float = 0.0  # each condition token becomes its kind's "unknown" with this probability
     unconditional_rate: float = 0.0  # share of windows with every condition "unknown": guidance's unconditional path
     fim_rate: float = 0.0  # share of windows reordered prefix/suffix/middle, to learn infilling (data.fim); 0: off
+    fim_spm: float = 0.0  # share of those in suffix-prefix-middle order (the rest prefix-suffix-middle)
 
     def __post_init__(self):
-        for name in ("fim_rate", "unconditional_rate"):
+        for name in ("fim_rate", "fim_spm", "unconditional_rate"):
             rate = getattr(self, name)
             if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not 0 <= rate <= 1:
                 raise ValueError(f"TrainConfig: {name}={rate!r} must be a number in [0, 1]")

@@ -1,7 +1,9 @@
 """Fill-in-the-middle: the four sentinel tokens, and where their ids sit in a model's vocabulary.
 
-A FIM training window (Bavarian et al. 2022, "PSM" order) is ``[conditions] <fill_prefix> prefix <fill_suffix>
-suffix <fill_middle> middle <fill_end>``: the model learns to write the middle once it has seen both sides. The
+A FIM training window (Bavarian et al. 2022) is ``[conditions] <fill_prefix> prefix <fill_suffix> suffix
+<fill_middle> middle <fill_end>`` ("PSM" order) or ``[conditions] <fill_suffix> suffix <fill_prefix> prefix
+<fill_middle> middle <fill_end>`` ("SPM": the middle goes on from the prefix as it would left to right, the suffix
+read before both): the model learns to write the middle once it has seen both sides. The
 sentinels are ours, not miditok's: like the condition tokens (``data.conditions``), their ids follow the vocabulary
 before them, so ``tokenizer.json`` stays a plain miditok file. The layout of a model's vocabulary is
 
@@ -11,8 +13,10 @@ A model has the sentinel rows when it was trained (or initialised from a model t
 ``Fill.of_model`` tells from its vocabulary size. A model without them grows them on ``init_from``
 (``vocab_sources`` says which old row each id of a new vocabulary starts from, by name).
 
-Training windows (``Shards.batch(fim_rate=...)``): ``fim_rows`` reorders a share of them with ``psm``, which cuts a
-window's first piece at two bar boundaries, so the middle is whole bars; ``reading_order`` undoes it.
+Training windows (``Shards.batch(fim_rate=..., fim_spm=...)``): ``fim_rows`` reorders a share of them with ``psm``,
+which cuts a window's first piece at two bar boundaries, so the middle is whole bars, and puts a share ``fim_spm`` of
+those in SPM order; ``reading_order`` undoes either. ``ORDERS`` names the two; ``order_of`` says which a run's
+sampling uses (``fim_spm`` > 0: SPM).
 """
 
 from __future__ import annotations
@@ -24,6 +28,29 @@ import numpy as np
 from tchaikovsky.data.tokenizer import base_tokens
 
 SENTINELS = ("Fill_prefix", "Fill_suffix", "Fill_middle", "Fill_end")  # miditok-style ``Kind_value`` names
+ORDERS = ("psm", "spm")  # prefix-suffix-middle, suffix-prefix-middle
+
+
+def order_of(meta: dict | None) -> str:
+    """The order a model's infilling prompts take, from its checkpoint metadata (``train_config``): "spm" when it was
+    trained with SPM windows (``fim_spm`` > 0; it learned PSM too when ``fim_spm`` < 1), else "psm"."""
+    return "spm" if float(((meta or {}).get("train_config") or {}).get("fim_spm") or 0) > 0 else "psm"
+
+
+def check_order(order: str) -> str:
+    if order not in ORDERS:
+        raise ValueError(f"order={order!r}: the fill-in-the-middle orders are {', '.join(ORDERS)}")
+    return order
+
+
+def arrange(front, prefix, suffix, fill: "Fill", order: str = "psm") -> np.ndarray:
+    """``front <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle>`` ("psm") or ``front <Fill_suffix> suffix
+    <Fill_prefix> prefix <Fill_middle>`` ("spm"): what precedes a middle, in training windows and prompts alike."""
+    sides = [[fill.prefix], prefix, [fill.suffix], suffix]
+    if check_order(order) == "spm":
+        sides = sides[2:] + sides[:2]
+    return np.concatenate([np.asarray(front, np.int64), *(np.asarray(s, np.int64) for s in sides),
+                           [fill.middle]])
 
 
 def vocab_base(tok_len: int, conditions=None) -> int:
@@ -99,9 +126,10 @@ def cut_points(src, n: int, opens_bar: np.ndarray, eos: int) -> np.ndarray:
     return np.flatnonzero(opens_bar[src[: last + 1]] | (src[: last + 1] == eos))
 
 
-def psm(row, u, *, pinned: int, opens_bar: np.ndarray, eos: int, fill: Fill) -> np.ndarray:
+def psm(row, u, *, pinned: int, opens_bar: np.ndarray, eos: int, fill: Fill, spm: bool = False) -> np.ndarray:
     """A training window (W ids) reordered for fill-in-the-middle: its first ``pinned`` ids (the condition tokens)
-    stay first, then ``<Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle <Fill_end> rest``, where
+    stay first, then ``<Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle> middle <Fill_end> rest`` (with
+    ``spm``: ``<Fill_suffix> suffix <Fill_prefix> prefix <Fill_middle> ...``), where
     prefix, middle, suffix and rest are the next ``W - pinned - 4`` ids (the source) cut at three points i < j <= k:
     i and j two of its ``cut_points`` (chosen uniformly among the pairs from ``u[0]``, ``u[1]``), k, where the
     suffix ends, a cut point from j on or the source's end (uniformly, from ``u[2]``). The rest, the source after
@@ -120,36 +148,49 @@ def psm(row, u, *, pinned: int, opens_bar: np.ndarray, eos: int, fill: Fill) -> 
     i, j = sorted((cuts[a], cuts[b + (b >= a)]))  # two distinct cut points, each pair equally likely
     ends = np.append(cuts[(cuts >= j) & (cuts < n)], n)  # where the suffix may end: a cut point, or the source's end
     k = int(ends[min(int(u[2] * len(ends)), len(ends) - 1)]) if len(u) > 2 else n
-    parts = (row[:pinned], [fill.prefix], src[:i], [fill.suffix], src[j:k], [fill.middle], src[i:j], [fill.end],
-             src[k:n])
+    parts = (arrange(row[:pinned], src[:i], src[j:k], fill, "spm" if spm else "psm"), src[i:j], [fill.end], src[k:n])
     return np.concatenate(parts).astype(row.dtype)
 
 
 def reading_order(window, fill: Fill) -> np.ndarray:
-    """The ids of a ``psm`` window in reading order, sentinels dropped: what comes before ``<Fill_prefix>``, then
-    prefix, middle, suffix, and what follows ``<Fill_end>``. ValueError unless the window holds each sentinel once, in order."""
+    """The ids of a ``psm`` window (either order) in reading order, sentinels dropped: what comes before the first
+    sentinel, then prefix, middle, suffix, and what follows ``<Fill_end>``. ValueError unless the window holds each
+    sentinel once, in PSM or SPM order."""
     window = np.asarray(window)
-    at = [np.flatnonzero(window == s) for s in (fill.prefix, fill.suffix, fill.middle, fill.end)]
-    if any(len(a) != 1 for a in at) or not at[0][0] < at[1][0] < at[2][0] < at[3][0]:
-        raise ValueError(f"not a fill-in-the-middle window: it must hold {', '.join(SENTINELS)} once each, in order")
-    p, s, m, e = (int(a[0]) for a in at)
-    return np.concatenate([window[:p], window[p + 1 : s], window[m + 1 : e], window[s + 1 : m], window[e + 1 :]])
+    p, s, m, e = (np.flatnonzero(window == t) for t in (fill.prefix, fill.suffix, fill.middle, fill.end))
+    if any(len(a) != 1 for a in (p, s, m, e)) or not (max(p[0], s[0]) < m[0] < e[0] and p[0] != s[0]):
+        raise ValueError(f"not a fill-in-the-middle window: it must hold {', '.join(SENTINELS)} once each, in "
+                         "PSM or SPM order")
+    p, s, m, e = int(p[0]), int(s[0]), int(m[0]), int(e[0])
+    prefix, suffix = (window[p + 1 : s], window[s + 1 : m]) if p < s else (window[p + 1 : m], window[s + 1 : p])
+    return np.concatenate([window[: min(p, s)], prefix, window[m + 1 : e], suffix, window[e + 1 :]])
+
+
+def draws(seed: int, step: int, batch_size: int) -> np.ndarray:
+    """(batch_size, 5) uniforms for ``fim_rows``, a pure function of (seed, step): whether a row is reordered and
+    its cuts (``default_rng([seed, step, 2])``), and its order (``default_rng([seed, step, 4])``, apart, so that a
+    run's PSM windows do not change with ``fim_spm``)."""
+    return np.column_stack([np.random.default_rng([seed, step, 2]).random((batch_size, 4)),
+                            np.random.default_rng([seed, step, 4]).random(batch_size)])
 
 
 def fim_rows(rows: np.ndarray, draws: np.ndarray, rate: float, *, fill: Fill | None, opens_bar: np.ndarray,
-             eos: int, conditions=None) -> np.ndarray:
+             eos: int, conditions=None, spm: float = 0.0) -> np.ndarray:
     """Training windows ``rows`` (R, W) with those whose ``draws[r, 0] < rate`` reordered by ``psm`` (cuts from
-    ``draws[r, 1:4]``; ``draws`` (R, 4) uniforms). ``opens_bar`` covers the shards' vocabulary, so the sentinels'
-    ``fill.base`` must be its length. Each row's leading condition tokens stay first."""
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"fim_rate={rate!r} must be in [0, 1]")
+    ``draws[r, 1:4]``), in SPM order where also ``draws[r, 4] < spm`` (``draws``: (R, 5) uniforms, ``draws``).
+    ``opens_bar`` covers the shards' vocabulary, so the sentinels' ``fill.base`` must be its length. Each row's
+    leading condition tokens stay first."""
+    for name, value in (("fim_rate", rate), ("fim_spm", spm)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}={value!r} must be in [0, 1]")
     if rate > 0 and (fill is None or fill.base != len(opens_bar)):
         raise ValueError(f"fim_rate > 0 needs the model's sentinels after the shards' {len(opens_bar)} ids: "
                          f"fill=Fill({len(opens_bar)}), got {fill}")
     out = rows.copy()
     for r in np.flatnonzero(draws[:, 0] < rate):
         pinned = int(np.argmin(np.append(conditions.is_condition(rows[r]), False))) if conditions else 0
-        out[r] = psm(rows[r], draws[r, 1:], pinned=pinned, opens_bar=opens_bar, eos=eos, fill=fill)
+        out[r] = psm(rows[r], draws[r, 1:4], pinned=pinned, opens_bar=opens_bar, eos=eos, fill=fill,
+                     spm=bool(draws[r, 4] < spm))
     return out
 
 

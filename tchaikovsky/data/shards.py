@@ -1,10 +1,10 @@
 """Pre-tokenized corpus on disk, and the batches training and evaluation read from it.
 
 ``build_shards`` splits pieces into train / val (/ test) BY PIECE (and held-out splits by work: ``data.splits``),
-tokenizes them in parallel (resumably: one cached
-``.npy`` per piece), and writes one flat token array per split (``train.bin``, ``val.bin``...) plus ``index.json``.
-Each piece is stored as ``[BOS ... EOS]`` (after its condition tokens, in a conditioned run) and pieces are concatenated, so a training window may span the end of one
-piece and the start of the next, exactly like documents in nanoGPT's ``train.bin``.
+tokenizes them in parallel (resumably: one cached ``.npy`` per piece), and writes one flat token array per split
+(``train.bin``, ``val.bin``...) plus ``index.json``. Each piece is stored as ``[BOS ... EOS]`` (after its condition
+tokens, in a conditioned run) and pieces are concatenated, so a window may span the end of one piece and the start
+of the next, exactly like documents in nanoGPT's ``train.bin``.
 
 ``Shards`` memory-maps the arrays. ``batch`` draws windows at offsets that are a pure function of
 ``(seed, step, row)``: resuming at step k reproduces the batches of an uninterrupted run, and each of several
@@ -257,21 +257,9 @@ class Shards:
         counts = [p.get("n_notes") for p in self.pieces(split)]
         return None if any(c is None for c in counts) else int(sum(counts))
 
-    def batch(
-        self,
-        step: int,
-        batch_size: int,
-        seq_len: int,
-        *,
-        seed: int = 0,
-        split: str = "train",
-        process_index: int = 0,
-        process_count: int = 1,
-        condition_dropout: float = 0.0,
-        unconditional_rate: float = 0.0,
-        fim_rate: float = 0.0,
-        fill=None,
-    ) -> np.ndarray:
+    def batch(self, step: int, batch_size: int, seq_len: int, *, seed: int = 0, split: str = "train",
+              process_index: int = 0, process_count: int = 1, condition_dropout: float = 0.0,
+              unconditional_rate: float = 0.0, fim_rate: float = 0.0, fim_spm: float = 0.0, fill=None) -> np.ndarray:
         """This process's rows of the global batch for ``step``: int32 ``(batch_size // process_count, seq_len + 1)``.
 
         All ``batch_size`` window starts come from ``default_rng([seed, step])``, uniform over every start whose
@@ -285,8 +273,9 @@ class Shards:
         with this probability (drawn from ``default_rng([seed, step, 1])``, so resuming reproduces it too).
         ``unconditional_rate``: that share of the rows (``default_rng([seed, step, 3])``) has every condition token
         replaced so: the all-"unknown" request that guidance subtracts (``p ** kinds`` of rows by dropout alone).
-        ``fim_rate``: that share of the rows (drawn from ``default_rng([seed, step, 2])``, cuts included) is reordered
-        for fill-in-the-middle with the model's sentinels ``fill`` (``data.fim.fim_rows``); eval batches never are.
+        ``fim_rate``: that share of the rows (``data.fim.draws``, cuts included) is reordered for fill-in-the-middle
+        with the model's sentinels ``fill``, a share ``fim_spm`` of them in SPM order (``fim.fim_rows``); eval
+        batches never are.
         """
         if batch_size % process_count:
             raise ValueError(f"batch_size={batch_size} is not divisible by process_count={process_count}")
@@ -302,9 +291,9 @@ class Shards:
             out[r, : len(prefix)] = prefix
             out[r, len(prefix) : len(prefix) + len(window)] = window
         if fim_rate:
-            draws = np.random.default_rng([seed, step, 2]).random((batch_size, 4))[process_index * rows :][:rows]
-            out = fim.fim_rows(out, draws, fim_rate, fill=fill, opens_bar=self.opens_bar,
-                               eos=self.index["special_ids"]["eos"], conditions=self.conditions)
+            out = fim.fim_rows(out, fim.draws(seed, step, batch_size)[process_index * rows :][:rows], fim_rate,
+                               fill=fill, opens_bar=self.opens_bar, eos=self.index["special_ids"]["eos"],
+                               conditions=self.conditions, spm=fim_spm)
         if (condition_dropout > 0 or unconditional_rate > 0) and self.conditions is not None:
             drop = np.random.default_rng([seed, step, 1]).random((batch_size, width)) < condition_dropout
             whole = np.random.default_rng([seed, step, 3]).random(batch_size) < unconditional_rate

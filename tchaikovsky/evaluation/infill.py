@@ -41,6 +41,7 @@ import numpy as np
 from tchaikovsky import progress
 from tchaikovsky.config import SampleConfig
 from tchaikovsky.data.conditions import load_conditions
+from tchaikovsky.data.fim import ORDERS, arrange, check_order, order_of
 from tchaikovsky.data.tokenizer import decode_ids, special_ids
 from tchaikovsky.evaluation.compare import compare_sets, oa_interval
 from tchaikovsky.evaluation.features import FEATURES, Notes, piece_metrics
@@ -53,7 +54,7 @@ from tchaikovsky.generate.prompts import cut_score
 from tchaikovsky.training.losses import token_losses
 
 __all__ = ["SEED_OFFSET", "token_bits", "seam", "held_out_cuts", "span_of", "measure_infilling", "infilling_table",
-           "suffix_sweep", "suffix_table"]
+           "suffix_sweep", "suffix_table", "choose_order", "order_table"]
 
 SEED_OFFSET = 500_000  # the role's seeds for infilling start here: apart from its other uses (judge, samples)
 
@@ -117,8 +118,8 @@ def held_out_cuts(run, split: str, bars, of_bars: int, n: int) -> tuple[list, di
 
 def _teacher_forced(run, pb, front, span, bars, fill):
     """A held-out cut's pieces for teacher forcing, or None when its middle alone does not fit the context, holds no
-    note, or has nothing before it left to right: (FIM prompt, index of ``Fill_suffix`` in it, prefix, suffix,
-    middle, the middle's notes)."""
+    note, or has nothing before it left to right: (prefix, suffix, middle, the middle's notes), the prefix and
+    suffix as many bars as ``fim_prompt`` keeps beside the middle."""
     C, (i, j) = run.model.config.context, span
     middle = pb.ids[i:j]
     notes = decode_ids(run.tok, middle).note_num()
@@ -127,10 +128,11 @@ def _teacher_forced(run, pb, front, span, bars, fill):
     prompt, _ = fim_prompt(pb, bars, fill, C - len(middle), front)
     at = list(prompt).index(fill.suffix)
     prefix, suffix = prompt[len(front) + 1: at], prompt[at + 1: -1]
-    return None if not len(front) + len(prefix) else (prompt, at, prefix, suffix, middle, notes)
+    return None if not len(front) + len(prefix) else (prefix, suffix, middle, notes)
 
 
-def _bits(run, pieces, bars, fill, pad: int) -> dict:
+
+def _bits(run, pieces, bars, fill, pad: int, order: str) -> dict:
     """Per piece: bits per note of the real middle given both sides (FIM), given the prefix (left to right), and
     given the prefix with another piece's suffix (the next piece's bars after its span, as many ids): the control
     that shows whether the model reads the suffix at all."""
@@ -139,13 +141,14 @@ def _bits(run, pieces, bars, fill, pad: int) -> dict:
         cut = _teacher_forced(run, pb, front, span, bars, fill)
         if cut is None:
             continue
-        prompt, at, prefix, suffix, middle, notes = cut
+        prefix, suffix, middle, notes = cut
+        prompt = arrange(front, prefix, suffix, fill, order)
         both = token_bits(run.model, np.concatenate([prompt, middle, [fill.end]]), pad)  # bits[t]: of token t + 1
         left = token_bits(run.model, np.concatenate([np.asarray(front, np.int32), prefix, middle]), pad)
         other = math.nan
         if len(pieces) > 1:  # one piece has no other to borrow from
             other_pb, _, (_, other_j) = pieces[(n + 1) % len(pieces)]
-            wrong = np.concatenate([prompt[: at + 1], other_pb.ids[other_j: other_j + len(suffix)], [fill.middle]])
+            wrong = arrange(front, prefix, other_pb.ids[other_j: other_j + len(suffix)], fill, order)
             other = token_bits(run.model, np.concatenate([wrong, middle]), pad)[-len(middle):].sum() / notes
         rows.append((both[len(prompt) - 1: -1].sum() / notes, left[-len(middle):].sum() / notes, 2.0 ** -both[-1],
                      other))
@@ -177,12 +180,13 @@ def _seams(pieces, results) -> dict:
 
 def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bars: int = 16,
                       n_pieces: int = 32, seeds: int = 2, temperature: float = 0.9, top_p: float = 0.95,
-                      num_tokens: int | None = None) -> dict:
+                      num_tokens: int | None = None, order: str | None = None) -> dict:
     """Measure a FIM-capable run's infilling on the role's held-out pieces (see the module's docstring).
 
     ``bars``: the span taken out of each piece's first ``of_bars`` bars; ``n_pieces``: pieces to use (the first that
     qualify, in the split's order); ``seeds``: regenerations per piece (the role's seeds from ``SEED_OFFSET``);
-    ``num_tokens``: the middle's budget (default: half the context, ``generate.infill.middle_budget``).
+    ``num_tokens``: the middle's budget (default: half the context, ``generate.infill.middle_budget``); ``order``:
+    the prompts' ("psm" or "spm"; None: the run's, ``data.fim.order_of``).
 
     Returns ``settings``, ``n_pieces`` and ``skipped`` (pieces left out, by reason), ``bits_per_note`` (``fim``,
     ``left_to_right``, ``difference``, ``p_end``: the probability of ``Fill_end`` after the real middle,
@@ -193,7 +197,7 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
     r = get_role(role)
     run = load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)
-    fill = fill_of(run.model, run.tok, cond)
+    fill, order = fill_of(run.model, run.tok, cond), check_order(order or order_of(run.meta))
     require_split(run.shards, r)
     bars = parse_bars(bars)
     pieces, skipped = held_out_cuts(run, r.split, bars, of_bars, n_pieces)
@@ -205,7 +209,7 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
         warnings.simplefilter("ignore")  # a prompt cut to fit, a middle out of tokens: both counted below
         for pb, front, _ in progress.bar(pieces, desc="infilling"):
             results.append(infill_bars(run.model, run.tok, pb, bars, config, seeds=r.seeds(seeds, SEED_OFFSET),
-                                       temperatures=temperature, conditions=cond, front=front))
+                                       temperatures=temperature, conditions=cond, front=front, order=order))
     spans = [(span_of(pb.score, *rs[0].ticks), [span_of(x.score, *x.ticks) for x in rs])
              for (pb, _, _), rs in zip(pieces, results)]
     real = [piece_metrics(s) for s, _ in spans]
@@ -213,9 +217,10 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
     comparison = compare_sets(gen, real, features=FEATURES) if gen else {}
     return {
         "settings": {"role": r.name, "bars": list(bars), "of_bars": of_bars, "n_pieces": n_pieces, "seeds": seeds,
-                     "temperature": temperature, "top_p": top_p, "num_tokens": budget, "run_dir": str(run_dir)},
+                     "temperature": temperature, "top_p": top_p, "num_tokens": budget, "order": order,
+                     "run_dir": str(run_dir)},
         "n_pieces": len(pieces), "skipped": skipped,
-        "bits_per_note": _bits(run, pieces, bars, fill, pad),
+        "bits_per_note": _bits(run, pieces, bars, fill, pad, order),
         "oa": {**oa_interval(gen, real), "features": {f: c["oa"] for f, c in comparison.items()}},
         "seams": _seams(pieces, results),
         "ended": Rate.of([x.ended for rs in results for x in rs]).to_dict(),
@@ -223,15 +228,18 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
 
 
 def suffix_sweep(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bars: int = 16, n_pieces: int = 32,
-                 keep=(0, 1, 2, 4, None)) -> dict:
+                 keep=(0, 1, 2, 4, None), order: str | None = None) -> dict:
     """How much of the suffix helps: bits per note of the real middle (teacher forcing, as ``measure_infilling``)
     given the same prefix and only the first ``k`` bars of the suffix, for each ``k`` of ``keep`` (None: all that
-    ``fim_prompt`` keeps), each against the prefix alone, left to right (per piece, paired). Returns ``settings``,
-    ``n_pieces``, ``left_to_right`` and ``rows``: [{``bars``, ``fim``, ``difference``}], each a ``mean_interval``."""
+    ``fim_prompt`` keeps), each against the prefix alone, left to right (per piece, paired); ``order``: the FIM
+    prompts' (None: the run's, ``data.fim.order_of``). Returns ``settings``,
+    ``n_pieces``, ``left_to_right`` and ``rows``: [{``bars``, ``fim``, ``difference``}], each a ``mean_interval``,
+    and ``per_piece`` (the bits per note behind ``fim``, for paired comparisons)."""
     r = get_role(role)
     run = load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)
     fill, pad = fill_of(run.model, run.tok, cond), special_ids(run.tok)["pad"]
+    order = check_order(order or order_of(run.meta))
     require_split(run.shards, r)
     bars = parse_bars(bars)
     pieces, _ = held_out_cuts(run, r.split, bars, of_bars, n_pieces)
@@ -241,19 +249,44 @@ def suffix_sweep(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bar
         cut = _teacher_forced(run, pb, front, span, bars, fill)
         if cut is None:
             continue
-        prompt, at, prefix, suffix, middle, notes = cut
+        prefix, suffix, middle, notes = cut
         j = span[1]
         ends = [int(b) - j for b in pb.starts if j < b < j + len(suffix)] + [len(suffix)]  # where its bars end
         for k in keep:
             kept = len(suffix) if k is None else ends[min(k, len(ends)) - 1] if k else 0
-            seq = np.concatenate([prompt[: at + 1], suffix[:kept], [fill.middle], middle])
+            seq = np.concatenate([arrange(front, prefix, suffix[:kept], fill, order), middle])
             bits[k].append(token_bits(run.model, seq, pad)[-len(middle):].sum() / notes)
         ltr = np.concatenate([np.asarray(front, np.int32), prefix, middle])
         left.append(token_bits(run.model, ltr, pad)[-len(middle):].sum() / notes)
-    return {"settings": {"role": r.name, "bars": list(bars), "of_bars": of_bars, "run_dir": str(run_dir)},
+    return {"settings": {"role": r.name, "bars": list(bars), "of_bars": of_bars, "order": order,
+                         "run_dir": str(run_dir)},
             "n_pieces": len(left), "left_to_right": mean_interval(left),
-            "rows": [{"bars": k, "fim": mean_interval(bits[k]),
+            "rows": [{"bars": k, "fim": mean_interval(bits[k]), "per_piece": bits[k],
                       "difference": mean_interval([b - a for b, a in zip(bits[k], left)])} for k in keep]}
+
+
+def choose_order(run_dir: str | Path, *, role: str = "validation", bars=(5, 8), of_bars: int = 16,
+                 n_pieces: int = 32) -> dict:
+    """For a model trained in both orders (``fim_spm``), the prompt order with the fewer bits per note of the real
+    middles of the role's pieces (teacher forcing, all the suffix that fits: ``suffix_sweep``): a setting, so chosen
+    on validation. Returns ``chosen``, ``left_to_right``, ``orders`` (order -> ``mean_interval``) and
+    ``spm_minus_psm`` (paired, per piece), with ``settings``."""
+    sweeps = {o: suffix_sweep(run_dir, role=role, bars=bars, of_bars=of_bars, n_pieces=n_pieces, keep=(None,),
+                              order=o) for o in ORDERS}
+    rows = {o: sweeps[o]["rows"][0] for o in ORDERS}
+    return {"settings": {**sweeps["psm"]["settings"], "order": None}, "left_to_right": sweeps["psm"]["left_to_right"],
+            "chosen": min(ORDERS, key=lambda o: rows[o]["fim"]["mean"]), "orders": {o: rows[o]["fim"] for o in ORDERS},
+            "spm_minus_psm": mean_interval([s - p for s, p in zip(rows["spm"]["per_piece"], rows["psm"]["per_piece"])])}
+
+
+def order_table(result: dict) -> str:
+    """Markdown: ``choose_order``'s figures."""
+    lr, o, d = result["left_to_right"], result["orders"], result["spm_minus_psm"]
+    return (f"Prompt order, chosen on the {result['settings']['role']} role (bits per note of the real middle, "
+            f"{bars_label(result['settings']['bars'])} of {result['settings']['of_bars']}, {lr['n']} pieces):\n\n"
+            "| left to right (prefix) | PSM prompt | SPM prompt | SPM - PSM (paired) | chosen |\n"
+            f"| --- | --- | --- | --- | --- |\n| {_cell(lr)} | {_cell(o['psm'])} | {_cell(o['spm'])} | {_cell(d)} | "
+            f"{result['chosen'].upper()} |")
 
 
 def suffix_table(result: dict) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 from tchaikovsky import progress
 from tchaikovsky.config import SampleConfig
 from tchaikovsky.data.conditions import load_conditions
+from tchaikovsky.data.fim import check_order, order_of
 from tchaikovsky.evaluation import caption
 from tchaikovsky.evaluation.control import typical
 from tchaikovsky.evaluation.infill import SEED_OFFSET, held_out_cuts, span_of
@@ -32,28 +33,31 @@ from tchaikovsky.generate.infill import fill_of, infill_bars, middle_budget
 __all__ = ["conditioned_infilling", "conditioned_table"]
 
 
-def _spans(run, cond, pieces, bars, config, asked: dict, seeds, temperature) -> list:
+def _spans(run, cond, pieces, bars, config, asked: dict, seeds, temperature, order: str) -> list:
     """The regenerated spans (Scores) of every piece with ``asked`` in front of its prompt."""
     front = cond.prefix(**asked)
     out = []
     for pb, _, _ in pieces:
         for x in infill_bars(run.model, run.tok, pb, bars, config, seeds=seeds, temperatures=temperature,
-                             conditions=cond, front=front):
+                             conditions=cond, front=front, order=order):
             out.append(span_of(x.score, *x.ticks))
     return out
 
 
 def conditioned_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bars: int = 16,
                           n_pieces: int = 16, seeds: int = 1, temperature: float = 1.0, top_p: float = 0.95,
-                          guidance: float = 1.0, min_pieces: int = caption.MIN_PIECES) -> dict:
+                          guidance: float = 1.0, min_pieces: int = caption.MIN_PIECES, order: str | None = None) -> dict:
     """The judge's verdict on bars regenerated as each composer (see the module docstring). Returns ``settings``,
     ``n_pieces``, ``table`` (per composer: ``conditioned``, ``chance`` Rate dicts and ``lift``), ``pooled``
-    (``pooled_lift``); ``min_pieces``: a composer is judged with that many held-out pieces (``caption.judges``). ValueError for a run without sentinels, conditions, held-out works or a judge."""
+    (``pooled_lift``); ``min_pieces``: a composer is judged with that many held-out pieces (``caption.judges``);
+    ``order``: the prompts' (None: the run's, ``data.fim.order_of``). ValueError for a run without sentinels,
+    conditions, held-out works or a judge."""
     r, run = get_role(role), load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)
     if cond is None:
         raise ValueError(f"{run_dir} has no conditions: conditioned infilling needs a conditioned FIM fine-tune")
     fill_of(run.model, run.tok, cond)
+    order = check_order(order or order_of(run.meta))
     require_split(run.shards, r)
     if role != "test":
         raise ValueError("the judge of the caption is the test role's: conditioned infilling is reported on test")
@@ -68,16 +72,17 @@ def conditioned_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # prompts cut to fit, middles out of tokens: the spans are judged as they are
         chance_spans = _spans(run, cond, pieces, bars, SampleConfig(**{**config.to_dict(), "guidance": 1.0}), {},
-                              seed_list, temperature)
+                              seed_list, temperature, order)
         heard_any = judge.predict(chance_spans)
         table = []
         for v in progress.bar(judge.classes, desc="conditioned infilling"):
-            spans = _spans(run, cond, pieces, bars, config, typical(cond, "composer", v), seed_list, temperature)
+            spans = _spans(run, cond, pieces, bars, config, typical(cond, "composer", v), seed_list, temperature,
+                           order)
             rate, chance = judge.rate(spans, [v] * len(spans)), Rate.of([h == v for h in heard_any])
             table.append({"value": v, "conditioned": rate.to_dict(), "chance": chance.to_dict(),
                           "lift": Difference(rate, chance).to_dict()})
     return {"settings": {"role": r.name, "bars": list(bars), "of_bars": of_bars, "n_pieces": n_pieces, "seeds": seeds,
-                         "temperature": temperature, "top_p": top_p, "guidance": guidance},
+                         "temperature": temperature, "top_p": top_p, "guidance": guidance, "order": order},
             "n_pieces": len(pieces), "skipped": skipped, "table": table,
             "pooled": pooled_lift([Rate.from_dict(t["conditioned"]) for t in table],
                                   [Rate.from_dict(t["chance"]) for t in table])}

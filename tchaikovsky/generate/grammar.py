@@ -68,17 +68,20 @@ def _fill_rows(rows: dict[str, set[str]], conditions: list[str]) -> None:
     wherever the window does, so ``Fill_middle`` may follow any kind: the sampler never writes it (a model sampled
     left to right has the sentinels banned, and infilling gives it in the prompt), so that row loosens nothing
     sampled. After ``Fill_end`` (the middle is done): the rest of the window left to right from where the suffix
-    ended (a bar, the piece's EOS), PAD, or a new piece."""
+    ended (a bar, the piece's EOS), PAD, or a new piece. An SPM window, ``[conditions] <Fill_suffix> suffix
+    <Fill_prefix> prefix <Fill_middle> ...``, adds: the conditions before ``Fill_suffix``, ``Fill_prefix`` after any
+    kind (where the suffix ended) and after an empty suffix, ``Fill_middle`` after an empty prefix."""
     pre, suf, mid, end = SENTINELS
     before_bar = {k for k, nexts in rows.items() if "Bar" in nexts}  # the kinds a bar may follow, BOS included
     music = set(rows) - {"EOS", "PAD", *conditions}  # what a window may start with
     for k in rows:
-        rows[k] |= {mid}
+        rows[k] |= {mid, pre}
     for k in before_bar:  # the prefix may end after BOS; the middle, a bar or more, never
         rows[k] |= {suf} if k == "BOS" else {suf, end}
     if conditions:
-        rows[conditions[-1]] |= {pre}
-    rows.update({pre: music | {suf}, suf: {"Bar", "EOS", mid}, mid: {"Bar"}, end: {"Bar", "EOS", "PAD", "BOS", *conditions[:1]}})
+        rows[conditions[-1]] |= {pre, suf}
+    rows.update({pre: music | {suf, mid}, suf: {"Bar", "EOS", mid, pre}, mid: {"Bar"},
+                 end: {"Bar", "EOS", "PAD", "BOS", *conditions[:1]}})
 
 
 class Grammar:

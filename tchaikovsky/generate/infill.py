@@ -4,8 +4,10 @@
     out[0].score.dump_midi("new.mid")        # the whole piece; only bars 5-8 are new
     out[0].ended, out[0].n_bars              # True, 4: the model closed the middle itself, after exactly 4 bars
 
-The model sees ``[conditions] <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle>`` (``data.fim``): the prefix is
-the piece's tokens before bar ``start`` (from BOS), the suffix those from bar ``end + 1`` (to EOS). It writes the
+The model sees ``[conditions] <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle>`` (``data.fim``), or with
+``order="spm"`` (a model trained with ``fim_spm``: ``data.fim.order_of`` its checkpoint's metadata)
+``[conditions] <Fill_suffix> suffix <Fill_prefix> prefix <Fill_middle>``: the prefix is the piece's tokens before bar
+``start`` (from BOS), the suffix those from bar ``end + 1`` (to EOS). It writes the
 middle with the compiled sampler (``sampling.generate``, so every ``SampleConfig`` control applies, guidance
 included): ``Fill_end`` ends it instead of EOS, the other sentinels, BOS, EOS and PAD are banned, and ``Fill_end`` is
 held back until the middle holds ``end - start + 1`` bars and replaces any token that would open one more
@@ -32,7 +34,7 @@ from symusic import Note, Score, Track
 
 from tchaikovsky.config import SampleConfig
 from tchaikovsky.data import tokenizer as tok_lib
-from tchaikovsky.data.fim import Fill
+from tchaikovsky.data.fim import Fill, arrange, check_order
 from tchaikovsky.generate.bars import PieceBars, bars_label, first_kinds, parse_bars, piece_bars, seconds_at
 from tchaikovsky.generate.sampling import generate
 
@@ -92,10 +94,13 @@ def _cuts(pb: PieceBars, i: int, j: int) -> tuple[list[int], list[int]]:
     return before, after
 
 
-def fim_prompt(pb: PieceBars, bars: tuple[int, int], fill: Fill, room: int, front=()) -> tuple[np.ndarray, str]:
-    """``[front] <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle>`` in at most ``room`` ids, and "" or what it
-    left out. Whole bars nearest the span go first, one from each side in turn (the prefix may open with BOS, the
-    suffix end with EOS), until the next bar on either side does not fit."""
+def fim_prompt(pb: PieceBars, bars: tuple[int, int], fill: Fill, room: int, front=(), *,
+               order: str = "psm") -> tuple[np.ndarray, str]:
+    """``[front] <Fill_prefix> prefix <Fill_suffix> suffix <Fill_middle>`` (``order="spm"``: ``[front] <Fill_suffix>
+    suffix <Fill_prefix> prefix <Fill_middle>``) in at most ``room`` ids, and "" or what it left out. Whole bars
+    nearest the span go first, one from each side in turn (the prefix may open with BOS, the suffix end with EOS),
+    until the next bar on either side does not fit."""
+    check_order(order)
     i, j = pb.span(*bars)
     left = room - len(front) - 3
     if left < 0:
@@ -117,8 +122,7 @@ def fim_prompt(pb: PieceBars, bars: tuple[int, int], fill: Fill, room: int, fron
         kept_after = bars_label((bars[1] + 1, pb.bar_of(q - 1))) if q > j and bars[1] < pb.n_bars else "no bar"
         note = (f"the prompt keeps {kept_before} before the span and {kept_after} after it (of {pb.name}'s "
                 f"{pb.n_bars})")
-    ids = [*front, fill.prefix, *pb.ids[p:i], fill.suffix, *pb.ids[j:q], fill.middle]
-    return np.asarray(ids, np.int32), note
+    return arrange(front, pb.ids[p:i], pb.ids[j:q], fill, order).astype(np.int32), note
 
 
 def splice(pb: PieceBars, tok, bars: tuple[int, int], middle) -> tuple[Score, int, int]:
@@ -152,7 +156,7 @@ def splice(pb: PieceBars, tok, bars: tuple[int, int], middle) -> tuple[Score, in
 
 
 def infill(model, tok, piece: str | Path | Score, bars, config: SampleConfig, *, seeds=0, temperatures=1.0,
-           conditions=None, asked: dict | None = None) -> list[Infilled]:
+           conditions=None, asked: dict | None = None, order: str = "psm") -> list[Infilled]:
     """Regenerate bars ``bars`` (``(start, end)`` or ``"5-8"``, 1-based and inclusive) of ``piece`` (a MIDI path or
     a symusic Score), once per (seed, temperature) of the numpy broadcast of ``seeds`` and ``temperatures``, in one
     batched ``generate`` call (see the module's docstring).
@@ -160,24 +164,25 @@ def infill(model, tok, piece: str | Path | Score, bars, config: SampleConfig, *,
     ``config``: every control applies (``guidance`` too) but ``min_tokens`` and ``max_bars`` (the bars decide where
     the middle ends); ``num_tokens`` is the middle's budget, at most half the context (``middle_budget``).
     ``conditions``, ``asked``: the run's condition vocabulary and the values asked (``period``, ``composer``,
-    ``instrumentation``; missing or "": any), put in front of the prompt. Warns when the prompt had to leave bars
+    ``instrumentation``; missing or "": any), put in front of the prompt. ``order``: the prompt's, "psm" or "spm"
+    (``data.fim.order_of`` the model's checkpoint metadata says which it was trained with). Warns when the prompt had to leave bars
     out, and when a middle ran out of tokens before its last bar (it is cut there). Raises ValueError for bars the
     piece does not have (giving its bar count) and for a model without the sentinels."""
     fill_of(model, tok, conditions)
     front = conditions.prefix(**(asked or {})) if conditions is not None else []
     return infill_bars(model, tok, piece_bars(tok, piece), bars, config, seeds=seeds, temperatures=temperatures,
-                       conditions=conditions, front=front)
+                       conditions=conditions, front=front, order=order)
 
 
 def infill_bars(model, tok, pb: PieceBars, bars, config: SampleConfig, *, seeds=0, temperatures=1.0,
-                conditions=None, front=()) -> list[Infilled]:
+                conditions=None, front=(), order: str = "psm") -> list[Infilled]:
     """``infill`` of a piece already mapped (``generate.bars.piece_bars``), with the condition ids ``front`` in
     front of the prompt (``conditions.prefix(...)``, or a held-out piece's own)."""
     fill = fill_of(model, tok, conditions)
     bars = parse_bars(bars)
     C = model.config.context
     budget = middle_budget(C, config.num_tokens)
-    prompt, note = fim_prompt(pb, bars, fill, C - budget, front)
+    prompt, note = fim_prompt(pb, bars, fill, C - budget, front, order=order)
     if note:
         warnings.warn(f"{bars_label(bars)}: {note}: the rest does not fit the model's context of {C} tokens "
                       f"beside the {budget} kept for the middle", stacklevel=3)

@@ -82,6 +82,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "condition_dropout": _float(0.0, 1.0, optional=True),
         "unconditional_rate": _float(0.0, 1.0, optional=True),
         "fim_rate": _float(0.0, 1.0),
+        "fim_spm": _float(0.0, 1.0, optional=True),
         "judge_fraction": _float(0.0, 0.5),
         "allow_overlap": BOOL,
     },

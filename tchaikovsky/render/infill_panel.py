@@ -65,7 +65,7 @@ def regenerate(panel, piece, label: str) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = infill(panel.model, panel.tok, piece, bars, config, seeds=seed, temperatures=temp,
-                        conditions=panel.conditions, asked=asked)[0]
+                        conditions=panel.conditions, asked=asked, order=panel.fim_order)[0]
     for w in caught:
         if issubclass(w.category, UserWarning):
             panel.output.append_stdout(f"Note: {w.message}\n")

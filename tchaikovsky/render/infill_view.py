@@ -106,14 +106,16 @@ def write_infilled(run_dir: str | Path, results, *, name: str = "infill", render
 
 
 def regenerate(run_dir: str | Path, model, tok, piece, bars, config: SampleConfig, *, seeds=(0,),
-               temperatures=(1.0,), conditions=None, soundfont: str | None = None, **asked) -> list[dict]:
+               temperatures=(1.0,), conditions=None, soundfont: str | None = None, order: str = "psm",
+               **asked) -> list[dict]:
     """Regenerate bars ``bars`` ("5-8") of ``piece`` once per (seed, temperature) of the grid ``seeds`` x
     ``temperatures`` (lists, or Papermill strings "0, 1"), in one batched call of ``generate.infill.infill`` with
-    the run's ``conditions`` and the values ``asked`` (period, composer, instrumentation), and write each with
-    ``write_infilled``; returns its dicts, in the grid's row-major order."""
+    the run's ``conditions`` and the values ``asked`` (period, composer, instrumentation), the prompt in ``order``
+    (``data.fim.order_of`` the model's metadata), and write each with ``write_infilled``; returns its dicts, in the
+    grid's row-major order."""
     seeds, temps = parse_list(seeds, int), parse_list(temperatures, float)
     results = infill(model, tok, piece, bars, config, seeds=np.asarray(seeds)[:, None], temperatures=temps,
-                     conditions=conditions, asked=asked)
+                     conditions=conditions, asked=asked, order=order)
     return write_infilled(run_dir, results, soundfont=soundfont)
 
 

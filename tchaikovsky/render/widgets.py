@@ -27,6 +27,7 @@ from symusic import Score
 
 from tchaikovsky.config import SampleConfig
 from tchaikovsky.data.conditions import KINDS, UNKNOWN
+from tchaikovsky.data.fim import check_order
 from tchaikovsky.evaluation import caption
 from tchaikovsky.generate import prompts
 from tchaikovsky.render import audio, infill_panel, preview, samples
@@ -91,11 +92,12 @@ class SamplerPanel(W.VBox):
     def __init__(self, model, tok, run_dir, *, pieces: Iterable[str | Path] = (), soundfont: str | Path | None = None,
                  config: SampleConfig = DEFAULT_CONFIG, temperature: float = 1.0, seed: int = 0,
                  chords: str = "C G Am F", prompt_bars: int = 4, preview_seconds: float = preview.SECONDS,
-                 conditions=None, period: str = "", composer: str = "", instrumentation: str = ""):
+                 conditions=None, period: str = "", composer: str = "", instrumentation: str = "",
+                 fim_order: str = "psm"):
         if not preview_seconds > 0:
             raise ValueError(f"preview_seconds must be > 0, got {preview_seconds!r}")
         self.model, self.tok, self.run_dir, self.config = model, tok, Path(run_dir), config
-        self.conditions = conditions
+        self.conditions, self.fim_order = conditions, check_order(fim_order)
         self.preview_seconds = float(preview_seconds)
         self.soundfont = str(soundfont) if soundfont else None
         self.results: list[dict] = []
@@ -285,6 +287,6 @@ def sampler_panel(model, tok, run_dir, *, pieces: Iterable[str | Path] = (), sou
     ``config.guidance``) sets the classifier-free guidance: > 1 follows the conditions more strongly, at twice the
     compute per token. A model trained with fill-in-the-middle also gets a "regenerate bars" mode
     (``infill_panel``): Generate then rewrites the bars given ("5-8") of the picked or uploaded piece, or of the
-    last piece made.
+    last piece made, prompting the model in ``fim_order`` ("psm" or "spm": ``data.fim.order_of`` its metadata).
     """
     return SamplerPanel(model, tok, run_dir, pieces=pieces, soundfont=soundfont, config=config, **defaults)

@@ -148,12 +148,12 @@ def global_batch(shards, tc: TrainConfig, step: int, *, seed: int, sharding, fil
     """The global batch of ``step``, a pure function of (seed, step), as arrays (accum, micro, ...) on the mesh of
     ``sharding``: each process reads only its own rows (``process_index`` of ``process_count``) and
     ``make_array_from_process_local_data`` joins them. With ``tc.fim_rate``, that share of the windows is reordered
-    for fill-in-the-middle with the model's sentinels ``fill`` (``Shards.batch``); the loss counts every target as
-    in any window (the sentinels too; PAD never)."""
+    for fill-in-the-middle with the model's sentinels ``fill``, ``tc.fim_spm`` of them in SPM order
+    (``Shards.batch``); the loss counts every target as in any window (the sentinels too; PAD never)."""
     extra = {k: v for k, v in (("condition_dropout", tc.condition_dropout),
                                ("unconditional_rate", tc.unconditional_rate)) if v}  # only Shards has these
     if tc.fim_rate:
-        extra.update(fim_rate=tc.fim_rate, fill=fill)
+        extra.update(fim_rate=tc.fim_rate, fim_spm=tc.fim_spm, fill=fill)
     local = shards.batch(step, tc.batch_size, tc.seq_len, seed=seed, process_index=jax.process_index(),
                          process_count=jax.process_count(), **extra)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(

@@ -120,8 +120,52 @@ def test_psm_on_a_hand_made_window():
     assert fim.reading_order(out, fill).tolist() == row[:8].tolist()
     one = np.asarray([5, 1, 6, 7, 6, 8, 6, 9, 9, 9, 9, 9])
     assert np.array_equal(fim.psm(one, (0.5, 0.5), pinned=0, opens_bar=opens, eos=2, fill=fill), one)
-    with pytest.raises(ValueError, match="once each, in order"):
+    with pytest.raises(ValueError, match="once each, in PSM or SPM order"):
         fim.reading_order(one, fill)
+
+
+def test_spm_puts_the_suffix_first_and_the_prefix_against_the_middle():
+    opens = np.zeros(12, bool)
+    opens[1] = True
+    fill = fim.Fill(12)
+    row = np.asarray([5, 1, 6, 7, 1, 8, 2, 9, 1, 9, 9, 9])
+    psm = fim.psm(row, (0.0, 0.0, 0.0), pinned=0, opens_bar=opens, eos=2, fill=fill)  # cuts 1, 4; suffix to 4
+    spm = fim.psm(row, (0.0, 0.0, 0.0), pinned=0, opens_bar=opens, eos=2, fill=fill, spm=True)
+    assert spm.tolist() == [13, 12, 5, 14, 1, 6, 7, 15, 1, 8, 2, 9]  # the same cuts, the sides swapped
+    spm = fim.psm(row, (0.0, 0.0), pinned=0, opens_bar=opens, eos=2, fill=fill, spm=True)  # suffix to the end
+    assert spm.tolist() == [13, 1, 8, 2, 9, 12, 5, 14, 1, 6, 7, 15]
+    pinned = np.asarray([20, 21, 5, 1, 6, 7, 1, 8, 2, 9, 1, 9])  # two condition ids stay first
+    spm = fim.psm(pinned, (0.0, 0.0, 0.0), pinned=2, opens_bar=np.append(opens, np.zeros(10, bool)), eos=2,
+                  fill=fill, spm=True)
+    assert spm.tolist()[:3] == [20, 21, 13]
+    for window, source in ((psm, row[:8]), (spm, pinned[:8])):
+        assert fim.reading_order(window, fill).tolist() == source.tolist()
+    with pytest.raises(ValueError, match="PSM or SPM"):  # the middle before a side: neither order
+        fim.reading_order(np.asarray([12, 5, 14, 1, 13, 6, 15]), fill)
+    assert fim.order_of({"train_config": {"fim_rate": 0.5, "fim_spm": 0.5}}) == "spm"
+    assert fim.order_of({"train_config": {"fim_rate": 0.5}}) == fim.order_of(None) == "psm"
+
+
+def test_spm_windows_share_the_psm_cuts_and_keep_the_conditions_first(bach, conditioned):
+    sh, cond = conditioned, conditioned.conditions
+    fill, eos = fim.Fill(cond.vocab_size), special_ids(bach.tok)["eos"]
+    plain = sh.batch(4, 32, SEQ, seed=1)
+    psm = sh.batch(4, 32, SEQ, seed=1, fim_rate=0.5, fill=fill)
+    both = sh.batch(4, 32, SEQ, seed=1, fim_rate=0.5, fim_spm=0.5, fill=fill)
+    reordered = [r for r in range(32) if fill.middle in psm[r]]
+    assert reordered == [r for r in range(32) if fill.middle in both[r]] and len(reordered) >= 8
+    in_spm = [r for r in reordered if both[r][3] == fill.suffix]
+    assert 0 < len(in_spm) < len(reordered)  # about half of them in SPM order, drawn apart from the cuts
+    for r in reordered:
+        assert cond.is_condition(both[r][:3]).all()
+        assert fim.reading_order(both[r], fill).tolist() == fim.reading_order(psm[r], fill).tolist()
+        if r in in_spm:  # the same cuts as the PSM window, its sides swapped
+            check_window(psm[r], plain[r], fill, sh.opens_bar, eos, pinned=3)
+            (p,), (s,), (m,) = (np.flatnonzero(both[r] == t) for t in (fill.prefix, fill.suffix, fill.middle))
+            _, prefix, suffix, _ = parts(psm[r], fill)
+            assert both[r][s + 1 : p].tolist() == suffix and both[r][p + 1 : m].tolist() == prefix
+        else:
+            assert np.array_equal(both[r], psm[r])
 
 
 def test_bad_fim_settings_are_clear_errors(bach):
@@ -134,3 +178,7 @@ def test_bad_fim_settings_are_clear_errors(bach):
         sh.batch(0, 4, 64, fim_rate=0.5, fill=fim.Fill(sh.vocab_size + 3))
     with pytest.raises(ValueError, match="fim_rate=-0.1 must be a number in"):
         TrainConfig(fim_rate=-0.1)
+    with pytest.raises(ValueError, match="fim_spm=2 must be a number in"):
+        TrainConfig(fim_rate=0.5, fim_spm=2)
+    with pytest.raises(ValueError, match=r"fim_spm=1.5 must be in \[0, 1\]"):
+        sh.batch(0, 4, 64, fim_rate=0.5, fim_spm=1.5, fill=fim.Fill(sh.vocab_size))

@@ -13,7 +13,8 @@ from tchaikovsky.data import shards as shards_lib
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.data.conditions import Conditions
 from tchaikovsky.data.splits import held_out_roles
-from tchaikovsky.evaluation.infill import infilling_table, measure_infilling, seam, suffix_sweep, suffix_table
+from tchaikovsky.evaluation.infill import (choose_order, infilling_table, measure_infilling, order_table, seam,
+                                           suffix_sweep, suffix_table)
 from tchaikovsky.model import build
 from tchaikovsky.training.checkpoint import export_model
 
@@ -75,6 +76,16 @@ def test_measure_infilling_gives_every_figure_with_its_n(fim_run):
     assert math.isclose(sweep["left_to_right"]["mean"], bits["left_to_right"]["mean"], rel_tol=1e-6)
     assert sweep["rows"][0]["fim"]["mean"] != bits["fim"]["mean"]  # without its suffix the middle reads otherwise
     assert "| 1 bar(s) |" in suffix_table(sweep) and "| all that fits |" in suffix_table(sweep)
+    assert res["settings"]["order"] == sweep["settings"]["order"] == "psm"  # the run's: trained without fim_spm
+    # the same parts in SPM order: the same left-to-right figure, another FIM one; validation chooses between them
+    spm = suffix_sweep(fim_run, role="test", bars=(2, 2), of_bars=4, n_pieces=2, keep=(None,), order="spm")
+    assert math.isclose(spm["left_to_right"]["mean"], sweep["left_to_right"]["mean"], rel_tol=1e-6)
+    assert spm["rows"][0]["fim"]["mean"] != sweep["rows"][-1]["fim"]["mean"]
+    chosen = choose_order(fim_run, role="test", bars=(2, 2), of_bars=4, n_pieces=2)
+    both = {o: chosen["orders"][o]["mean"] for o in ("psm", "spm")}
+    assert chosen["chosen"] == min(both, key=both.get) and both["spm"] == spm["rows"][0]["fim"]["mean"]
+    assert chosen["spm_minus_psm"]["mean"] == pytest.approx(both["spm"] - both["psm"])
+    assert "| SPM - PSM (paired) |" in order_table(chosen)
     table = infilling_table(res)
     assert "| bits per note of the real middle |" in table and "another piece's suffix" in table and "Fill_end right after" in table and "at the first seam" in table and "Bar 2 of 4" in table
 

@@ -34,8 +34,8 @@ def test_real_music_obeys_the_grammar(bach, rules):
     fill = Fill(len(bach.tok))
     with_fill = grammar.Grammar(bach.tok, fill=fill)
     assert len(with_fill.first) == len(bach.tok) + 4
-    for step in range(4):
-        windows = bach.shards.batch(step, 16, 255, fim_rate=1.0, fill=fill)
+    for step in range(4):  # in both orders: PSM and SPM windows alike
+        windows = bach.shards.batch(step, 16, 255, fim_rate=1.0, fim_spm=0.5, fill=fill)
         assert fill.is_sentinel(windows).any(axis=1).sum() >= 10
         assert all(with_fill.invalid_share(w) == 0.0 for w in windows)
     # what sampling relies on: the middle opens with a bar; it may end only where a bar could begin; then PAD
@@ -159,9 +159,9 @@ def test_conditioned_pieces_obey_the_grammar_and_sampling_follows_the_prefix(bac
         for split in sh.splits:  # every piece, and the joins between pieces (EOS -> the next piece's conditions)
             assert rules.invalid_share(np.asarray(sh._split(split))) == 0.0
         fill = Fill(cond.vocab_size)  # fill-in-the-middle windows too, their conditions first
-        windows = sh.batch(0, 32, 255, fim_rate=1.0, fill=fill)
-        reordered = windows[windows[:, 3] == fill.prefix]  # (a row left as it was may open mid-piece)
-        assert len(reordered) >= 20
+        windows = sh.batch(0, 32, 255, fim_rate=1.0, fim_spm=0.5, fill=fill)
+        reordered = windows[np.isin(windows[:, 3], [fill.prefix, fill.suffix])]  # (a row left as it was may
+        assert len(reordered) >= 20 and 0 < (reordered[:, 3] == fill.suffix).sum() < len(reordered)  # open mid-piece)
         rules_fill = grammar.Grammar(bach.tok, cond, fill)
         assert all(rules_fill.invalid_share(w) == 0.0 for w in reordered)  # each window on its own
     ids = cond.ids()

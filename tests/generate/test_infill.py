@@ -3,6 +3,7 @@ score-level splice, with the real tokenizer, real chorales and a real (tiny, unt
 JAX. Biased copies of the model stand in for one that wants to stop at once or never."""
 
 import dataclasses
+import itertools
 import warnings
 
 import equinox as eqx
@@ -90,6 +91,11 @@ def test_the_prompt_keeps_whole_bars_nearest_the_span(bach, piece):
     assert list(first[:3]) == [fill.prefix, bach.tok["BOS_None"], fill.suffix]  # bar 1's prefix is BOS alone
     last, _ = fim_prompt(pb, (pb.n_bars - 1, pb.n_bars), fill, 10_000)
     assert list(last[-3:]) == [fill.suffix, bach.tok["EOS_None"], fill.middle]  # the last bars' suffix: EOS
+    spm, note = fim_prompt(pb, (3, 4), fill, room, front=[7, 8], order="spm")  # the same bars, the suffix first
+    assert list(spm) == [7, 8, fill.suffix, *pb.ids[j:pb.starts[5]], fill.prefix, *pb.ids[pb.starts[1]:i],
+                         fill.middle]
+    with pytest.raises(ValueError, match="orders are psm, spm"):
+        fim_prompt(pb, (3, 4), fill, room, order="mps")
 
 
 def test_fim_windows_obey_the_grammar(bach):
@@ -98,11 +104,11 @@ def test_fim_windows_obey_the_grammar(bach):
     assert len(rules.first) == fill.vocab_size
     for p in bach.pieces[:4]:
         pb = piece_bars(bach.tok, p.path)
-        for bars in [(1, 2), (3, 4), (pb.n_bars - 1, pb.n_bars)]:
-            prompt, _ = fim_prompt(pb, bars, fill, 10_000)
+        for bars, order in itertools.product([(1, 2), (3, 4), (pb.n_bars - 1, pb.n_bars)], ("psm", "spm")):
+            prompt, _ = fim_prompt(pb, bars, fill, 10_000, order=order)
             i, j = pb.span(*bars)
             window = np.concatenate([prompt, pb.ids[i:j], [fill.end]])
-            assert rules.invalid_share(window) == 0.0, (p.path.name, bars)
+            assert rules.invalid_share(window) == 0.0, (p.path.name, bars, order)
     assert not rules.allowed(fill.middle)[np.flatnonzero(first_kinds(bach.tok)[0] != "Bar")].any()
 
 
@@ -137,6 +143,8 @@ def test_notes_outside_the_bars_are_unchanged(bach, piece, fim_model):
     held = symusic.Note(int(lo - tpq), 3 * tpq, 40, 77)  # starts a beat before bar 3 and sounds into it
     score.tracks[0].notes.append(held)
     results = infill(fim_model, bach.tok, score, (3, 4), CONFIG, seeds=[0, 1], temperatures=[1.0])
+    results += infill(fim_model, bach.tok, score, (3, 4), CONFIG, seeds=[0, 1], order="spm")  # the suffix first
+    assert [r.prompt[0] for r in results] == [Fill(len(bach.tok)).prefix] * 2 + [Fill(len(bach.tok)).suffix] * 2
     original = list(range(len(score.tracks)))
     inside = lambda n: lo - pb.grid / 2 <= n[1] < hi - pb.grid / 2  # noqa: E731
     for r in results:
@@ -193,6 +201,11 @@ def test_a_prompt_too_long_for_the_context_warns_and_conditions_go_first(bach, p
     fill = Fill(cond.vocab_size)
     assert list(r.prompt[:4]) == cond.prefix(composer="bach") + [fill.prefix] and r.prompt[-1] == fill.middle
     assert len(r.prompt) <= 64 and not cond.is_condition(r.middle).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (s,) = infill(model, bach.tok, piece, (5, 6), SampleConfig(num_tokens=64), conditions=cond,
+                      asked={"composer": "bach"}, order="spm")
+    assert list(s.prompt[:4]) == cond.prefix(composer="bach") + [fill.suffix] and sorted(s.prompt) == sorted(r.prompt)
 
 
 @pytest.mark.filterwarnings("ignore:bars 3-4")

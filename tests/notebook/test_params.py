@@ -8,7 +8,7 @@ def good_03(**over):
           "preset": "demo", "max_steps": None, "max_minutes": None, "batch_size": None, "learning_rate": None,
           "resume": True, "wandb_mode": "disabled", "sample_every": 0, "repo_url": "", "params": params,
           "init_from": "", "conditions": False, "condition_dropout": None, "judge_fraction": 0.0, "allow_overlap": False,
-          "fim_rate": 0.0, "unconditional_rate": None}
+          "fim_rate": 0.0, "unconditional_rate": None, "fim_spm": None}
     ns.update(over)
     return ns
 
@@ -22,7 +22,7 @@ def test_valid_parameters_pass():
     ("preset", "huge"), ("max_steps", 0), ("max_steps", 1.5), ("batch_size", -1), ("resume", "yes"),
     ("wandb_mode", "on"), ("learning_rate", 0.0), ("seed", -1), ("vocab_size", 100), ("max_minutes", True),
     ("condition_dropout", 1.5), ("judge_fraction", 0.9), ("init_from", None), ("conditions", "yes"),
-    ("allow_overlap", "no"), ("fim_rate", 1.5), ("fim_rate", None), ("unconditional_rate", -0.1),
+    ("allow_overlap", "no"), ("fim_rate", 1.5), ("fim_rate", None), ("unconditional_rate", -0.1), ("fim_spm", 2.0),
 ])
 def test_bad_values_name_the_parameter(name, value):
     with pytest.raises(ValueError, match=f"`{name}`"):

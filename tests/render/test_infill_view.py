@@ -83,6 +83,15 @@ def test_the_panel_regenerates_bars_of_the_picked_or_last_piece(bach, fim_model,
     again = panel.generate()
     assert again is not None and again["bars"] == (1, 1) and len(again["result"].original.tracks) > len(
         original.tracks)  # the regenerated piece itself, with its regenerated track
+    assert again["result"].prompt[0] == len(bach.tok)  # Fill_prefix first: the panel's default order, PSM
+    spm = widgets.sampler_panel(fim_model, bach.tok, tmp_path, pieces=pieces, preview_seconds=4.0,
+                                config=SampleConfig(num_tokens=128, top_p=0.95), fim_order="spm")
+    spm.controls["mode"].value, spm.controls["bars"].value = infill_panel.REGENERATE, "2-3"
+    spm.controls["prompt"].value = pieces[0]
+    cell = spm.generate()
+    assert cell is not None and cell["result"].prompt[0] == len(bach.tok) + 1, errors(spm)  # Fill_suffix first
+    with pytest.raises(ValueError, match="orders are psm, spm"):
+        widgets.sampler_panel(fim_model, bach.tok, tmp_path, fim_order="suffix first")
 
 
 def test_the_mode_is_hidden_for_a_model_without_the_sentinels(bach, tmp_path):

@@ -1,6 +1,7 @@
 """What the later stages reuse: any loss (a pytree batch, frozen inputs), weights from another run (init_from),
 frozen parts of the model, hooks. Real training of the tiny preset on real Bach shards, 8 simulated CPU devices."""
 
+import dataclasses
 import json
 import math
 
@@ -12,6 +13,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tchaikovsky.config import preset
+from tchaikovsky.data.fim import Fill
 from tchaikovsky.model import GPT, build
 from tchaikovsky.training import checkpoint, loop, state as train_state, step as train_step
 from tchaikovsky.training.losses import next_token_loss, token_losses
@@ -261,6 +263,13 @@ def test_the_training_batch_carries_the_dropout_settings(conditioned):
     got = np.asarray(loop.global_batch(conditioned, tc, 3, seed=4, sharding=sharding)).reshape(16, -1)
     want = conditioned.batch(3, 16, tc.seq_len, seed=4, unconditional_rate=0.5, condition_dropout=0.1)
     assert (got == want).all() and (got != conditioned.batch(3, 16, tc.seq_len, seed=4, condition_dropout=0.1)).any()
+    # and the fill-in-the-middle settings: the share of windows reordered, and of those in SPM order
+    fill = Fill(conditioned.vocab_size)
+    tc = dataclasses.replace(tc, fim_rate=1.0, fim_spm=0.5)
+    got = np.asarray(loop.global_batch(conditioned, tc, 3, seed=4, sharding=sharding, fill=fill)).reshape(16, -1)
+    want = conditioned.batch(3, 16, tc.seq_len, seed=4, unconditional_rate=0.5, condition_dropout=0.1, fim_rate=1.0,
+                             fim_spm=0.5, fill=fill)
+    assert (got == want).all() and (got == fill.suffix).any() and (got == fill.prefix).any()
 
 
 def test_resize_vocab_keeps_old_logits_and_copies_source_rows(trained):
