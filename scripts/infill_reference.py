@@ -71,6 +71,32 @@ def fim_cost(fim: Path, plain: Path, split: str = "judge_test", n_boot: int = 40
             "relative": float(b_sum.sum() / a_sum.sum() - 1.0), "lo": float(lo), "hi": float(hi)}
 
 
+def against(mine: dict, theirs: dict) -> dict:
+    """Two ``suffix_sweep`` results on the same pieces (runs built alike): per piece, this run's bits per note of
+    the real middle given all the suffix that fits, minus the other's; and the same left to right."""
+    from tchaikovsky.evaluation.intervals import mean_interval
+
+    a, b = mine["rows"][-1], theirs["rows"][-1]
+    if mine["n_pieces"] != theirs["n_pieces"] or a["bars"] is not None or b["bars"] is not None:
+        raise ValueError("compare runs built alike, each swept with all the suffix that fits: their pieces differ")
+    return {"run": theirs["settings"]["run_dir"], "order": theirs["settings"]["order"], "theirs": b["fim"],
+            "mine": a["fim"], "difference": mean_interval([x - y for x, y in zip(a["per_piece"], b["per_piece"])]),
+            "left_to_right": {"theirs": theirs["left_to_right"], "mine": mine["left_to_right"]}}
+
+
+def against_table(c: dict, order: str) -> str:
+    from tchaikovsky.evaluation.intervals import fmt
+
+    cell = lambda m: f"{fmt(m['mean'])} [{fmt(m['lo'])}, {fmt(m['hi'])}]"  # noqa: E731
+    return (f"Against `{c['run']}` (same pieces, each run in its own order), bits per note of the real middle:\n\n"
+            f"| | this run ({order.upper()}) | that run ({c['order'].upper()}) | this - that (paired) | n |\n"
+            "|---|---|---|---|---|\n"
+            f"| given prefix and suffix | {cell(c['mine'])} | {cell(c['theirs'])} | {cell(c['difference'])} | "
+            f"{c['difference']['n']} |\n"
+            f"| given the prefix, left to right | {cell(c['left_to_right']['mine'])} | "
+            f"{cell(c['left_to_right']['theirs'])} | | |")
+
+
 def markdown(result: dict) -> str:
     from tchaikovsky.evaluation.infill import infilling_table, order_table, suffix_table
     from tchaikovsky.evaluation.infill_judge import conditioned_table
@@ -86,6 +112,8 @@ def markdown(result: dict) -> str:
     parts.append(infilling_table(result["infilling"]))
     if "suffix" in result:
         parts.append("How much of the suffix helps (same pieces, same prefix):\n\n" + suffix_table(result["suffix"]))
+    if "against" in result:
+        parts.append(against_table(result["against"], result["infilling"]["settings"]["order"]))
     return "\n\n".join(parts + [conditioned_table(result["conditioned"])])
 
 
@@ -96,6 +124,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--pieces", type=int, default=32, help="held-out pieces (of the test role)")
     ap.add_argument("--seeds", type=int, default=2, help="regenerations per piece")
     ap.add_argument("--temperature", type=float, default=0.9)
+    ap.add_argument("--against", default="",
+                    help="another FIM fine-tune of the same recipe (e.g. PSM windows only): the paired difference in "
+                         "bits per note of the real middles, each run prompted in its own order")
     args = ap.parse_args(argv)
 
     from tchaikovsky import io
@@ -117,6 +148,9 @@ def main(argv=None) -> dict:
                                             seeds=args.seeds, temperature=args.temperature, order=order)
     times["infilling_s"] = time.time() - t
     result["suffix"] = suffix_sweep(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces, order=order)
+    if args.against:
+        result["against"] = against(result["suffix"], suffix_sweep(Path(args.against), role="test", bars=(5, 8),
+                                                                   of_bars=16, n_pieces=args.pieces, keep=(None,)))
     t = time.time()
     result["conditioned"] = conditioned_infilling(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces,
                                                   temperature=args.temperature, order=order)
