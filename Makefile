@@ -5,10 +5,10 @@ PY := $(VENV)/bin/python
 RUN ?= runs/demo
 PRESET ?= demo
 DEMO_FILES ?= 400
-DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5
+DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5 -p fim_spm=0.5
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-main test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-pretrained reference-conditioning-guided reference-infilling reference-preference clean
+.PHONY: demo test test-main test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-pretrained reference-conditioning-guided reference-infilling reference-infilling-psm reference-preference clean
 
 # Debian and Ubuntu ship venv's pip installer (ensurepip) apart, in python3-venv: say so instead of venv's own error.
 NEED_VENV = @$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
@@ -141,14 +141,25 @@ reference-conditioning-guided: setup
 	    sed -n '/ against /,$$p'; fi
 
 # Fill-in-the-middle (docs/evaluation.md "Infilling"): the pretrained-conditions recipe with fim_rate 0.5 in the
-# pretraining and the fine-tune (as make demo trains), against the same recipe without FIM (same data, steps, seed):
-# its cost in left-to-right loss and its infilling measures.
+# pretraining and the fine-tune, half of those windows in SPM order (as make demo trains), against the same recipe
+# without FIM (same data, steps, seed): its cost in left-to-right loss and its infilling measures; and against the
+# PSM-only run of reference-infilling-psm, when there is one.
 reference-infilling: setup
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-pretrained --pretrain-conditions \
 	    --until finetune
 	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-fim --pretrain-conditions \
-	    --fim-rate 0.5 --pretrain-fim --until finetune
+	    --fim-rate 0.5 --fim-spm 0.5 --pretrain-fim --until finetune
 	PYTHONPATH=. $(PY) scripts/infill_reference.py --fim runs/conditioning-fim/finetune \
+	    --plain runs/conditioning-pretrained/finetune \
+	    $$([ -d runs/conditioning-fim-psm/finetune ] && echo --against runs/conditioning-fim-psm/finetune)
+
+# The same with PSM windows only (the earlier recipe), for reference-infilling's comparison.
+reference-infilling-psm: setup
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-pretrained --pretrain-conditions \
+	    --until finetune
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-fim-psm --pretrain-conditions \
+	    --fim-rate 0.5 --pretrain-fim --until finetune
+	PYTHONPATH=. $(PY) scripts/infill_reference.py --fim runs/conditioning-fim-psm/finetune \
 	    --plain runs/conditioning-pretrained/finetune
 
 # Preference rounds (notebook 05) on reference-conditioning's fine-tuned model: #13's table.

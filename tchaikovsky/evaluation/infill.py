@@ -234,7 +234,9 @@ def suffix_sweep(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bar
     ``fim_prompt`` keeps), each against the prefix alone, left to right (per piece, paired); ``order``: the FIM
     prompts' (None: the run's, ``data.fim.order_of``). Returns ``settings``,
     ``n_pieces``, ``left_to_right`` and ``rows``: [{``bars``, ``fim``, ``difference``}], each a ``mean_interval``,
-    and ``per_piece`` (the bits per note behind ``fim``, for paired comparisons)."""
+    ``per_piece`` (the bits per note behind ``fim``, for paired comparisons) and ``by_bar``: per bar of the span,
+    the bits of its tokens (summed) minus the same left to right, a ``mean_interval`` over pieces: where the suffix
+    helps or hurts."""
     r = get_role(role)
     run = load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)
@@ -243,26 +245,33 @@ def suffix_sweep(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bar
     require_split(run.shards, r)
     bars = parse_bars(bars)
     pieces, _ = held_out_cuts(run, r.split, bars, of_bars, n_pieces)
-    bits = {k: [] for k in keep}
+    n_bars = bars[1] - bars[0] + 1
+    bits, by_bar = {k: [] for k in keep}, {k: [[] for _ in range(n_bars)] for k in keep}
     left = []
     for pb, front, span in progress.bar(pieces, desc="suffix sweep"):
         cut = _teacher_forced(run, pb, front, span, bars, fill)
         if cut is None:
             continue
         prefix, suffix, middle, notes = cut
-        j = span[1]
+        i, j = span
         ends = [int(b) - j for b in pb.starts if j < b < j + len(suffix)] + [len(suffix)]  # where its bars end
+        bar = np.searchsorted(np.sort(pb.starts[(pb.starts >= i) & (pb.starts < j)]) - i, np.arange(len(middle)),
+                              side="right") - 1  # each middle token's bar, 0 .. n_bars - 1
+        ltr = token_bits(run.model, np.concatenate([np.asarray(front, np.int32), prefix, middle]), pad)[-len(middle):]
+        left.append(ltr.sum() / notes)
         for k in keep:
             kept = len(suffix) if k is None else ends[min(k, len(ends)) - 1] if k else 0
             seq = np.concatenate([arrange(front, prefix, suffix[:kept], fill, order), middle])
-            bits[k].append(token_bits(run.model, seq, pad)[-len(middle):].sum() / notes)
-        ltr = np.concatenate([np.asarray(front, np.int32), prefix, middle])
-        left.append(token_bits(run.model, ltr, pad)[-len(middle):].sum() / notes)
+            fim = token_bits(run.model, seq, pad)[-len(middle):]
+            bits[k].append(fim.sum() / notes)
+            for b in range(n_bars):
+                by_bar[k][b].append(float((fim - ltr)[bar == b].sum()))
     return {"settings": {"role": r.name, "bars": list(bars), "of_bars": of_bars, "order": order,
                          "run_dir": str(run_dir)},
             "n_pieces": len(left), "left_to_right": mean_interval(left),
             "rows": [{"bars": k, "fim": mean_interval(bits[k]), "per_piece": bits[k],
-                      "difference": mean_interval([b - a for b, a in zip(bits[k], left)])} for k in keep]}
+                      "difference": mean_interval([b - a for b, a in zip(bits[k], left)]),
+                      "by_bar": [mean_interval(x) for x in by_bar[k]]} for k in keep]}
 
 
 def choose_order(run_dir: str | Path, *, role: str = "validation", bars=(5, 8), of_bars: int = 16,
@@ -298,6 +307,13 @@ def suffix_table(result: dict) -> str:
         k = row["bars"]
         what = "all that fits" if k is None else "no bar (FIM order, empty suffix)" if k == 0 else f"{k} bar(s)"
         lines.append(f"| {what} | {_cell(row['fim'])} | {_cell(row['difference'])} | {row['fim']['n']} |")
+    full = result["rows"][-1]
+    first = result["settings"]["bars"][0]
+    lines += ["", f"Bar by bar ({'all that fits' if full['bars'] is None else str(full['bars']) + ' bar(s)'} of the "
+              "suffix): bits of "
+              "the bar's tokens, summed, minus the same left to right [95%]:", "",
+              "| " + " | ".join(f"bar {first + b}" for b in range(len(full["by_bar"]))) + " |",
+              "|" + " --- |" * len(full["by_bar"]), "| " + " | ".join(_cell(m) for m in full["by_bar"]) + " |"]
     return "\n".join(lines)
 
 
