@@ -1,6 +1,6 @@
 """The conditioning reference experiment (issue #12), on the embedded music21 corpus, CPU-sized.
 
-    python scripts/conditioning_reference.py --out runs/conditioning   # or: make reference-conditioning
+    python scripts/conditioning_reference.py --out runs/conditioning-finetune  # or: make reference-conditioning-finetune
 
 1. exports (once) and loads a corpus of several composers: Bach chorales, Palestrina mass movements, Monteverdi
    madrigals, Mozart / Haydn / Beethoven quartet movements, Trecento pieces, Ryan's Mammoth folk tunes;
@@ -15,8 +15,10 @@
    the composer table once per lever;
 5. the outside check: a judge trained on music21 scores that no run of this script trains on (``OUTSIDE``) hears
    the same test pieces.
-``--corpus full`` and ``--pretrain-conditions`` are the training levers (more labelled music; conditions from
-pretraining on). Writes ``conditioning.json`` and ``conditioning.md`` (the tables) into ``--out`` and prints them.
+``--corpus full``, ``--pretrain-conditions``, ``--unconditional-rate`` and ``--finetune-steps`` are the training
+levers (more labelled music; conditions from pretraining on; windows asked for nothing, for guidance; the steps
+spent): ``make reference-conditioning`` runs the recipe that met issue #21's targets,
+``--pretrain-conditions --unconditional-rate 0.1`` with guidance chosen on validation. Writes ``conditioning.json`` and ``conditioning.md`` (the tables) into ``--out`` and prints them.
 """
 
 from __future__ import annotations
