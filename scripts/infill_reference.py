@@ -13,7 +13,7 @@ first 16 taken out:
 2. ``evaluation.infill.measure_infilling``: bits per note of the real middle given prefix and suffix against the
    prefix only, OA of the regenerated bars against the real ones, pitch jumps and onset gaps at both seams against
    the real seams, and how often the model closed the middle itself; then the same bits per note with only the
-   first 0, 1, 2 or 4 bars of the suffix (``evaluation.infill.suffix_sweep``): how much of it helps;
+   first 0, 1, 2, 4 or 6 bars of the suffix, bar by bar (``evaluation.infill.suffix_sweep``): how much of it helps;
 3. conditioned infilling: the bars regenerated "as" each composer, and as "any" (the measured chance), judged by the
    test role's judge on the regenerated bars alone.
 A model trained with SPM windows too (``fim_spm`` > 0: ``--fim-spm`` of conditioning_reference.py) can be prompted in

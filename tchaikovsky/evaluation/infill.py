@@ -228,7 +228,7 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
 
 
 def suffix_sweep(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bars: int = 16, n_pieces: int = 32,
-                 keep=(0, 1, 2, 4, None), order: str | None = None) -> dict:
+                 keep=(0, 1, 2, 4, 6, None), order: str | None = None) -> dict:
     """How much of the suffix helps: bits per note of the real middle (teacher forcing, as ``measure_infilling``)
     given the same prefix and only the first ``k`` bars of the suffix, for each ``k`` of ``keep`` (None: all that
     ``fim_prompt`` keeps), each against the prefix alone, left to right (per piece, paired); ``order``: the FIM
@@ -299,21 +299,18 @@ def order_table(result: dict) -> str:
 
 
 def suffix_table(result: dict) -> str:
-    """Markdown: ``suffix_sweep``'s rows."""
-    lr = result["left_to_right"]
-    lines = ["| suffix kept | bits per note of the real middle | minus left to right (prefix only) | n |",
-             "| --- | --- | --- | --- |", f"| none, left to right | {_cell(lr)} | | {lr['n']} |"]
+    """Markdown: ``suffix_sweep``'s rows, with the bits of each bar of the span (its tokens' bits summed) minus the
+    same left to right."""
+    lr, (first, last) = result["left_to_right"], result["settings"]["bars"]
+    per_bar = [f"bar {b}: minus left to right (bits)" for b in range(first, last + 1)]
+    lines = ["| " + " | ".join(["suffix kept", "bits per note of the real middle", "minus left to right (prefix only)",
+                                *per_bar, "n"]) + " |", "|" + " --- |" * (len(per_bar) + 4),
+             f"| none, left to right | {_cell(lr)} | |" + " |" * len(per_bar) + f" {lr['n']} |"]
     for row in result["rows"]:
         k = row["bars"]
         what = "all that fits" if k is None else "no bar (FIM order, empty suffix)" if k == 0 else f"{k} bar(s)"
-        lines.append(f"| {what} | {_cell(row['fim'])} | {_cell(row['difference'])} | {row['fim']['n']} |")
-    full = result["rows"][-1]
-    first = result["settings"]["bars"][0]
-    lines += ["", f"Bar by bar ({'all that fits' if full['bars'] is None else str(full['bars']) + ' bar(s)'} of the "
-              "suffix): bits of "
-              "the bar's tokens, summed, minus the same left to right [95%]:", "",
-              "| " + " | ".join(f"bar {first + b}" for b in range(len(full["by_bar"]))) + " |",
-              "|" + " --- |" * len(full["by_bar"]), "| " + " | ".join(_cell(m) for m in full["by_bar"]) + " |"]
+        cells = [what, _cell(row["fim"]), _cell(row["difference"]), *map(_cell, row["by_bar"]), str(row["fim"]["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -78,7 +78,7 @@ def test_measure_infilling_gives_every_figure_with_its_n(fim_run):
     assert "| 1 bar(s) |" in suffix_table(sweep) and "| all that fits |" in suffix_table(sweep)
     assert all(len(row["by_bar"]) == 1 and row["by_bar"][0]["n"] == n for row in sweep["rows"])  # the span's 1 bar
     assert sweep["rows"][0]["by_bar"][0]["mean"] != sweep["rows"][-1]["by_bar"][0]["mean"]
-    assert "| bar 2 |" in suffix_table(sweep) and "Bar by bar (all that fits of the suffix)" in suffix_table(sweep)
+    assert "| bar 2: minus left to right (bits) |" in suffix_table(sweep)
     assert res["settings"]["order"] == sweep["settings"]["order"] == "psm"  # the run's: trained without fim_spm
     # the same parts in SPM order: the same left-to-right figure, another FIM one; validation chooses between them
     spm = suffix_sweep(fim_run, role="test", bars=(2, 2), of_bars=4, n_pieces=2, keep=(None,), order="spm")
