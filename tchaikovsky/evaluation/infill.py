@@ -131,7 +131,6 @@ def _teacher_forced(run, pb, front, span, bars, fill):
     return None if not len(front) + len(prefix) else (prefix, suffix, middle, notes)
 
 
-
 def _bits(run, pieces, bars, fill, pad: int, order: str) -> dict:
     """Per piece: bits per note of the real middle given both sides (FIM), given the prefix (left to right), and
     given the prefix with another piece's suffix (the next piece's bars after its span, as many ids): the control
