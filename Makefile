@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5 -p fim_spm=0.5
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-main test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-finetune reference-conditioning-pretrained reference-conditioning-steps reference-conditioning-full reference-infilling reference-infilling-psm reference-preference clean
+.PHONY: demo test test-main test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-finetune reference-conditioning-pretrained reference-conditioning-steps reference-conditioning-lr reference-conditioning-full reference-infilling reference-infilling-psm reference-preference clean
 
 # Debian and Ubuntu ship venv's pip installer (ensurepip) apart, in python3-venv: say so instead of venv's own error.
 NEED_VENV = @$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
@@ -133,6 +133,15 @@ reference-conditioning-steps: setup
 	    --unconditional-rate 0.1 --temperatures 1.0 --guidance 1.0 2.0 --rerank 1 --finetune-steps 1200
 	@if [ -f runs/conditioning/finetune/levers.json ]; then PYTHONPATH=. $(PY) scripts/conditioning_eval.py \
 	    --run runs/conditioning-steps/finetune --markdown --against runs/conditioning/finetune | \
+	    sed -n '/ against /,$$p'; fi
+
+# Lever 5, the condition rows' learning rate: reference-conditioning's recipe with the condition tokens' embedding and
+# output rows fine-tuned at 4x the fine-tune's rate (the pretraining's: the fine-tune runs at a quarter of it).
+reference-conditioning-lr: setup
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-lr --pretrain-conditions \
+	    --unconditional-rate 0.1 --temperatures 1.0 --guidance 1.0 2.0 --rerank 1 --condition-lr 4
+	@if [ -f runs/conditioning/finetune/levers.json ]; then PYTHONPATH=. $(PY) scripts/conditioning_eval.py \
+	    --run runs/conditioning-lr/finetune --markdown --against runs/conditioning/finetune | \
 	    sed -n '/ against /,$$p'; fi
 
 # Lever 3, more labelled music: the same recipe on the embedded corpus's full holdings (--corpus full, 1,537 pieces;

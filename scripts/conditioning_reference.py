@@ -15,9 +15,9 @@
    the composer table once per lever;
 5. the outside check: a judge trained on music21 scores that no run of this script trains on (``OUTSIDE``) hears
    the same test pieces.
-``--corpus full``, ``--pretrain-conditions``, ``--unconditional-rate`` and ``--finetune-steps`` are the training
-levers (more labelled music; conditions from pretraining on; windows asked for nothing, for guidance; the steps
-spent): ``make reference-conditioning`` runs the recipe that met issue #21's targets,
+``--corpus full``, ``--pretrain-conditions``, ``--unconditional-rate``, ``--finetune-steps`` and ``--condition-lr``
+are the training levers (more labelled music; conditions from pretraining on; windows asked for nothing, for
+guidance; the steps spent; the condition rows' learning rate): ``make reference-conditioning`` runs the recipe that met issue #21's targets,
 ``--pretrain-conditions --unconditional-rate 0.1`` with guidance chosen on validation. Writes ``conditioning.json`` and ``conditioning.md`` (the tables) into ``--out`` and prints them.
 """
 
@@ -75,6 +75,9 @@ def main(argv=None) -> dict:
                     help="the share of those windows in suffix-prefix-middle order (03's fim_spm)")
     ap.add_argument("--pretrain-fim", action="store_true",
                     help="use --fim-rate in the pretraining too, not only the fine-tune (FIM learned from the start)")
+    ap.add_argument("--condition-lr", type=float, default=None,
+                    help="the fine-tune's learning rate for the condition tokens' rows, as a multiple of its own "
+                         "(TrainConfig.condition_lr; default 1)")
     ap.add_argument("--until", choices=("pretrain", "finetune", "all"), default="all",
                     help="stop after this stage (a later call continues from what is on disk)")
     args = ap.parse_args(argv)
@@ -120,7 +123,8 @@ def main(argv=None) -> dict:
     t = time.time()
     pipeline.train_run(ft, Shards(ft / "shards"), preset=args.preset, max_steps=args.finetune_steps, init_from=str(pre),
                        condition_dropout=args.condition_dropout, fim_rate=args.fim_rate or None,
-                       unconditional_rate=args.unconditional_rate or None, fim_spm=args.fim_spm or None)
+                       unconditional_rate=args.unconditional_rate or None, fim_spm=args.fim_spm or None,
+                       condition_lr=args.condition_lr)
     times["finetune_s"] = time.time() - t
     if args.until == "finetune":
         return {"times": times}

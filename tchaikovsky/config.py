@@ -79,12 +79,16 @@ class TrainConfig:
     unconditional_rate: float = 0.0  # share of windows with every condition "unknown": guidance's unconditional path
     fim_rate: float = 0.0  # share of windows reordered prefix/suffix/middle, to learn infilling (data.fim); 0: off
     fim_spm: float = 0.0  # share of those in suffix-prefix-middle order (the rest prefix-suffix-middle)
+    condition_lr: float = 1.0  # the condition tokens' embedding and output rows learn at this multiple of the rate
 
     def __post_init__(self):
         for name in ("fim_rate", "fim_spm", "unconditional_rate"):
             rate = getattr(self, name)
             if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not 0 <= rate <= 1:
                 raise ValueError(f"TrainConfig: {name}={rate!r} must be a number in [0, 1]")
+        c = self.condition_lr
+        if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)) or not 0 <= c < float("inf"):
+            raise ValueError(f"TrainConfig: condition_lr={c!r} must be a finite number >= 0 (a multiple of learning_rate)")
 
     @property
     def micro_batch(self) -> int:

@@ -201,7 +201,7 @@ def wandb_logger(mode: str, run_dir: Path, config: dict):
 def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=None, max_minutes=None,
               batch_size=None, learning_rate=None, resume: bool = True, wandb_mode: str = "disabled",
               sample_every: int = 0, init_from: str = "", condition_dropout=None, fim_rate=None,
-              allow_overlap: bool = False, unconditional_rate=None, fim_spm=None):
+              allow_overlap: bool = False, unconditional_rate=None, fim_spm=None, condition_lr=None):
     """Train the named preset on the run's shards (see ``training.loop.train``). With ``sample_every`` > 0, a short
     unconditional sample is written, rendered and shown (and logged to wandb) every that many steps.
 
@@ -210,7 +210,7 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
     grow when these shards' conditions extend the pretrained run's. A fine-tune whose held-out pieces (judge,
     judge_test) the pretrained run (or its own parents) trained or validated on is refused (``check_held_out``)
     unless ``allow_overlap``, and then the overlap is recorded in the checkpoints' meta, where the judge's report
-    finds it. ``condition_dropout``, ``unconditional_rate``, ``fim_rate``, ``fim_spm``: see ``TrainConfig``; the
+    finds it. ``condition_dropout``, ``unconditional_rate``, ``fim_rate``, ``fim_spm``, ``condition_lr``: see ``TrainConfig``; the
     model's vocabulary is ``run_preset``'s."""
     extra_meta: dict = {"preset": preset}
     if init_from:
@@ -226,7 +226,7 @@ def train_run(run_dir: Path, shards, *, preset: str, seed: int = 0, max_steps=No
             extra_meta["held_out_overlap"] = leaked
     p = run_preset(run_dir, shards, preset, init_from=init_from, max_steps=max_steps, batch_size=batch_size,
                    learning_rate=learning_rate, condition_dropout=condition_dropout, fim_rate=fim_rate,
-                   unconditional_rate=unconditional_rate, fim_spm=fim_spm)
+                   unconditional_rate=unconditional_rate, fim_spm=fim_spm, condition_lr=condition_lr)
     hooks = [wandb_logger(wandb_mode, run_dir, {"preset": preset, **p.model.to_dict(), **p.train.to_dict()})]
     if sample_every > 0:
         hooks.append(_sampler_hook(run_dir, sample_every, wandb_mode != "disabled"))

@@ -62,7 +62,9 @@ def restore_or_init(run_dir: Path, model_cfg: ModelConfig, tc: TrainConfig, shar
                          "Use the same preset, or a new run_dir, or resume=False.")
         plans = next_plans(saved.get("lr_plans") or [plan(saved.get("train_config", {}))], tc, saved["step"])
     schedule = planned_schedule(plans)
-    s = setup(model_cfg, tc, seed=seed, devices=devices, trainable=trainable, schedule=schedule)
+    conditions = getattr(shards, "conditions", None)
+    s = setup(model_cfg, tc, seed=seed, devices=devices, trainable=trainable, schedule=schedule,
+              condition_rows=None if conditions is None else (conditions.base, conditions.vocab_size))
     state, history, origin = s.state, [], saved.get("init_from")
     if last is not None:
         state = _resume(last, saved, state)

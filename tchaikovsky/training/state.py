@@ -53,19 +53,45 @@ def only(where) -> Callable[[GPT], GPT]:
     return spec
 
 
-def make_optimizer(tc: TrainConfig, model: GPT, *, trainable=None, schedule=None) -> optax.GradientTransformation:
+def scale_rows(vocab_size: int, rows: tuple[int, int], factor: float) -> optax.GradientTransformation:
+    """Multiply the updates of the vocabulary rows ``rows[0] .. rows[1] - 1`` of the token embedding and of the
+    output layer (weight and bias) by ``factor``: after the optimizer, so those rows learn at ``factor`` times its
+    learning rate (Adam's step does not scale with the gradient's size). Other arrays pass unchanged; frozen ones
+    (None) stay None. Stateless."""
+    scale = np.ones(vocab_size, np.float32)
+    scale[rows[0]: rows[1]] = factor
+
+    def update(updates, state, params=None):
+        del params
+        for where, shape in ((lambda m: m.embed.weight, (-1, 1)), (lambda m: m.head.weight, (-1, 1)),
+                             (lambda m: m.head.bias, (-1,))):
+            u = where(updates)
+            if u is not None:
+                updates = eqx.tree_at(where, updates, u * jnp.asarray(scale, u.dtype).reshape(shape))
+        return updates, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(tc: TrainConfig, model: GPT, *, trainable=None, schedule=None,
+                   condition_rows: tuple[int, int] | None = None) -> optax.GradientTransformation:
     """AdamW (decay on matrix weights only) after global-norm clipping, on ``schedule`` (default: the straight
     schedule of ``tc``). With ``trainable`` (see ``trainable_mask``) it updates only those arrays: its state and
-    updates hold None for the frozen ones, as ``eqx.filter(model, trainable_mask(model, trainable))`` does."""
+    updates hold None for the frozen ones, as ``eqx.filter(model, trainable_mask(model, trainable))`` does. With
+    ``condition_rows`` (the condition tokens' ids, ``[first, last + 1)``) and ``tc.condition_lr`` != 1, those rows of
+    the embedding and the output layer learn at ``tc.condition_lr`` times the rate (``scale_rows``)."""
     # The mask goes in as a function: an eqx.Module is callable, so optax < 0.2.4 (``callable(mask)``) would call the
     # GPT-shaped mask tree itself as the mask function.
     mask = decay_mask(model)
     if trainable is not None:
         mask = eqx.filter(mask, trainable_mask(model, trainable))
+    rows = ([scale_rows(model.config.vocab_size, condition_rows, tc.condition_lr)]
+            if condition_rows is not None and tc.condition_lr != 1 else [])
     return optax.chain(
         optax.clip_by_global_norm(tc.grad_clip),
         optax.adamw(lr_schedule(tc) if schedule is None else schedule, b1=0.9, b2=tc.beta2,
                     weight_decay=tc.weight_decay, mask=lambda _: mask),
+        *rows,
     )
 
 
@@ -129,10 +155,10 @@ class Setup(NamedTuple):
 
 
 def setup(model_cfg: ModelConfig, tc: TrainConfig, *, seed: int = 0, devices=None, trainable=None,
-          schedule=None) -> Setup:
+          schedule=None, condition_rows=None) -> Setup:
     """The mesh over ``devices`` (default: all), a freshly initialised model (from ``seed``), its optimizer (on
     ``schedule``, default the straight schedule of ``tc``) and train state (training what ``trainable`` selects, see
-    ``trainable_mask``; default everything), and the shardings of the state and of a batch. Raises ValueError when
+    ``trainable_mask``; default everything; ``condition_rows``: see ``make_optimizer``), and the shardings of the state and of a batch. Raises ValueError when
     the micro-batch does not split evenly over the devices."""
     mesh = make_mesh(devices)
     n_dev = mesh.devices.size
@@ -142,6 +168,6 @@ def setup(model_cfg: ModelConfig, tc: TrainConfig, *, seed: int = 0, devices=Non
             f"({mesh.devices.flat[0].platform}); pick batch_size as a multiple of {n_dev * tc.accum_steps}"
         )
     model = build(model_cfg, jax.random.key(seed))
-    optim = make_optimizer(tc, model, trainable=trainable, schedule=schedule)
+    optim = make_optimizer(tc, model, trainable=trainable, schedule=schedule, condition_rows=condition_rows)
     state = TrainState.create(model, optim, seed, trainable)
     return Setup(mesh, optim, state, state_shardings(state, mesh, tc.fsdp), NamedSharding(mesh, P(None, "data")))

@@ -272,6 +272,38 @@ def test_the_training_batch_carries_the_dropout_settings(conditioned):
     assert (got == want).all() and (got == fill.suffix).any() and (got == fill.prefix).any()
 
 
+def test_condition_rows_learn_at_their_own_rate(conditioned, tmp_path):
+    """``condition_lr`` scales the optimizer's step on the condition tokens' rows of the embedding and the output
+    layer, and only there; 0 freezes them (weight decay included) through ``loop.train``."""
+    cond = conditioned.conditions
+    rows = slice(cond.base, cond.vocab_size)
+    p = preset("tiny", vocab_size=cond.vocab_size, max_steps=6, log_every=3, eval_every=3, checkpoint_every=3)
+    model = build(p.model, jax.random.key(1))
+    params = eqx.filter(model, eqx.is_inexact_array)
+    grads = jax.tree.map(lambda x: jnp.ones_like(x) * 1e-3, params)
+    steps = {}
+    for factor in (1.0, 3.0):
+        optim = train_state.make_optimizer(dataclasses.replace(p.train, condition_lr=factor), model,
+                                           condition_rows=(cond.base, cond.vocab_size),
+                                           schedule=lambda _: 1e-2)
+        steps[factor], _ = optim.update(grads, optim.init(params), params)
+    for where in (lambda m: m.embed.weight, lambda m: m.head.weight, lambda m: m.head.bias):
+        one, three = np.asarray(where(steps[1.0])), np.asarray(where(steps[3.0]))
+        assert np.abs(one[rows]).min() > 0
+        np.testing.assert_allclose(three[rows], 3 * one[rows], rtol=1e-6)
+        assert np.array_equal(np.delete(three, np.r_[rows], axis=0), np.delete(one, np.r_[rows], axis=0))
+    assert same(steps[1.0].blocks, steps[3.0].blocks)
+
+    frozen = loop.train(tmp_path, p.model, dataclasses.replace(p.train, condition_lr=0.0), conditioned, seed=1)
+    for where in (lambda m: m.embed.weight, lambda m: m.head.weight):
+        after, before = np.asarray(where(frozen.state.model)), np.asarray(where(model))
+        assert np.array_equal(after[rows], before[rows]) and not np.array_equal(after[: cond.base], before[: cond.base])
+    assert checkpoint.read_meta(frozen.checkpoint)["train_config"]["condition_lr"] == 0.0
+    for bad in (-1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="condition_lr"):
+            dataclasses.replace(p.train, condition_lr=bad)
+
+
 def test_resize_vocab_keeps_old_logits_and_copies_source_rows(trained):
     from tchaikovsky.model import resize_vocab
 
