@@ -13,7 +13,8 @@ first 16 taken out:
 2. ``evaluation.infill.measure_infilling``: bits per note of the real middle given prefix and suffix against the
    prefix only, OA of the regenerated bars against the real ones, pitch jumps and onset gaps at both seams against
    the real seams, and how often the model closed the middle itself; then the same bits per note with only the
-   first 0, 1, 2, 4 or 6 bars of the suffix, bar by bar (``evaluation.infill.suffix_sweep``): how much of it helps;
+   first 0, 1, 2, 4 or 6 bars of the suffix, bar by bar (``evaluation.infill.suffix_sweep``): how much of it helps,
+   on the test pieces and on the validation role's (where a shorter suffix would be chosen, if one helped);
 3. conditioned infilling: the bars regenerated "as" each composer, and as "any" (the measured chance), judged by the
    test role's judge on the regenerated bars alone.
 A model trained with SPM windows too (``fim_spm`` > 0: ``--fim-spm`` of conditioning_reference.py) can be prompted in
@@ -112,6 +113,9 @@ def markdown(result: dict) -> str:
     parts.append(infilling_table(result["infilling"]))
     if "suffix" in result:
         parts.append("How much of the suffix helps (same pieces, same prefix):\n\n" + suffix_table(result["suffix"]))
+    if "suffix_validation" in result:
+        parts.append("The same on the validation role's pieces (where a suffix length would be chosen):\n\n"
+                     + suffix_table(result["suffix_validation"]))
     if "against" in result:
         parts.append(against_table(result["against"], result["infilling"]["settings"]["order"]))
     return "\n\n".join(parts + [conditioned_table(result["conditioned"])])
@@ -148,6 +152,8 @@ def main(argv=None) -> dict:
                                             seeds=args.seeds, temperature=args.temperature, order=order)
     times["infilling_s"] = time.time() - t
     result["suffix"] = suffix_sweep(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces, order=order)
+    result["suffix_validation"] = suffix_sweep(fim, role="validation", bars=(5, 8), of_bars=16, n_pieces=args.pieces,
+                                               order=order)
     if args.against:
         result["against"] = against(result["suffix"], suffix_sweep(Path(args.against), role="test", bars=(5, 8),
                                                                    of_bars=16, n_pieces=args.pieces, keep=(None,)))
