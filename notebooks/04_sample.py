@@ -48,7 +48,8 @@ grammar = True  # forbid tokens REMI cannot follow (no broken note descriptions)
 repetition_penalty = 1.0  # > 1 discourages tokens already in the window (1: off)
 max_bars = None  # stop each piece after this many new bars (None: only num_tokens and EOS)
 max_seconds = None  # cut each piece at this length in seconds (None: no cut)
-rerank = 1  # conditioned runs: keep the best of this many per piece by the run's scorer (N x the cost; 1: off)
+rerank = 1  # best of this many per piece (N x the cost; 1: off): by the run's scorer (conditioned runs), or for
+#            infill_midi by how the new bars lead into the bar after them
 # --- how they are played
 preview_seconds = 30.0  # each player plays this many seconds from the start (the full .wav is linked)
 soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
@@ -150,7 +151,8 @@ display.download_links(xml)
 # piece knowing the music on both sides, once per seed x temperature, with the conditions and controls above.
 # Everything outside those bars stays note for note; the new bars end where the old ones did. Each piece is saved
 # to `run_dir/samples/` (`.mid`, `.wav`, and a `.png` of before and after with the bars shaded); the players play
-# `preview_seconds` around the bars, before and after.
+# `preview_seconds` around the bars, before and after. With `rerank` > 1 each is the best of that many middles by how
+# likely the model finds the bar after them once they are in place (the suffix read left to right).
 
 # %%
 if infill_midi:
@@ -159,7 +161,7 @@ if infill_midi:
 
     infill_cells = infill_view.regenerate(run, model, tok, infill_midi, infill_bars, config, seeds=seeds,
                                           temperatures=temperatures, conditions=conditions, soundfont=soundfont,
-                                          order=order_of(meta), **asked)
+                                          order=order_of(meta), rerank=rerank, **asked)
     infill_view.show_infilled(infill_midi, infill_cells, preview_seconds=preview_seconds,
                               soundfont=soundfont or None)
 

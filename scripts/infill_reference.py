@@ -15,7 +15,10 @@ first 16 taken out:
    the real seams, and how often the model closed the middle itself; then the same bits per note with only the
    first 0, 1, 2, 4 or 6 bars of the suffix, bar by bar (``evaluation.infill.suffix_sweep``): how much of it helps,
    on the test pieces and on the validation role's (where a shorter suffix would be chosen, if one helped);
-3. conditioned infilling: the bars regenerated "as" each composer, and as "any" (the measured chance), judged by the
+3. best-of-N infilling (``--rerank N``, ``evaluation.infill_lead``): each middle the best of N by how it leads into
+   the bar after the span (the suffix read left to right), chosen or not on the validation role by its last seam,
+   then plain and best-of-N on the test role with paired differences at both seams;
+4. conditioned infilling: the bars regenerated "as" each composer, and as "any" (the measured chance), judged by the
    test role's judge on the regenerated bars alone.
 A model trained with SPM windows too (``fim_spm`` > 0: ``--fim-spm`` of conditioning_reference.py) can be prompted in
 either order: the bits per note of the real middle on the validation role's pieces choose one, and every test figure
@@ -118,6 +121,10 @@ def markdown(result: dict) -> str:
                      + suffix_table(result["suffix_validation"]))
     if "against" in result:
         parts.append(against_table(result["against"], result["infilling"]["settings"]["order"]))
+    if "lead_in" in result:
+        from tchaikovsky.evaluation.infill_lead import lead_in_table
+
+        parts.append(lead_in_table(result["lead_in"]))
     return "\n\n".join(parts + [conditioned_table(result["conditioned"])])
 
 
@@ -131,6 +138,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--against", default="",
                     help="another FIM fine-tune of the same recipe (e.g. PSM windows only): the paired difference in "
                          "bits per note of the real middles, each run prompted in its own order")
+    ap.add_argument("--rerank", type=int, default=8,
+                    help="best-of-N infilling by the lead into the bar after the span, against plain (1: skip)")
     args = ap.parse_args(argv)
 
     from tchaikovsky import io
@@ -157,6 +166,14 @@ def main(argv=None) -> dict:
     if args.against:
         result["against"] = against(result["suffix"], suffix_sweep(Path(args.against), role="test", bars=(5, 8),
                                                                    of_bars=16, n_pieces=args.pieces, keep=(None,)))
+    if args.rerank > 1:
+        from tchaikovsky.evaluation.infill_lead import lead_in_reference
+
+        t = time.time()
+        result["lead_in"] = lead_in_reference(fim, n=args.rerank, n_pieces=args.pieces, seeds=args.seeds,
+                                              temperature=args.temperature, order=order,
+                                              plain_test=result["infilling"])
+        times["lead_in_s"] = time.time() - t
     t = time.time()
     result["conditioned"] = conditioned_infilling(fim, role="test", bars=(5, 8), of_bars=16, n_pieces=args.pieces,
                                                   temperature=args.temperature, order=order)

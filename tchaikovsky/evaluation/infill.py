@@ -34,8 +34,6 @@ import math
 import warnings
 from pathlib import Path
 
-import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 
 from tchaikovsky import progress
@@ -49,30 +47,13 @@ from tchaikovsky.evaluation.intervals import Rate, fmt, mean_interval
 from tchaikovsky.evaluation.protocol import require_split, role as get_role
 from tchaikovsky.evaluation.report import load_run
 from tchaikovsky.generate.bars import bars_label, parse_bars, piece_bars
-from tchaikovsky.generate.infill import fill_of, fim_prompt, infill_bars, middle_budget
+from tchaikovsky.generate.infill import fill_of, fim_prompt, infill_bars, middle_budget, token_bits
 from tchaikovsky.generate.prompts import cut_score
-from tchaikovsky.training.losses import token_losses
 
-__all__ = ["SEED_OFFSET", "token_bits", "seam", "held_out_cuts", "span_of", "measure_infilling", "infilling_table",
+__all__ = ["SEED_OFFSET", "seam", "held_out_cuts", "span_of", "measure_infilling", "infilling_table",
            "suffix_sweep", "suffix_table", "choose_order", "order_table"]
 
 SEED_OFFSET = 500_000  # the role's seeds for infilling start here: apart from its other uses (judge, samples)
-
-
-@eqx.filter_jit
-def _nll(model, tokens):
-    return token_losses(model, tokens, jnp.float32)[0]  # (B, T) nats of each next token
-
-
-def token_bits(model, seq, pad: int) -> np.ndarray:
-    """Bits of each token of ``seq`` after the first, given all before it (teacher forcing): (len(seq) - 1,). One
-    compiled shape for every sequence: padded to the model's context + 1, which ``seq`` must fit."""
-    C = model.config.context
-    if len(seq) > C + 1:
-        raise ValueError(f"a sequence of {len(seq)} tokens does not fit the context of {C} + 1")
-    window = np.full((1, C + 1), pad, np.int32)
-    window[0, : len(seq)] = seq
-    return np.asarray(_nll(model, jnp.asarray(window)))[0, : len(seq) - 1] / math.log(2)
 
 
 def seam(score, tick: int) -> tuple[float, float]:
@@ -172,27 +153,30 @@ def _seams(pieces, results) -> dict:
                 diff.append(tuple(g - t for g, t in zip(gen[-1], truth)))
         out[name] = {measure: {"regenerated": mean_interval([g[k] for g in gen]),
                                "real": mean_interval([v[k] for v in real]),
-                               "difference": mean_interval([d[k] for d in diff])}
+                               "difference": mean_interval([d[k] for d in diff]),
+                               "per_regeneration": [g[k] for g in gen]}
                      for k, measure in enumerate(("pitch_jump", "onset_gap"))}
     return out
 
 
 def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), of_bars: int = 16,
                       n_pieces: int = 32, seeds: int = 2, temperature: float = 0.9, top_p: float = 0.95,
-                      num_tokens: int | None = None, order: str | None = None) -> dict:
+                      num_tokens: int | None = None, order: str | None = None, rerank: int = 1) -> dict:
     """Measure a FIM-capable run's infilling on the role's held-out pieces (see the module's docstring).
 
     ``bars``: the span taken out of each piece's first ``of_bars`` bars; ``n_pieces``: pieces to use (the first that
     qualify, in the split's order); ``seeds``: regenerations per piece (the role's seeds from ``SEED_OFFSET``);
     ``num_tokens``: the middle's budget (default: half the context, ``generate.infill.middle_budget``); ``order``:
-    the prompts' ("psm" or "spm"; None: the run's, ``data.fim.order_of``).
+    the prompts' ("psm" or "spm"; None: the run's, ``data.fim.order_of``); ``rerank``: each regeneration the best
+    of N by how it leads into the bars after the span (``generate.infill``; 1: plain sampling).
 
     Returns ``settings``, ``n_pieces`` and ``skipped`` (pieces left out, by reason), ``bits_per_note`` (``fim``,
     ``left_to_right``, ``difference``, ``p_end``: the probability of ``Fill_end`` after the real middle,
     ``other_suffix``: given another piece's suffix, and ``suffix_read``: that minus ``fim``), ``oa`` (``oa``,
     ``lo``, ``hi``, ``n``, and ``features``: per-feature OA), ``seams`` (``start``/``end`` ->
-    ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a ``mean_interval``) and
-    ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
+    ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a ``mean_interval``, and
+    ``per_regeneration``, the values behind ``regenerated``, piece by piece and seed by seed, for paired
+    comparisons of runs on the same pieces and seeds) and ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
     r = get_role(role)
     run = load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)
@@ -208,7 +192,8 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
         warnings.simplefilter("ignore")  # a prompt cut to fit, a middle out of tokens: both counted below
         for pb, front, _ in progress.bar(pieces, desc="infilling"):
             results.append(infill_bars(run.model, run.tok, pb, bars, config, seeds=r.seeds(seeds, SEED_OFFSET),
-                                       temperatures=temperature, conditions=cond, front=front, order=order))
+                                       temperatures=temperature, conditions=cond, front=front, order=order,
+                                       rerank=rerank))
     spans = [(span_of(pb.score, *rs[0].ticks), [span_of(x.score, *x.ticks) for x in rs])
              for (pb, _, _), rs in zip(pieces, results)]
     real = [piece_metrics(s) for s, _ in spans]
@@ -217,7 +202,7 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
     return {
         "settings": {"role": r.name, "bars": list(bars), "of_bars": of_bars, "n_pieces": n_pieces, "seeds": seeds,
                      "temperature": temperature, "top_p": top_p, "num_tokens": budget, "order": order,
-                     "run_dir": str(run_dir)},
+                     "rerank": rerank, "run_dir": str(run_dir)},
         "n_pieces": len(pieces), "skipped": skipped,
         "bits_per_note": _bits(run, pieces, bars, fill, pad, order),
         "oa": {**oa_interval(gen, real), "features": {f: c["oa"] for f, c in comparison.items()}},

@@ -25,10 +25,13 @@ its bar line). Tempos, time signatures, pedals and the rest of the score are the
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 from symusic import Note, Score, Track
 
@@ -36,9 +39,14 @@ from tchaikovsky.config import SampleConfig
 from tchaikovsky.data import tokenizer as tok_lib
 from tchaikovsky.data.fim import Fill, arrange, check_order
 from tchaikovsky.generate.bars import PieceBars, bars_label, first_kinds, parse_bars, piece_bars, seconds_at
+from tchaikovsky.generate.rerank import candidate_seeds
 from tchaikovsky.generate.sampling import generate
+from tchaikovsky.training.losses import token_losses
 
-__all__ = ["Infilled", "infill", "infill_bars", "fill_of", "fim_prompt", "middle_budget", "splice"]
+__all__ = ["Infilled", "infill", "infill_bars", "fill_of", "fim_prompt", "middle_budget", "splice", "token_bits",
+           "lead_in", "lead_in_bits", "LEAD_BARS"]
+
+LEAD_BARS = 1  # best-of-N infilling ranks a middle by the bits of this many bars after the span, given it
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,10 @@ class Infilled:
     wrote, without ``Fill_end``; ``ended``: whether the model closed the middle (with ``Fill_end``, or by opening
     one bar more, which ``Fill_end`` replaces) rather than running out of its budget, and then ``n_bars`` (the
     bars the middle holds) is the bars asked; ``notes``: its notes placed in the span; ``dropped``: its notes that
-    fell past the span's end (a rest written across a bar line moves later notes out)."""
+    fell past the span's end (a rest written across a bar line moves later notes out). With best-of-N (``rerank``):
+    ``rank``, the kept candidate (0: the plain draw of ``seed``; its seed is ``rerank.candidate_seeds(seed, n)
+    [rank]``), and ``lead_bits``, the bits the model gives the bars after the span once this middle is in place
+    (``lead_in_bits``; NaN when nothing was ranked)."""
 
     seed: int
     temperature: float
@@ -63,6 +74,8 @@ class Infilled:
     n_bars: int
     notes: int
     dropped: int
+    rank: int = 0
+    lead_bits: float = math.nan
 
     def seconds(self) -> tuple[float, float]:
         """The span in seconds of the piece, through its tempo map."""
@@ -84,6 +97,53 @@ def middle_budget(context: int, num_tokens: int) -> int:
     """New tokens the middle may take: ``num_tokens``, but at most half the model's ``context`` (the prefix and the
     suffix keep the rest: the whole FIM window must fit, since sliding it would lose them)."""
     return max(1, min(int(num_tokens), context - context // 2))
+
+
+@eqx.filter_jit
+def _nll(model, tokens):
+    return token_losses(model, tokens, jnp.float32)[0]  # (B, T) nats of each next token
+
+
+def token_bits(model, seq, pad: int) -> np.ndarray:
+    """Bits of each token of ``seq`` after the first, given all before it (teacher forcing): (len(seq) - 1,). One
+    compiled shape for every sequence: padded to the model's context + 1, which ``seq`` must fit."""
+    C = model.config.context
+    if len(seq) > C + 1:
+        raise ValueError(f"a sequence of {len(seq)} tokens does not fit the context of {C} + 1")
+    window = np.full((1, C + 1), pad, np.int32)
+    window[0, : len(seq)] = seq
+    return np.asarray(_nll(model, jnp.asarray(window)))[0, : len(seq) - 1] / math.log(2)
+
+
+def lead_in(pb: PieceBars, bars, lead_bars: int = LEAD_BARS) -> np.ndarray:
+    """The ids of the first ``lead_bars`` bars after bars ``bars`` of ``pb`` (to its EOS when fewer follow; the EOS
+    alone when the span ends the piece): what a regenerated middle has to lead into."""
+    _, j = pb.span(*parse_bars(bars))
+    after = _cuts(pb, j, j)[1]
+    return pb.ids[j: after[min(lead_bars, len(after)) - 1]] if j < len(pb.ids) - 1 else pb.ids[j:]
+
+
+def lead_in_bits(model, pb: PieceBars, bars, middles, pad: int, front=(), *, lead_bars: int = LEAD_BARS,
+                 rows: int = 8) -> np.ndarray:
+    """(len(middles),): for each middle (ids, without ``Fill_end``) put in place of bars ``bars``, the bits the
+    model gives the ``lead_in`` bars after them, left to right, given ``front`` and as much of the piece before the
+    span and the middle as fits the context: how well the middle leads into what follows. Teacher forcing in batches
+    of ``rows`` (one compiled shape)."""
+    i, _ = pb.span(*parse_bars(bars))
+    C = model.config.context
+    head = lead_in(pb, bars, lead_bars)[: C // 2]
+    room = C + 1 - len(front) - len(head)
+    seqs = [np.concatenate([np.asarray(front, np.int32), np.concatenate([pb.ids[:i], m]).astype(np.int32)[-room:],
+                            head]) for m in middles]
+    out = np.zeros(len(seqs))
+    for k in range(0, len(seqs), rows):
+        window = np.full((rows, C + 1), pad, np.int32)
+        for r, seq in enumerate(seqs[k: k + rows]):
+            window[r, : len(seq)] = seq
+        nll = np.asarray(_nll(model, jnp.asarray(window)))
+        for r, seq in enumerate(seqs[k: k + rows]):
+            out[k + r] = nll[r, len(seq) - 1 - len(head): len(seq) - 1].sum() / math.log(2)
+    return out
 
 
 def _cuts(pb: PieceBars, i: int, j: int) -> tuple[list[int], list[int]]:
@@ -156,7 +216,7 @@ def splice(pb: PieceBars, tok, bars: tuple[int, int], middle) -> tuple[Score, in
 
 
 def infill(model, tok, piece: str | Path | Score, bars, config: SampleConfig, *, seeds=0, temperatures=1.0,
-           conditions=None, asked: dict | None = None, order: str = "psm") -> list[Infilled]:
+           conditions=None, asked: dict | None = None, order: str = "psm", rerank: int = 1) -> list[Infilled]:
     """Regenerate bars ``bars`` (``(start, end)`` or ``"5-8"``, 1-based and inclusive) of ``piece`` (a MIDI path or
     a symusic Score), once per (seed, temperature) of the numpy broadcast of ``seeds`` and ``temperatures``, in one
     batched ``generate`` call (see the module's docstring).
@@ -165,17 +225,29 @@ def infill(model, tok, piece: str | Path | Score, bars, config: SampleConfig, *,
     the middle ends); ``num_tokens`` is the middle's budget, at most half the context (``middle_budget``).
     ``conditions``, ``asked``: the run's condition vocabulary and the values asked (``period``, ``composer``,
     ``instrumentation``; missing or "": any), put in front of the prompt. ``order``: the prompt's, "psm" or "spm"
-    (``data.fim.order_of`` the model's checkpoint metadata says which it was trained with). Warns when the prompt had to leave bars
-    out, and when a middle ran out of tokens before its last bar (it is cut there). Raises ValueError for bars the
-    piece does not have (giving its bar count) and for a model without the sentinels."""
+    (``data.fim.order_of`` the model's checkpoint metadata says which it was trained with). ``rerank``: best of N;
+    each requested piece draws N middles (``rerank.candidate_seeds``: the first is the plain draw) in the same batched
+    call, and keeps the closed one that leads best into the bars after the span (the fewest ``lead_in_bits``: the
+    suffix read left to right, as the model reads music best), N times the sampling cost. Warns when the prompt had
+    to leave bars out, and when a kept middle ran out of tokens before its last bar (it is cut there). Raises
+    ValueError for bars the piece does not have (giving its bar count) and for a model without the sentinels."""
     fill_of(model, tok, conditions)
     front = conditions.prefix(**(asked or {})) if conditions is not None else []
     return infill_bars(model, tok, piece_bars(tok, piece), bars, config, seeds=seeds, temperatures=temperatures,
-                       conditions=conditions, front=front, order=order)
+                       conditions=conditions, front=front, order=order, rerank=rerank)
+
+
+def _keep(model, pb, bars, middles, ended, front, pad: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per requested piece (``n`` candidates each, in order): the kept candidate's index and every candidate's
+    ``lead_in_bits`` (inf: not closed, never kept unless none is; NaN for all with ``n = 1``)."""
+    if n == 1:
+        return np.zeros(len(middles), int), np.full(len(middles), math.nan)
+    bits = np.where(ended, lead_in_bits(model, pb, bars, middles, pad, front), math.inf)
+    return np.argmin(bits.reshape(-1, n), axis=1), bits  # ties, and none closed: the lower rank, the plain draw
 
 
 def infill_bars(model, tok, pb: PieceBars, bars, config: SampleConfig, *, seeds=0, temperatures=1.0,
-                conditions=None, front=(), order: str = "psm") -> list[Infilled]:
+                conditions=None, front=(), order: str = "psm", rerank: int = 1) -> list[Infilled]:
     """``infill`` of a piece already mapped (``generate.bars.piece_bars``), with the condition ids ``front`` in
     front of the prompt (``conditions.prefix(...)``, or a held-out piece's own)."""
     fill = fill_of(model, tok, conditions)
@@ -192,20 +264,25 @@ def infill_bars(model, tok, pb: PieceBars, bars, config: SampleConfig, *, seeds=
     kinds = np.append(first_kinds(tok)[0], [""] * (model.config.vocab_size - len(tok)))  # merges never cross a bar
     cfg = dataclasses.replace(config, num_tokens=budget, min_tokens=0, max_bars=None)
     seeds, temps = np.broadcast_arrays(np.atleast_1d(seeds), np.atleast_1d(np.asarray(temperatures, np.float32)))
-    seqs = generate(model, prompt, cfg, seeds=seeds.ravel(), temperatures=temps.ravel(), tok=tok,
+    seeds, temps = seeds.ravel(), temps.ravel()
+    cands = np.asarray([candidate_seeds(s, rerank) for s in seeds] if rerank != 1 else seeds[:, None]).ravel()
+    seqs = generate(model, prompt, cfg, seeds=cands, temperatures=np.repeat(temps, rerank), tok=tok,
                     conditions=conditions, end=fill.end, ban=ban, exact_bars=bars[1] - bars[0] + 1)
+    new = [np.asarray(seq[len(prompt):], np.int32) for seq in seqs]
+    ended = np.asarray([bool(x.size) and int(x[-1]) == fill.end for x in new])
+    middles = [x[:-1] if e else x for x, e in zip(new, ended)]
+    kept, bits = _keep(model, pb, bars, middles, ended, front, sp["pad"], rerank)
     ticks = (int(pb.lines[bars[0] - 1]), int(pb.lines[bars[1]]))
     out, short = [], []
-    for s, t, seq in zip(seeds.ravel(), temps.ravel(), seqs):
-        new = np.asarray(seq[len(prompt):], np.int32)
-        ended = bool(new.size) and int(new[-1]) == fill.end
-        middle = new[:-1] if ended else new
+    for r, (s, t, k) in enumerate(zip(seeds, temps, kept)):
+        c = r * rerank + int(k)
+        middle = middles[c]
         score, placed, dropped = splice(pb, tok, bars, middle)
         n_bars = int((kinds[middle] == "Bar").sum())
-        if not ended:
+        if not ended[c]:
             short.append(f"seed {int(s)}, temperature {float(t):g}: in bar {bars[0] + max(n_bars, 1) - 1}")
-        out.append(Infilled(int(s), float(t), score, pb.score, bars, ticks, prompt, middle, ended, n_bars, placed,
-                            dropped))
+        out.append(Infilled(int(s), float(t), score, pb.score, bars, ticks, prompt, middle, bool(ended[c]), n_bars,
+                            placed, dropped, int(k), float(bits[c])))
     if short:
         warnings.warn(f"{bars_label(bars)}: the middle ran out of its {budget}-token budget before the model "
                       f"ended it ({'; '.join(short)}); it is cut there, and the bars after stay silent: raise "

@@ -4,7 +4,8 @@ The panel (``widgets.SamplerPanel``) shows a mode switch and a bars field ("5-8"
 sentinels (``data.fim``). In this mode, Generate regenerates those bars of the chosen piece: the picker's piece or
 the uploaded MIDI, or, with the picker on "unconditional" or "chord progression", the last piece the panel made.
 The temperature, top-p, length (the middle's token budget), seed and guidance controls apply, and the condition
-dropdowns; warnings (a prompt cut to fit the context, a middle that ran out of tokens) are written into the output
+dropdowns; "best of" keeps the best of that many middles by how they lead into the bar after the span
+(``generate.infill``'s ``rerank``); warnings (a prompt cut to fit the context, a middle that ran out of tokens) are written into the output
 area.
 """
 
@@ -24,6 +25,7 @@ from tchaikovsky.generate.infill import infill
 from tchaikovsky.render import infill_view
 
 CONTINUE, REGENERATE = "continue", "regenerate bars"
+MAX_BEST_OF = 16  # middles drawn per regeneration at most (each one more costs one more sampled row)
 
 
 def capable(model, tok, conditions) -> bool:
@@ -35,10 +37,12 @@ def capable(model, tok, conditions) -> bool:
 
 
 def controls(style: dict, layout, bars: str = "5-8") -> dict:
-    """The mode switch and the bars field, for ``SamplerPanel.controls``."""
+    """The mode switch, the bars field and "best of", for ``SamplerPanel.controls``."""
     return {"mode": W.ToggleButtons(options=[CONTINUE, REGENERATE], value=CONTINUE, description="mode",
                                     style=style),
-            "bars": W.Text(value=bars, description="bars", placeholder="5-8", style=style, layout=layout)}
+            "bars": W.Text(value=bars, description="bars", placeholder="5-8", style=style, layout=layout),
+            "best_of": W.BoundedIntText(value=1, min=1, max=MAX_BEST_OF, description="best of", style=style,
+                                        layout=layout)}
 
 
 def last_piece(results: list[dict]) -> tuple[Path, str]:
@@ -65,7 +69,8 @@ def regenerate(panel, piece, label: str) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = infill(panel.model, panel.tok, piece, bars, config, seeds=seed, temperatures=temp,
-                        conditions=panel.conditions, asked=asked, order=panel.fim_order)[0]
+                        conditions=panel.conditions, asked=asked, order=panel.fim_order,
+                        rerank=int(c["best_of"].value))[0]
     for w in caught:
         if issubclass(w.category, UserWarning):
             panel.output.append_stdout(f"Note: {w.message}\n")
@@ -75,7 +80,9 @@ def regenerate(panel, piece, label: str) -> dict:
     cell = infill_view.write_infilled(panel.run_dir, [result], name=name, soundfont=panel.soundfont)[0]
     panel._append(lambda: infill_view.show_infilled(result.original, [cell], preview_seconds=panel.preview_seconds,
                                                     soundfont=panel.soundfont))
-    panel.output.append_stdout(f"{label}: {bars_label(bars)} regenerated (seed {seed}, temperature {temp:g}).\n")
+    best = f", the best of {int(c['best_of'].value)} by the lead into the next bar" if result.rank or int(
+        c["best_of"].value) > 1 else ""
+    panel.output.append_stdout(f"{label}: {bars_label(bars)} regenerated (seed {seed}, temperature {temp:g}{best}).\n")
     panel._step(3, "success")
     panel.results.append(cell)
     return cell

@@ -107,21 +107,23 @@ def write_infilled(run_dir: str | Path, results, *, name: str = "infill", render
 
 def regenerate(run_dir: str | Path, model, tok, piece, bars, config: SampleConfig, *, seeds=(0,),
                temperatures=(1.0,), conditions=None, soundfont: str | None = None, order: str = "psm",
-               **asked) -> list[dict]:
+               rerank: int = 1, **asked) -> list[dict]:
     """Regenerate bars ``bars`` ("5-8") of ``piece`` once per (seed, temperature) of the grid ``seeds`` x
     ``temperatures`` (lists, or Papermill strings "0, 1"), in one batched call of ``generate.infill.infill`` with
     the run's ``conditions`` and the values ``asked`` (period, composer, instrumentation), the prompt in ``order``
-    (``data.fim.order_of`` the model's metadata), and write each with ``write_infilled``; returns its dicts, in the
-    grid's row-major order."""
+    (``data.fim.order_of`` the model's metadata), each the best of ``rerank`` middles by how it leads into the bar
+    after the span (1: plain sampling), and write each with ``write_infilled``; returns its dicts, in the grid's
+    row-major order."""
     seeds, temps = parse_list(seeds, int), parse_list(temperatures, float)
     results = infill(model, tok, piece, bars, config, seeds=np.asarray(seeds)[:, None], temperatures=temps,
-                     conditions=conditions, asked=asked, order=order)
+                     conditions=conditions, asked=asked, order=order, rerank=rerank)
     return write_infilled(run_dir, results, soundfont=soundfont)
 
 
 def _title(r) -> str:
     how = "the model closed the middle" if r.ended else "the middle ran out of tokens"
-    return f"seed {r.seed}, temperature {r.temperature:g}: {r.n_bars} bar(s), {r.notes} notes; {how}"
+    best = f"; candidate {r.rank} led best into the next bar" if r.lead_bits == r.lead_bits else ""  # not NaN
+    return f"seed {r.seed}, temperature {r.temperature:g}: {r.n_bars} bar(s), {r.notes} notes; {how}{best}"
 
 
 def _player(score, span, seconds: float, soundfont, label: str) -> str:

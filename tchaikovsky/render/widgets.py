@@ -152,7 +152,7 @@ class SamplerPanel(W.VBox):
         super().__init__([
             *([W.HTML("<b>Conditions</b>"), *wanted] if wanted else []),
             W.HTML("<b>Prompt</b>"), c["mode"], c["prompt"], c["chords"], W.HBox([c["upload"]]), c["prompt_bars"],
-            c["bars"],
+            c["bars"], c["best_of"],
             W.HTML("<b>Sampling</b>"), c["temperature"], c["top_p"], c["length"], c["min_tokens"],
             W.HBox([c["seed"], self.button, self.progress]),
             self.output,
@@ -162,6 +162,7 @@ class SamplerPanel(W.VBox):
         """Only the inputs the chosen prompt uses are visible."""
         kind, regenerate = self.controls["prompt"].value, self.controls["mode"].value == infill_panel.REGENERATE
         visible = {"chords": kind == CHORDS and not regenerate, "upload": kind == UPLOAD, "bars": regenerate,
+                   "best_of": regenerate,
                    "prompt_bars": (kind == UPLOAD or isinstance(kind, Path)) and not regenerate}
         for name, on in visible.items():
             self.controls[name].layout.display = None if on else "none"

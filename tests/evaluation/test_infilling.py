@@ -108,3 +108,30 @@ def test_conditioned_infilling_judges_the_regenerated_bars_against_measured_chan
     assert "| **all** |" in conditioned_table(res)
     with pytest.raises(ValueError, match="judge"):
         conditioned_infilling(fim_run, bars=(2, 2), of_bars=4, n_pieces=2, min_pieces=50)
+
+
+@pytest.mark.filterwarnings("ignore:bars 2")
+def test_best_of_n_infilling_is_chosen_on_validation_and_compared_seed_by_seed_on_test(fim_run):
+    from tchaikovsky.evaluation.infill_lead import compare_rerank, lead_in_reference, lead_in_table
+
+    kw = dict(bars=(2, 2), of_bars=4, n_pieces=2, seeds=2, temperature=1.0)
+    plain = measure_infilling(fim_run, role="test", **kw)
+    ranked = measure_infilling(fim_run, role="test", rerank=3, **kw)
+    assert ranked["settings"]["rerank"] == 3 and ranked["n_pieces"] == plain["n_pieces"]
+    res = lead_in_reference(fim_run, n=3, plain_test=plain, **kw)
+    val = res["validation"]
+    assert res["chosen"] == (3 if val["gap"]["ranked"] < val["gap"]["plain"] else 1) and val["role"] == "validation"
+    assert res["test"] == compare_rerank(plain, ranked)  # the same pieces and seeds give the same figures
+    last = res["test"]["seams"]["pitch jump (semitones) at the last seam"]
+    p, r = (x["seams"]["end"]["pitch_jump"]["per_regeneration"] for x in (plain, ranked))
+    pairs = [b - a for a, b in zip(p, r) if math.isfinite(a) and math.isfinite(b)]
+    assert last["difference"]["n"] == len(pairs) and last["difference"]["mean"] == pytest.approx(
+        sum(pairs) / len(pairs))  # ranked - plain, regeneration by regeneration
+    assert last["plain"] == plain["seams"]["end"]["pitch_jump"]["regenerated"]
+    with pytest.raises(ValueError, match="rerank 1"):
+        compare_rerank(ranked, plain)
+    with pytest.raises(ValueError, match="same run, role, pieces and seeds"):
+        compare_rerank(plain, measure_infilling(fim_run, role="test", rerank=3, **{**kw, "seeds": 1}))
+    table = lead_in_table(res)
+    assert "| pitch jump (semitones) at the last seam |" in table and "best of 3 - plain (paired)" in table
+    assert "chosen" in table and "| middles closed by the model |" in table

@@ -18,7 +18,8 @@ from tchaikovsky.data.conditions import Conditions
 from tchaikovsky.data.fim import Fill
 from tchaikovsky.generate.bars import first_kinds, parse_bars, piece_bars
 from tchaikovsky.generate.grammar import Grammar
-from tchaikovsky.generate.infill import fim_prompt, infill
+from tchaikovsky.generate.infill import fim_prompt, infill, lead_in, lead_in_bits, token_bits
+from tchaikovsky.generate.rerank import candidate_seeds
 from tchaikovsky.generate.sampling import generate
 from tchaikovsky.model import build
 
@@ -224,3 +225,34 @@ def test_guidance_over_the_conditions_applies_to_the_middle(bach, piece):
                   jax.random.key(2))
     with pytest.raises(ValueError, match="guidance"):  # as left to right: guidance needs a conditioned run
         infill(plain, bach.tok, piece, (3, 4), config)
+
+
+@pytest.mark.filterwarnings("ignore:bars 3-4")
+def test_best_of_n_keeps_the_middle_that_leads_best_into_the_next_bar(bach, piece, fim_model):
+    tok, pad = bach.tok, tok_lib.special_ids(bach.tok)["pad"]
+    model = biased(biased(fim_model, [Fill(len(tok)).end], 8.0), bar_ids(tok), 3.0)  # closes its middles
+    pb, kinds = piece_bars(tok, piece), first_kinds(tok)[0]
+    i, j = pb.span(3, 4)
+    head = lead_in(pb, (3, 4))  # bar 5, whole
+    assert (head == pb.ids[j: pb.starts[5]]).all() and (kinds[head] == "Bar").sum() == 1
+    assert (kinds[lead_in(pb, (3, 4), lead_bars=2)] == "Bar").sum() == 2
+    assert lead_in(pb, (pb.n_bars - 1, pb.n_bars)).tolist() == [tok["EOS_None"]]  # the span ends the piece
+    seeds, n = [5, 6], 4
+    ranked = infill(model, tok, piece, (3, 4), CONFIG, seeds=seeds, temperatures=0.9, rerank=n)
+    for s, r in zip(seeds, ranked):
+        cands = infill(model, tok, piece, (3, 4), CONFIG, seeds=candidate_seeds(s, n), temperatures=0.9)
+        assert cands[0].seed == s  # candidate 0 is the plain draw
+        bits = lead_in_bits(model, pb, (3, 4), [c.middle for c in cands], pad)
+        seq = np.concatenate([pb.ids[:i], cands[0].middle, head])[-model.config.context - 1:]  # what fits
+        by_hand = token_bits(model, seq, pad)[-len(head):].sum()
+        assert bits[0] == pytest.approx(by_hand, rel=1e-4)  # the bar after, given as much before it as fits
+        bits = np.where([c.ended for c in cands], bits, np.inf)
+        assert r.seed == s and r.rank == int(np.argmin(bits)) and len(set(np.round(bits, 3))) > 1
+        assert np.isfinite(bits).all() and r.ended
+        assert (r.middle == cands[r.rank].middle).all() and r.lead_bits == pytest.approx(bits[r.rank], rel=1e-4)
+        assert notes(r.score, range(len(r.original.tracks))) == notes(cands[r.rank].score,
+                                                                      range(len(r.original.tracks)))
+    plain = infill(model, tok, piece, (3, 4), CONFIG, seeds=seeds, temperatures=0.9)
+    assert [r.rank for r in plain] == [0, 0] and all(np.isnan(r.lead_bits) for r in plain)
+    with pytest.raises(ValueError, match="rerank n=0"):
+        infill(model, tok, piece, (3, 4), CONFIG, rerank=0)

@@ -65,6 +65,7 @@ def test_the_panel_regenerates_bars_of_the_picked_or_last_piece(bach, fim_model,
     assert c["mode"].layout.display is None and c["bars"].layout.display == "none"
     c["mode"].value = infill_panel.REGENERATE
     assert c["bars"].layout.display is None and c["prompt_bars"].layout.display == "none"
+    assert c["best_of"].layout.display is None and c["best_of"].value == 1
     assert panel.generate() is None and "nothing to regenerate yet" in errors(panel)  # nothing picked or made
     c["prompt"].value, c["bars"].value, c["length"].value = pieces[0], "2-3", 128
     cell = panel.generate()
@@ -84,6 +85,13 @@ def test_the_panel_regenerates_bars_of_the_picked_or_last_piece(bach, fim_model,
     assert again is not None and again["bars"] == (1, 1) and len(again["result"].original.tracks) > len(
         original.tracks)  # the regenerated piece itself, with its regenerated track
     assert again["result"].prompt[0] == len(bach.tok)  # Fill_prefix first: the panel's default order, PSM
+    assert np.isnan(again["result"].lead_bits)  # best of 1: plain sampling, nothing ranked
+    c["prompt"].value, c["bars"].value, c["best_of"].value, c["seed"].value = pieces[0], "2-3", 3, 7
+    best = panel.generate()
+    assert best is not None and not np.isnan(best["result"].lead_bits), errors(panel)  # ranked (inf: none closed)
+    want = infill(fim_model, bach.tok, pieces[0], "2-3", SampleConfig(num_tokens=128, top_p=0.95), seeds=7,
+                  temperatures=c["temperature"].value, rerank=3)[0]
+    assert best["result"].rank == want.rank and (best["result"].middle == want.middle).all()  # the panel's 3 reach it
     spm = widgets.sampler_panel(fim_model, bach.tok, tmp_path, pieces=pieces, preview_seconds=4.0,
                                 config=SampleConfig(num_tokens=128, top_p=0.95), fim_order="spm")
     spm.controls["mode"].value, spm.controls["bars"].value = infill_panel.REGENERATE, "2-3"
