@@ -176,7 +176,8 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
     ``lo``, ``hi``, ``n``, and ``features``: per-feature OA), ``seams`` (``start``/``end`` ->
     ``pitch_jump``/``onset_gap`` -> ``regenerated``/``real``/``difference``, each a ``mean_interval``, and
     ``per_regeneration``, the values behind ``regenerated``, piece by piece and seed by seed, for paired
-    comparisons of runs on the same pieces and seeds) and ``ended`` (a ``Rate`` dict). ValueError for a run without the sentinels or the split."""
+    comparisons of runs on the same pieces and seeds) and ``ended`` (a ``Rate`` dict, with its
+    ``per_regeneration`` flags). ValueError for a run without the sentinels or the split."""
     r = get_role(role)
     run = load_run(run_dir)
     cond = load_conditions(run_dir, run.tok)
@@ -207,7 +208,8 @@ def measure_infilling(run_dir: str | Path, *, role: str = "test", bars=(5, 8), o
         "bits_per_note": _bits(run, pieces, bars, fill, pad, order),
         "oa": {**oa_interval(gen, real), "features": {f: c["oa"] for f, c in comparison.items()}},
         "seams": _seams(pieces, results),
-        "ended": Rate.of([x.ended for rs in results for x in rs]).to_dict(),
+        "ended": {**Rate.of([x.ended for rs in results for x in rs]).to_dict(),
+                  "per_regeneration": [bool(x.ended) for rs in results for x in rs]},
     }
 
 

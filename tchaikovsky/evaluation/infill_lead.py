@@ -35,8 +35,8 @@ def _gap(result: dict) -> float:
 
 def compare_rerank(plain: dict, ranked: dict) -> dict:
     """Two ``measure_infilling`` results on the same role, pieces and seeds, one with ``rerank`` 1: per seam measure,
-    both sides, the real seams and the paired difference (ranked - plain, per regeneration); OA and the closed
-    rate of each. ValueError for results of other pieces or seeds."""
+    both sides, the real seams and the paired difference (ranked - plain, per regeneration); OA of each; the closed
+    rate of each and their paired difference. ValueError for results of other pieces or seeds."""
     a, b = plain["settings"], ranked["settings"]
     same = ("role", "bars", "of_bars", "n_pieces", "seeds", "temperature", "top_p", "order", "run_dir")
     if a["rerank"] != 1 or any(a[k] != b[k] for k in same) or plain["n_pieces"] != ranked["n_pieces"]:
@@ -47,9 +47,11 @@ def compare_rerank(plain: dict, ranked: dict) -> dict:
         rows[label] = {"plain": p["regenerated"], "ranked": r["regenerated"], "real": p["real"],
                        "difference": mean_interval([y - x for x, y in zip(p["per_regeneration"],
                                                                            r["per_regeneration"])])}
+    closed = mean_interval([float(y) - float(x) for x, y in zip(plain["ended"]["per_regeneration"],
+                                                                ranked["ended"]["per_regeneration"])])
     return {"n": b["rerank"], "role": b["role"], "seams": rows, "oa": {"plain": plain["oa"], "ranked": ranked["oa"]},
-            "ended": {"plain": plain["ended"], "ranked": ranked["ended"]}, "gap": {"plain": _gap(plain),
-                                                                                  "ranked": _gap(ranked)}}
+            "ended": {"plain": plain["ended"], "ranked": ranked["ended"], "difference": closed},
+            "gap": {"plain": _gap(plain), "ranked": _gap(ranked)}}
 
 
 def lead_in_reference(run_dir: str | Path, *, n: int = 8, bars=(5, 8), of_bars: int = 16, n_pieces: int = 32,
@@ -91,6 +93,6 @@ def lead_in_table(result: dict) -> str:
                  f"[{fmt(oa['plain']['lo'])}, {fmt(oa['plain']['hi'])}] | {fmt(oa['ranked']['oa'])} "
                  f"[{fmt(oa['ranked']['lo'])}, {fmt(oa['ranked']['hi'])}] | | | {oa['ranked']['n']} |")
     e = test["ended"]
-    lines.append(f"| middles closed by the model | {_rate(e['plain'])} | {_rate(e['ranked'])} | | | "
-                 f"{e['ranked']['n']} |")
+    lines.append(f"| middles closed by the model | {_rate(e['plain'])} | {_rate(e['ranked'])} | | "
+                 f"{_cell(e['difference'])} | {e['ranked']['n']} |")
     return head + "\n".join(lines)

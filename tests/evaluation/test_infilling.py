@@ -128,6 +128,9 @@ def test_best_of_n_infilling_is_chosen_on_validation_and_compared_seed_by_seed_o
     assert last["difference"]["n"] == len(pairs) and last["difference"]["mean"] == pytest.approx(
         sum(pairs) / len(pairs))  # ranked - plain, regeneration by regeneration
     assert last["plain"] == plain["seams"]["end"]["pitch_jump"]["regenerated"]
+    closed = res["test"]["ended"]
+    assert closed["difference"]["n"] == closed["plain"]["n"] == len(plain["ended"]["per_regeneration"])
+    assert closed["difference"]["mean"] == pytest.approx(closed["ranked"]["rate"] - closed["plain"]["rate"])
     with pytest.raises(ValueError, match="rerank 1"):
         compare_rerank(ranked, plain)
     with pytest.raises(ValueError, match="same run, role, pieces and seeds"):
