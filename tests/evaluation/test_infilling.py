@@ -138,3 +138,22 @@ def test_best_of_n_infilling_is_chosen_on_validation_and_compared_seed_by_seed_o
     table = lead_in_table(res)
     assert "| pitch jump (semitones) at the last seam |" in table and "best of 3 - plain (paired)" in table
     assert "chosen" in table and "| middles closed by the model |" in table
+
+
+def test_the_token_by_token_diagnosis_runs_on_a_run(fim_run, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "scripts" / "infill_where.py"
+    argv, sys.argv = sys.argv, [str(script), "--run", str(fim_run), "--role", "test", "--pieces", "2", "--top", "2",
+                           "--bars", "2-3", "--of-bars", "4"]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    n = int(out.split(" pieces of the test role")[0].split()[-1])
+    assert 1 <= n <= 2 and out.count("p(Fill_end) at the line opening") == 2  # bar 3, after bar 3
+    assert "the token opening bar 3" in out and f"({n} tokens)" in out  # one opening token per piece
+    assert len([line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]) == 2
