@@ -8,7 +8,7 @@ DEMO_FILES ?= 400
 DEMO_PARAMS ?= -p transpose_range=2 -p vocab_size=1024 -p fim_rate=0.5 -p fim_spm=0.5
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-main test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-finetune reference-conditioning-pretrained reference-conditioning-steps reference-conditioning-lr reference-conditioning-full reference-infilling reference-infilling-rate reference-infilling-psm reference-preference clean
+.PHONY: demo test test-main test-fast test-floor test-platforms setup system-deps corpus sync kaggle colab bench gpu-check reference reference-conditioning reference-conditioning-finetune reference-conditioning-pretrained reference-conditioning-steps reference-conditioning-lr reference-conditioning-full reference-infilling reference-infilling-rate reference-infilling-steps reference-infilling-psm reference-preference clean
 
 # Debian and Ubuntu ship venv's pip installer (ensurepip) apart, in python3-venv: say so instead of venv's own error.
 NEED_VENV = @$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
@@ -190,6 +190,17 @@ reference-infilling-rate: setup
 	    --fim-rate 0.9 --fim-spm 0.5 --pretrain-fim --until finetune
 	PYTHONPATH=. $(PY) scripts/infill_reference.py --fim runs/conditioning-fim9/finetune \
 	    --plain runs/conditioning-pretrained/finetune \
+	    $$([ -d runs/conditioning-fim/finetune ] && echo --against runs/conditioning-fim/finetune)
+
+# More pretraining as a lever: reference-infilling's recipe with 2,400 pretraining steps instead of 800, with and
+# without FIM (the left-to-right cost at equal steps), compared with reference-infilling's run when there is one.
+reference-infilling-steps: setup
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-pretrained-2400 \
+	    --pretrain-conditions --pretrain-steps 2400 --until finetune
+	PYTHONPATH=. $(PY) scripts/conditioning_reference.py --out runs/conditioning-fim-2400 --pretrain-conditions \
+	    --pretrain-steps 2400 --fim-rate 0.5 --fim-spm 0.5 --pretrain-fim --until finetune
+	PYTHONPATH=. $(PY) scripts/infill_reference.py --fim runs/conditioning-fim-2400/finetune \
+	    --plain runs/conditioning-pretrained-2400/finetune \
 	    $$([ -d runs/conditioning-fim/finetune ] && echo --against runs/conditioning-fim/finetune)
 
 # The same with PSM windows only (the earlier recipe), for reference-infilling's comparison.
