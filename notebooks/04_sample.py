@@ -36,6 +36,7 @@ guidance = 1.0  # > 1: follow the asked conditions more strongly (classifier-fre
 # --- regenerate bars of a piece (a run trained with 03's fim_rate)
 infill_midi = ""  # a MIDI file whose bars to regenerate; "": off
 infill_bars = "5-8"  # which bars, first-last, numbered from 1 as a DAW does
+infill_rerank = 1  # keep the best of this many middles by how they lead into the next bar (N x the cost; 1: off)
 # --- how the pieces are sampled: one piece per (seed, temperature)
 seeds = [0, 1]
 temperatures = [0.8, 0.9, 1.0]
@@ -48,8 +49,7 @@ grammar = True  # forbid tokens REMI cannot follow (no broken note descriptions)
 repetition_penalty = 1.0  # > 1 discourages tokens already in the window (1: off)
 max_bars = None  # stop each piece after this many new bars (None: only num_tokens and EOS)
 max_seconds = None  # cut each piece at this length in seconds (None: no cut)
-rerank = 1  # best of this many per piece (N x the cost; 1: off): by the run's scorer (conditioned runs), or for
-#            infill_midi by how the new bars lead into the bar after them
+rerank = 1  # conditioned runs: keep the best of this many per piece by the run's scorer (N x the cost; 1: off)
 # --- how they are played
 preview_seconds = 30.0  # each player plays this many seconds from the start (the full .wav is linked)
 soundfont = ""  # .sf2 file; "": $TCHAIKOVSKY_SOUNDFONT or a system-wide General MIDI soundfont
@@ -151,8 +151,8 @@ display.download_links(xml)
 # piece knowing the music on both sides, once per seed x temperature, with the conditions and controls above.
 # Everything outside those bars stays note for note; the new bars end where the old ones did. Each piece is saved
 # to `run_dir/samples/` (`.mid`, `.wav`, and a `.png` of before and after with the bars shaded); the players play
-# `preview_seconds` around the bars, before and after. With `rerank` > 1 each is the best of that many middles by how
-# likely the model finds the bar after them once they are in place (the suffix read left to right).
+# `preview_seconds` around the bars, before and after. With `infill_rerank` > 1 each is the best of that many middles
+# by how likely the model finds the bar after them once they are in place (the suffix read left to right).
 
 # %%
 if infill_midi:
@@ -161,7 +161,7 @@ if infill_midi:
 
     infill_cells = infill_view.regenerate(run, model, tok, infill_midi, infill_bars, config, seeds=seeds,
                                           temperatures=temperatures, conditions=conditions, soundfont=soundfont,
-                                          order=order_of(meta), rerank=rerank, **asked)
+                                          order=order_of(meta), rerank=infill_rerank, **asked)
     infill_view.show_infilled(infill_midi, infill_cells, preview_seconds=preview_seconds,
                               soundfont=soundfont or None)
 

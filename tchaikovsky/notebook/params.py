@@ -116,6 +116,7 @@ SPECS: dict[str, dict[str, Rule]] = {
         "judge_samples": _int(0, 256),
         "infill_midi": PATH_OR_EMPTY,
         "infill_bars": BARS,
+        "infill_rerank": _int(1, 16),
     },
     "05_preference_tuning": {
         "run_dir": PATH_OR_EMPTY,

@@ -290,11 +290,13 @@ def test_notebook_04_regenerates_bars_of_a_corpus_piece(bach, tmp_path):
                  {"model_config": dataclasses.asdict(cfg), "tokenizer_hash": tokenizer.tokenizer_hash(bach.tok)})
     piece = bach.pieces[0].path
     out = run_notebook("04_sample", run, infill_midi=str(piece), infill_bars="2-3", num_tokens=96, min_tokens=0,
-                       seeds=[0], temperatures=[1.0], evaluate=False, interactive=False, preview_seconds=5.0)
+                       seeds=[0], temperatures=[1.0], evaluate=False, interactive=False, preview_seconds=5.0,
+                       infill_rerank=2)
     (mid,) = sorted((run / "samples").glob("infill-*-bars2-3-seed0-temp1.mid"))
     assert mid.with_suffix(".png").exists()
     text = out.read_text()
     assert "Bars 2-3, regenerated" in text and "before" in text and "after" in text
+    assert "led best into the next bar" in text  # infill_rerank=2: the best of two middles
     original, new = symusic.Score(str(piece)), symusic.Score(str(mid))
     pb = piece_bars(bach.tok, original)
     lo, hi = pb.lines[1] - pb.grid / 2, pb.lines[3] - pb.grid / 2

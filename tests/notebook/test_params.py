@@ -50,7 +50,7 @@ def test_lists_accept_papermill_strings():
           "grammar": True, "repetition_penalty": 1.0, "max_bars": None, "max_seconds": None, "evaluate": True,
           "evaluate_temperature": 0.9, "interactive": True, "preview_seconds": 30.0, "soundfont": "", "period": "",
           "composer": "bach", "instrumentation": "", "guidance": 1.0, "judge_samples": 2, "rerank": 1,
-          "infill_midi": "", "infill_bars": "5-8"}
+          "infill_midi": "", "infill_bars": "5-8", "infill_rerank": 1}
     params.check("04_sample", ns)
     for bad in ("8-5", "five", "0-2", 5):  # bars from 1, first-last
         with pytest.raises(ValueError, match="`infill_bars`"):
