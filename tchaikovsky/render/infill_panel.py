@@ -61,6 +61,7 @@ def regenerate(panel, piece, label: str) -> dict:
     c = panel.controls
     bars = parse_bars(c["bars"].value)
     seed, temp, top_p = int(c["seed"].value), float(c["temperature"].value), float(c["top_p"].value)
+    n = int(c["best_of"].value)
     config = dataclasses.replace(panel.config, num_tokens=int(c["length"].value), top_p=top_p)
     if "guidance" in c:
         config = dataclasses.replace(config, guidance=float(c["guidance"].value))
@@ -70,7 +71,7 @@ def regenerate(panel, piece, label: str) -> dict:
         warnings.simplefilter("always")
         result = infill(panel.model, panel.tok, piece, bars, config, seeds=seed, temperatures=temp,
                         conditions=panel.conditions, asked=asked, order=panel.fim_order,
-                        rerank=int(c["best_of"].value))[0]
+                        rerank=n)[0]
     for w in caught:
         if issubclass(w.category, UserWarning):
             panel.output.append_stdout(f"Note: {w.message}\n")
@@ -80,8 +81,7 @@ def regenerate(panel, piece, label: str) -> dict:
     cell = infill_view.write_infilled(panel.run_dir, [result], name=name, soundfont=panel.soundfont)[0]
     panel._append(lambda: infill_view.show_infilled(result.original, [cell], preview_seconds=panel.preview_seconds,
                                                     soundfont=panel.soundfont))
-    best = f", the best of {int(c['best_of'].value)} by the lead into the next bar" if result.rank or int(
-        c["best_of"].value) > 1 else ""
+    best = f", the best of {n} by the lead into the next bar" if n > 1 else ""
     panel.output.append_stdout(f"{label}: {bars_label(bars)} regenerated (seed {seed}, temperature {temp:g}{best}).\n")
     panel._step(3, "success")
     panel.results.append(cell)
