@@ -41,7 +41,7 @@ from tchaikovsky.data.fim import Fill, arrange, check_order
 from tchaikovsky.generate.bars import PieceBars, bars_label, first_kinds, parse_bars, piece_bars, seconds_at
 from tchaikovsky.generate.rerank import candidate_seeds
 from tchaikovsky.generate.sampling import generate
-from tchaikovsky.training.losses import token_losses
+from tchaikovsky.model import token_losses
 
 __all__ = ["Infilled", "infill", "infill_bars", "fill_of", "fim_prompt", "middle_budget", "splice", "token_bits",
            "lead_in", "lead_in_bits", "LEAD_BARS"]

@@ -136,6 +136,14 @@ def cast(model: GPT, dtype) -> GPT:
     return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
 
 
+def token_losses(model: GPT, tokens: Int[Array, "B T1"], dtype) -> tuple[Float[Array, "B T"], Int[Array, "B T"]]:
+    """Per-target negative log-likelihood (nats, fp32). tokens (B, T+1) -> nll (B, T), and targets (B, T)."""
+    logits = jax.vmap(cast(model, dtype))(tokens[:, :-1])  # (B, T, V) fp32
+    targets = tokens[:, 1:]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], targets
+
+
 def decay_mask(model: GPT) -> GPT:
     """A pytree of bools shaped like the model's arrays: True for matrix weights of linear layers only, so weight
     decay spares norms, biases and embeddings."""

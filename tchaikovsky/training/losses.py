@@ -18,21 +18,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from tchaikovsky.model import GPT, cast
+from tchaikovsky.model import GPT, token_losses
 
 LossFn = Callable[..., tuple[Float[Array, ""], dict[str, Float[Array, ""]]]]
-
-
-def token_losses(model: GPT, tokens: Int[Array, "B T1"], dtype) -> tuple[Float[Array, "B T"], Int[Array, "B T"]]:
-    """Per-target negative log-likelihood (nats, fp32). tokens (B, T+1) -> nll (B, T), and targets (B, T)."""
-    logits = jax.vmap(cast(model, dtype))(tokens[:, :-1])  # (B, T, V) fp32
-    targets = tokens[:, 1:]
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], targets
 
 
 def next_token_loss(model: GPT, tokens: Int[Array, "B T1"], dtype, pad_id: int):
