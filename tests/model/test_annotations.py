@@ -34,7 +34,7 @@ for fast in (True, False):
     grads = jax.grad(lambda m: jax.vmap(m)(tokens).sum())(model)  # the backward pass traces the same code
 skeleton(cfg)
 
-for batch in ((), (2,), (2, 1)):  # the decoding API takes any leading batch axes; each sequence is checked alone
+for batch in ((), (2, 1)):  # the decoding API takes any leading batch axes (none, or several); each sequence alone
     toks = jnp.broadcast_to(tokens[0], (*batch, 12))
     logits, cache = model.prefill(toks[..., :8], model.init_cache(batch=batch))
     assert logits.shape == (*batch, 8, 32)
