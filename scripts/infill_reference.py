@@ -2,11 +2,11 @@
 
     python scripts/infill_reference.py --fim runs/conditioning-fim/finetune --plain runs/conditioning-pretrained/finetune
 
-``--fim`` is a conditioned fine-tune trained with ``fim_rate`` > 0 and ``--plain`` (optional: without it, 1. below
-is left out) the same recipe (same data, steps and seed) with ``fim_rate`` 0: ``make reference-infilling`` trains both with
-``scripts/conditioning_reference.py --pretrain-conditions``, the FIM one with ``--fim-rate 0.5 --pretrain-fim``
-(fill-in-the-middle windows in the pretraining and the fine-tune). On the test role's held-out pieces, bars 5-8 of their
-first 16 taken out:
+``--fim`` is a conditioned fine-tune trained with ``fim_rate`` > 0 and ``--plain`` (optional: without it, 1.
+below is left out) the same recipe (same data, steps and seed) with ``fim_rate`` 0: ``make reference-infilling``
+trains both with ``scripts/conditioning_reference.py --pretrain-conditions``, the FIM one with ``--fim-rate 0.5
+--pretrain-fim`` (fill-in-the-middle windows in the pretraining and the fine-tune). On the test role's held-out
+pieces, bars 5-8 of their first 16 taken out:
 
 1. the cost: left-to-right held-out loss (nats per token) of both models on the same windows of the test pieces,
    with a paired bootstrap interval of the relative difference (the issue allows FIM at most 2%);
@@ -108,10 +108,11 @@ def markdown(result: dict) -> str:
     c = result.get("cost")
     cost = "Left-to-right cost: not measured (no `--plain` run at equal steps)."
     if c is not None:
-        cost = ("| left-to-right held-out loss (test pieces, same windows) | plain fine-tune | FIM fine-tune | relative "
-                "[95%] |\n|---|---|---|---|\n"
-                f"| nats per token ({c['windows']} windows, {c['targets']} targets) | {c['plain_nats_per_token']:.4f} | "
-                f"{c['fim_nats_per_token']:.4f} | {c['relative']:+.2%} [{c['lo']:+.2%}, {c['hi']:+.2%}] |")
+        cost = ("| left-to-right held-out loss (test pieces, same windows) | plain fine-tune | FIM fine-tune | "
+                "relative [95%] |\n|---|---|---|---|\n"
+                f"| nats per token ({c['windows']} windows, {c['targets']} targets) | "
+                f"{c['plain_nats_per_token']:.4f} | {c['fim_nats_per_token']:.4f} | "
+                f"{c['relative']:+.2%} [{c['lo']:+.2%}, {c['hi']:+.2%}] |")
     parts = [cost]
     if "order" in result:
         parts.append(order_table(result["order"]))
